@@ -1,0 +1,68 @@
+"""The project's exception hierarchy.
+
+Every failure a user can cause or meet in the field maps to one of these types.
+Each also derives from the closest built-in exception, so callers may catch
+either (the gpiozero pattern: ``class BadPinFactory(GPIOZeroError, ImportError)``).
+"""
+
+from __future__ import annotations
+
+
+class SkinScanError(Exception):
+    """Base class of every error SkinScan raises on purpose."""
+
+
+class ImageError(SkinScanError, ValueError):
+    """An image array is unusable: empty, wrong dtype, wrong channels, NaN, too small."""
+
+
+class CorruptImageError(ImageError):
+    """An image file cannot be decoded."""
+
+
+class ConfigError(SkinScanError, ValueError):
+    """The configuration is invalid; the message names the dotted key."""
+
+
+class BundleError(SkinScanError):
+    """The model bundle is invalid. The message names the file and the problem."""
+
+
+class BundleFileMissingError(BundleError, FileNotFoundError):
+    """A file the bundle needs is absent."""
+
+
+class BundleChecksumError(BundleError):
+    """A bundle file does not match the sha256 in its manifest."""
+
+
+class ManifestError(BundleError):
+    """manifest.json is malformed, has unknown fields or invalid values."""
+
+
+class TensorMismatchError(BundleError):
+    """The interpreter's tensors disagree with the manifest."""
+
+
+class RuntimeUnavailableError(SkinScanError, ImportError):
+    """No TFLite runtime (LiteRT, tflite-runtime or tf.lite) can be imported."""
+
+
+class CameraError(SkinScanError, OSError):
+    """The camera is missing, disconnected, or returned no frame."""
+
+
+class StorageError(SkinScanError, OSError):
+    """The scan store cannot be read or written."""
+
+
+class DiskFullError(StorageError):
+    """There is no space left to save a record; nothing partial was written."""
+
+
+class TamperError(StorageError):
+    """A record or file failed authentication: it was altered or the key is wrong."""
+
+
+class DatasetError(SkinScanError, ValueError):
+    """A dataset folder does not have the expected HAM10000 layout."""

@@ -1,0 +1,1 @@
+"""Scan records: the durable, encrypted store of every saved scan."""
