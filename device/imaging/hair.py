@@ -50,7 +50,7 @@ def hair_mask(image: np.ndarray, params: HairParams) -> np.ndarray:
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (params.kernel, params.kernel))
     blackhat = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel)
     candidates = (blackhat >= params.threshold).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(candidates, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(candidates, connectivity=8)
     lengths = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
     keep = lengths >= params.min_length
     keep[0] = False  # background label

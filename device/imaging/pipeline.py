@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import cv2
@@ -44,9 +44,9 @@ class PreprocessSpec:
     input_size: int = 224
     work_long_side: int = 200
     hair_removal: bool = True
-    hair: HairParams = HairParams()
-    segment: SegmentParams = SegmentParams()
-    crop: CropParams = CropParams()
+    hair: HairParams = field(default_factory=HairParams)
+    segment: SegmentParams = field(default_factory=SegmentParams)
+    crop: CropParams = field(default_factory=CropParams)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; includes the resize rule in words for the manifest reader."""
