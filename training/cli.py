@@ -1,0 +1,55 @@
+"""``skinscan train``: transfer learning on HAM10000 (desktop; needs the train extra)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Register the train arguments."""
+    parser.add_argument("--data", help="HAM10000 folder (HAM10000_metadata.csv + images/)")
+    parser.add_argument("--run", default="runs/ham10000", help="run folder to create")
+    parser.add_argument("--resume", metavar="RUN", help="resume an interrupted run folder")
+    parser.add_argument("--report-only", metavar="RUN", help="rewrite the report of a finished run")
+    parser.add_argument("--cache", default="", help="preprocessed-image cache folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--head-epochs", type=int)
+    parser.add_argument("--finetune-epochs", type=int)
+    parser.add_argument("--first-trainable-block")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--limit-per-split", type=int, default=0, help="smoke tests: cap images")
+    parser.add_argument("--steps-per-epoch", type=int, default=0, help="smoke tests: cap steps")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run or resume training; returns an exit code."""
+    from device.errors import DatasetError
+    from training.train import TrainConfig, run_training
+
+    if args.report_only:
+        from training.report import write_report
+
+        write_report(Path(args.report_only))
+        return 0
+    if args.resume:
+        saved = json.loads((Path(args.resume) / "config.json").read_text())
+        run_training(TrainConfig(**saved), resume=True)
+        return 0
+    if not args.data:
+        raise DatasetError("--data is required (the HAM10000 folder), or --resume RUN")
+    cfg = TrainConfig(
+        data_dir=str(Path(args.data).resolve()),
+        run_dir=args.run,
+        cache_dir=args.cache,
+        seed=args.seed,
+        limit_per_split=args.limit_per_split,
+        steps_per_epoch=args.steps_per_epoch,
+    )
+    for name in ("head_epochs", "finetune_epochs", "first_trainable_block", "batch_size"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    run_training(cfg)
+    return 0

@@ -1,0 +1,295 @@
+"""HAM10000 loading, lesion-grouped stratified splits, and the preprocessed-image cache.
+
+The loader reads the official layout (``HAM10000_metadata.csv`` and
+``images/<image_id>.jpg``) from a folder the user names. Rows it cannot use are
+skipped and listed, never fatal. The split groups every image of a lesion, and
+byte-identical files, onto one side, so no near-copy leaks into the test set.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from device.errors import CorruptImageError, DatasetError
+from device.imaging.io import read_image
+from device.imaging.pipeline import PreprocessSpec, preprocess
+from device.labels import CLASS_CODES
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+METADATA_FILE = "HAM10000_metadata.csv"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One usable image: ids, diagnosis and the metadata used for subgroup reports."""
+
+    image_id: str
+    lesion_id: str
+    dx: str
+    path: Path
+    sex: str = ""
+    age: str = ""
+    localization: str = ""
+
+    @property
+    def label(self) -> int:
+        """Index of the diagnosis in CLASS_CODES."""
+        return CLASS_CODES.index(self.dx)
+
+
+@dataclass
+class LoadReport:
+    """What the loader kept and what it skipped, with a reason per skipped row."""
+
+    kept: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def skip(self, image_id: str, reason: str) -> None:
+        """Record one skipped row."""
+        self.skipped.append({"image_id": image_id, "reason": reason})
+
+
+def load_metadata(data_dir: str | Path) -> tuple[list[Sample], LoadReport]:
+    """Read the HAM10000 metadata and keep the rows whose image file exists.
+
+    Raises:
+        DatasetError: the folder has no metadata CSV or it lacks required columns.
+    """
+    data_dir = Path(data_dir)
+    csv_path = data_dir / METADATA_FILE
+    if not csv_path.is_file():
+        raise DatasetError(
+            f"{csv_path} not found: expected the HAM10000 layout "
+            f"({METADATA_FILE} and images/<image_id>.jpg)"
+        )
+    report = LoadReport()
+    samples: list[Sample] = []
+    with csv_path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"lesion_id", "image_id", "dx"} - set(reader.fieldnames or [])
+        if missing:
+            raise DatasetError(f"{csv_path}: missing columns {sorted(missing)}")
+        for row in reader:
+            image_id = row["image_id"].strip()
+            dx = row["dx"].strip()
+            path = data_dir / "images" / f"{image_id}.jpg"
+            if dx not in CLASS_CODES:
+                report.skip(image_id, f"unknown dx {dx!r}")
+            elif not path.is_file():
+                report.skip(image_id, "image file missing")
+            else:
+                samples.append(
+                    Sample(
+                        image_id=image_id,
+                        lesion_id=row["lesion_id"].strip() or image_id,
+                        dx=dx,
+                        path=path,
+                        sex=row.get("sex", "") or "",
+                        age=row.get("age", "") or "",
+                        localization=row.get("localization", "") or "",
+                    )
+                )
+    report.kept = len(samples)
+    return samples, report
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def group_ids(samples: list[Sample]) -> list[int]:
+    """Group index per sample: same lesion_id or byte-identical file means same group."""
+    parent = list(range(len(samples)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        parent[find(i)] = find(j)
+
+    first_by_key: dict[str, int] = {}
+    for index, sample in enumerate(samples):
+        for key in (f"lesion:{sample.lesion_id}", f"bytes:{_file_digest(sample.path)}"):
+            if key in first_by_key:
+                union(index, first_by_key[key])
+            else:
+                first_by_key[key] = index
+    return [find(i) for i in range(len(samples))]
+
+
+def grouped_split(
+    samples: list[Sample], seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+) -> dict[str, str]:
+    """Assign each image to train/val/test, grouped by lesion and stratified by diagnosis.
+
+    Groups of each diagnosis are shuffled with ``seed`` and dealt greedily to the
+    split that is furthest below its target image count for that diagnosis.
+
+    Returns:
+        image_id -> split name.
+    """
+    groups = group_ids(samples)
+    members: dict[int, list[Sample]] = defaultdict(list)
+    for group, sample in zip(groups, samples, strict=True):
+        members[group].append(sample)
+    by_dx: dict[str, list[int]] = defaultdict(list)
+    for group, group_samples in members.items():
+        # A group's diagnosis is its most common one (HAM10000 lesions have one dx).
+        dxs = [s.dx for s in group_samples]
+        by_dx[max(sorted(set(dxs)), key=dxs.count)].append(group)
+    rng = np.random.default_rng(seed)
+    assignment: dict[str, str] = {}
+    for dx in sorted(by_dx):
+        group_list = sorted(by_dx[dx])
+        rng.shuffle(group_list)
+        total = sum(len(members[g]) for g in group_list)
+        counts = dict.fromkeys(SPLITS, 0)
+        for group in group_list:
+            deficits = {s: f * total - counts[s] for s, f in zip(SPLITS, fractions, strict=True)}
+            split = max(SPLITS, key=lambda s: deficits[s])
+            counts[split] += len(members[group])
+            for sample in members[group]:
+                assignment[sample.image_id] = split
+    return assignment
+
+
+def write_split_csv(path: Path, samples: list[Sample], assignment: dict[str, str]) -> None:
+    """Write the split as CSV (image_id, lesion_id, dx, split, sex, age, localization)."""
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "lesion_id", "dx", "split", "sex", "age", "localization"])
+        for s in samples:
+            writer.writerow(
+                [
+                    s.image_id,
+                    s.lesion_id,
+                    s.dx,
+                    assignment[s.image_id],
+                    s.sex,
+                    s.age,
+                    s.localization,
+                ]
+            )
+    os.replace(tmp, path)
+
+
+def read_split_csv(path: Path) -> list[dict[str, str]]:
+    """Read a split CSV written by :func:`write_split_csv`."""
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _preprocess_one(args: tuple[str, str]) -> tuple[np.ndarray | None, str]:
+    path, spec_json = args
+    spec = PreprocessSpec.from_dict(json.loads(spec_json))
+    try:
+        return preprocess(read_image(path), spec).model_input, ""
+    except CorruptImageError as exc:
+        return None, str(exc)
+
+
+@dataclass
+class PreprocessedCache:
+    """Model inputs for a list of images, computed once per preprocessing spec.
+
+    Attributes:
+        images: uint8 array (N, size, size, 3), memory-mapped.
+        image_ids: the ids in row order.
+        failed: image_id -> reason for images that could not be decoded (rows are zero).
+    """
+
+    images: np.ndarray
+    image_ids: list[str]
+    failed: dict[str, str]
+
+    def rows(self, image_ids: Iterable[str]) -> np.ndarray:
+        """Row indices of ``image_ids`` in the cache."""
+        index = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        return np.array([index[i] for i in image_ids], dtype=np.int64)
+
+
+def build_cache(
+    samples: list[Sample],
+    cache_root: Path,
+    spec: PreprocessSpec,
+    workers: int = 2,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> PreprocessedCache:
+    """Preprocess every sample with the device pipeline, or reuse the cache for this spec.
+
+    The cache folder is keyed by ``spec.digest()`` and a hash of the image list. It is
+    written under a temporary name and renamed when complete, so an interrupted run
+    leaves no half-written cache behind.
+    """
+    ids = [s.image_id for s in samples]
+    key = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
+    folder = cache_root / f"{spec.digest()}-{key}"
+    if (folder / "index.json").is_file():
+        meta = json.loads((folder / "index.json").read_text())
+        images = np.load(folder / "images.npy", mmap_mode="r")
+        return PreprocessedCache(images, meta["image_ids"], meta["failed"])
+
+    tmp = cache_root / f"{folder.name}.tmp-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    size = spec.input_size
+    images = np.lib.format.open_memmap(
+        tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(samples), size, size, 3)
+    )
+    spec_json = json.dumps(spec.to_dict())
+    failed: dict[str, str] = {}
+    jobs = [(str(s.path), spec_json) for s in samples]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(_preprocess_one, jobs, chunksize=32)
+        if progress is not None:
+            results = progress(results)
+        for row, (image, error) in enumerate(results):
+            if image is None:
+                failed[ids[row]] = error
+            else:
+                images[row] = image
+    images.flush()
+    del images
+    (tmp / "index.json").write_text(json.dumps({"image_ids": ids, "failed": failed}))
+    os.replace(tmp, folder)
+    return build_cache(samples, cache_root, spec, workers, progress)
+
+
+def dataset_hash(samples: list[Sample]) -> str:
+    """A hash of the image ids and labels used: identifies the training data in provenance."""
+    text = "\n".join(f"{s.image_id},{s.lesion_id},{s.dx}" for s in samples)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_preprocessed(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs and labels of one split of a finished run, from its cache.
+
+    Returns:
+        (images uint8 (N, size, size, 3), labels int64 (N,)).
+    """
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    rows = [r for r in read_split_csv(run_dir / "split.csv") if r["split"] == split]
+    samples, _ = load_metadata(config["data_dir"])
+    spec = PreprocessSpec.from_dict(config["preprocessing"])
+    cache = build_cache(samples, Path(config["cache_dir"]), spec)
+    usable = [r for r in rows if r["image_id"] not in cache.failed]
+    images = np.asarray(cache.images[cache.rows(r["image_id"] for r in usable)])
+    labels = np.array([CLASS_CODES.index(r["dx"]) for r in usable], dtype=np.int64)
+    return images, labels

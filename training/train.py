@@ -1,0 +1,451 @@
+"""The training run: data -> cache -> two-phase transfer learning -> calibration -> report.
+
+A run folder holds everything a later step needs (config, split, checkpoints, the
+final model, calibration and metrics). Every file is written atomically, and
+``state.json`` is written last after each epoch, so a run killed at any moment
+resumes from its last finished epoch with ``skinscan train --resume RUN``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.imaging.pipeline import PreprocessSpec
+from device.labels import CLASS_CODES
+from training.augment import AugmentConfig, augment
+
+log = logging.getLogger(__name__)
+
+HAM10000_CITATION = (
+    "HAM10000: Tschandl, Rosendahl & Kittler, Scientific Data 5, 180161 (2018), CC BY-NC 4.0"
+)
+
+
+@dataclass
+class TrainConfig:
+    """Every choice of a run; saved as config.json in the run folder.
+
+    Attributes:
+        data_dir: HAM10000 folder (metadata CSV + images/).
+        run_dir: output folder.
+        cache_dir: where preprocessed model inputs are cached, keyed by spec hash.
+        seed: seed of the split, shuffling and augmentation.
+        backbone: name in training.backbones.BACKBONES.
+        input_size: model input side (224 gives a 7x7 Grad-CAM grid).
+        dropout: dropout before the logits.
+        batch_size: images per step.
+        head_epochs: phase 1, head only on the frozen backbone.
+        head_lr: phase 1 learning rate.
+        finetune_epochs: phase 2 maximum epochs.
+        finetune_lr: phase 2 peak learning rate (warm-up then cosine).
+        warmup_epochs: phase 2 linear warm-up length.
+        first_trainable_block: lowest backbone block trained in phase 2.
+        weight_decay: AdamW decoupled weight decay.
+        label_smoothing: label smoothing of the cross-entropy.
+        class_weighting: "inverse_frequency" (n / (7 n_c)) or "none".
+        patience: early stopping patience on validation balanced accuracy.
+        min_sensitivity: malignant sensitivity the referral threshold must keep on val.
+        uncertainty_threshold: top-1 calibrated confidence below which the device says
+            "uncertain".
+        limit_per_split: keep at most this many images per split (smoke tests).
+        steps_per_epoch: cap on steps per epoch (smoke tests); 0 means a full epoch.
+        workers: processes for preprocessing.
+        preprocessing: the device preprocessing spec (dict form).
+        augment: augmentation ranges (dict form).
+    """
+
+    data_dir: str
+    run_dir: str
+    cache_dir: str = ""
+    seed: int = 0
+    backbone: str = "efficientnet_lite0"
+    input_size: int = 224
+    dropout: float = 0.3
+    batch_size: int = 32
+    head_epochs: int = 2
+    head_lr: float = 1e-3
+    finetune_epochs: int = 16
+    finetune_lr: float = 3e-4
+    warmup_epochs: float = 1.0
+    first_trainable_block: str = "block5"
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.1
+    class_weighting: str = "inverse_frequency"
+    patience: int = 5
+    min_sensitivity: float = 0.90
+    uncertainty_threshold: float = 0.5
+    limit_per_split: int = 0
+    steps_per_epoch: int = 0
+    workers: int = 2
+    preprocessing: dict[str, Any] = field(default_factory=lambda: PreprocessSpec().to_dict())
+    augment: dict[str, Any] = field(default_factory=lambda: AugmentConfig().to_dict())
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _class_weights(labels: np.ndarray, mode: str) -> np.ndarray:
+    counts = np.bincount(labels, minlength=len(CLASS_CODES)).astype(np.float64)
+    if mode == "none":
+        return np.ones(len(CLASS_CODES))
+    if mode != "inverse_frequency":
+        raise ValueError(f"class_weighting must be 'inverse_frequency' or 'none', got {mode!r}")
+    return np.where(counts > 0, counts.sum() / (len(CLASS_CODES) * np.maximum(counts, 1)), 0.0)
+
+
+def make_batches(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, steps: int):
+    """A Keras PyDataset of augmented, one-hot, class-weighted batches."""
+    import keras
+
+    weights = _class_weights(labels, cfg.class_weighting)
+    augment_cfg = AugmentConfig(**{**cfg.augment, "zoom": tuple(cfg.augment["zoom"])})
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch = 0
+            self._order = self._shuffle()
+
+        def _shuffle(self) -> np.ndarray:
+            return np.random.default_rng([cfg.seed, self.epoch]).permutation(len(labels))
+
+        def __len__(self) -> int:
+            return steps
+
+        def __getitem__(self, index: int):
+            rng = np.random.default_rng([cfg.seed, self.epoch, index])
+            rows = np.take(
+                self._order,
+                np.arange(index * cfg.batch_size, (index + 1) * cfg.batch_size),
+                mode="wrap",
+            )
+            x = np.stack([augment(images[r], rng, augment_cfg) for r in rows]).astype(np.float32)
+            y = np.eye(len(CLASS_CODES), dtype=np.float32)[labels[rows]]
+            return x, y, weights[labels[rows]].astype(np.float32)
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self._order = self._shuffle()
+
+    return Batches()
+
+
+def predict_logits(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Logits of a model for uint8 images, in batches."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = np.asarray(images[start : start + batch_size], dtype=np.float32)
+        out.append(np.asarray(model(batch, training=False)))
+    return np.concatenate(out) if out else np.zeros((0, len(CLASS_CODES)), np.float32)
+
+
+def _lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    if warmup_steps and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _learning_rate_callback(state: dict[str, Any], total_steps: int, warmup: int, peak: float):
+    """A callback that sets the learning rate before every step from the phase's step count."""
+    import keras
+
+    class LearningRate(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            step = int(self.model.optimizer.iterations.numpy()) - state.get("phase_step0", 0)
+            self.model.optimizer.learning_rate.assign(_lr_at(step, total_steps, warmup, peak))
+
+    return LearningRate()
+
+
+def _compile(model, cfg: TrainConfig, lr: float) -> None:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=cfg.label_smoothing
+        ),
+    )
+
+
+def _save_model(model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _save_weights(model, path: Path) -> None:
+    tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+class _Data:
+    """The run's split as arrays in memory."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
+        from tqdm import tqdm
+
+        from training.data import (
+            build_cache,
+            dataset_hash,
+            grouped_split,
+            load_metadata,
+            read_split_csv,
+            write_split_csv,
+        )
+
+        samples, load_report = load_metadata(cfg.data_dir)
+        split_path = run_dir / "split.csv"
+        if not split_path.is_file():
+            write_split_csv(split_path, samples, grouped_split(samples, seed=cfg.seed))
+        assignment = {r["image_id"]: r["split"] for r in read_split_csv(split_path)}
+        samples = [s for s in samples if s.image_id in assignment]
+        if cfg.limit_per_split:
+            samples = _stratified_subset(samples, assignment, cfg.limit_per_split)
+        spec = PreprocessSpec.from_dict(cfg.preprocessing)
+        cache = build_cache(
+            samples,
+            Path(cfg.cache_dir),
+            spec,
+            workers=cfg.workers,
+            progress=lambda it: tqdm(it, total=len(samples), desc="preprocess", unit="img"),
+        )
+        for image_id, reason in cache.failed.items():
+            load_report.skip(image_id, reason)
+        self.samples = [s for s in samples if s.image_id not in cache.failed]
+        self.skipped = load_report.skipped
+        self.data_hash = dataset_hash(self.samples)
+        self.split_hash = _file_hash(split_path)
+        self.by_split: dict[str, tuple[np.ndarray, np.ndarray, list]] = {}
+        for split in ("train", "val", "test"):
+            chosen = [s for s in self.samples if assignment[s.image_id] == split]
+            rows = cache.rows(s.image_id for s in chosen)
+            images = np.asarray(cache.images[np.sort(rows)])[np.argsort(np.argsort(rows))]
+            labels = np.array([s.label for s in chosen], dtype=np.int64)
+            self.by_split[split] = (images, labels, chosen)
+
+
+def _stratified_subset(samples: list, assignment: dict[str, str], limit: int) -> list:
+    """At most ``limit`` images per split, dealt round-robin over the classes (smoke runs)."""
+    kept: list = []
+    for split in ("train", "val", "test"):
+        per_class = {
+            dx: [s for s in samples if s.dx == dx and assignment[s.image_id] == split]
+            for dx in CLASS_CODES
+        }
+        chosen: list = []
+        depth = 0
+        while len(chosen) < limit and any(len(v) > depth for v in per_class.values()):
+            chosen += [v[depth] for v in per_class.values() if len(v) > depth]
+            depth += 1
+        kept += chosen[:limit]
+    return kept
+
+
+def _file_hash(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train (or resume) a run and write its model, calibration, metrics and report.
+
+    Returns:
+        The run folder.
+    """
+    import keras
+
+    from training.backbones import build_backbone
+    from training.calibration import fit_temperature, referral_threshold, softmax
+    from training.model import build_classifier, set_trainable
+
+    run_dir = Path(cfg.run_dir)
+    state_path = run_dir / "state.json"
+    if state_path.exists() and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run: resume it with --resume {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    if not cfg.cache_dir:
+        cfg.cache_dir = str(run_dir.parent / "cache")
+    _write_json(run_dir / "config.json", asdict(cfg))
+    file_log = logging.FileHandler(run_dir / "train.log")
+    file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(file_log)
+    started = time.time()
+    keras.utils.set_random_seed(cfg.seed)
+
+    data = _Data(cfg, run_dir)
+    x_train, y_train, _ = data.by_split["train"]
+    x_val, y_val, _ = data.by_split["val"]
+    log.info(
+        "images: train %d, val %d, test %d; skipped %d",
+        len(y_train),
+        len(y_val),
+        len(data.by_split["test"][1]),
+        len(data.skipped),
+    )
+
+    state: dict[str, Any] = {
+        "phase": "head",
+        "epoch": 0,
+        "best": -1.0,
+        "best_epoch": None,
+        "history": [],
+        "bad_epochs": 0,
+        "elapsed_s": 0.0,
+    }
+    checkpoint = run_dir / "checkpoints" / "last.keras"
+    best_path = run_dir / "checkpoints" / "best.weights.h5"
+    backbone = build_backbone(
+        cfg.backbone, cfg.input_size, weights=not (resume and checkpoint.exists())
+    )
+    if resume and state_path.exists() and checkpoint.exists():
+        state = json.loads(state_path.read_text())
+        model = keras.models.load_model(checkpoint, compile=True)
+        log.info("resumed %s at phase %s epoch %d", run_dir, state["phase"], state["epoch"])
+        loaded_phase = state["phase"]
+    else:
+        model = build_classifier(backbone, len(CLASS_CODES), cfg.dropout)
+        loaded_phase = None
+    elapsed_before = state.get("elapsed_s", 0.0)
+
+    full_steps = math.ceil(len(y_train) / cfg.batch_size)
+    steps = min(full_steps, cfg.steps_per_epoch) if cfg.steps_per_epoch else full_steps
+    batches = make_batches(cfg, x_train, y_train, steps)
+    phases = [
+        ("head", cfg.head_epochs, cfg.head_lr, None),
+        ("finetune", cfg.finetune_epochs, cfg.finetune_lr, cfg.first_trainable_block),
+    ]
+    for phase, epochs, peak_lr, first_block in phases:
+        if state["phase"] == "done" or [p[0] for p in phases].index(phase) < [
+            p[0] for p in phases
+        ].index(state["phase"]):
+            continue
+        count = set_trainable(model, backbone.block_names, first_block)
+        if loaded_phase != phase:
+            _compile(model, cfg, peak_lr)
+        loaded_phase = None
+        log.info(
+            "phase %s: %d trainable tensors, %d epochs of %d steps", phase, count, epochs, steps
+        )
+        total_steps = epochs * steps
+        warmup = int(cfg.warmup_epochs * steps) if phase == "finetune" else 0
+
+        if state["epoch"] == 0:
+            state["phase_step0"] = int(model.optimizer.iterations.numpy())
+        while state["epoch"] < epochs:
+            epoch = state["epoch"]
+            batches.epoch = len(state["history"])
+            batches._order = batches._shuffle()
+            tick = time.time()
+            fit = model.fit(
+                batches,
+                epochs=1,
+                verbose=2 if os.environ.get("CI") else 1,
+                callbacks=[_learning_rate_callback(state, total_steps, warmup, peak_lr)],
+            )
+            val_logits = predict_logits(model, x_val)
+            from device.metrics import balanced_accuracy
+
+            score = balanced_accuracy(y_val, softmax(val_logits))
+            record = {
+                "phase": phase,
+                "epoch": epoch + 1,
+                "loss": float(fit.history["loss"][-1]),
+                "val_balanced_accuracy": score,
+                "seconds": round(time.time() - tick, 1),
+            }
+            state["history"].append(record)
+            log.info(
+                "%s epoch %d/%d: loss %.4f, val balanced accuracy %.4f (%.0fs)",
+                phase,
+                epoch + 1,
+                epochs,
+                record["loss"],
+                score,
+                record["seconds"],
+            )
+            if score > state["best"]:
+                state["best"], state["best_epoch"], state["bad_epochs"] = (
+                    score,
+                    f"{phase}-{epoch + 1}",
+                    0,
+                )
+                _save_weights(model, best_path)
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch + 1
+            state["elapsed_s"] = elapsed_before + time.time() - started
+            _save_model(model, checkpoint)
+            _write_json(state_path, state)
+            if phase == "finetune" and state["bad_epochs"] >= cfg.patience:
+                log.info("early stop: no val improvement for %d epochs", cfg.patience)
+                break
+        next_phase = "finetune" if phase == "head" else "done"
+        state.update(
+            phase=next_phase, epoch=0, bad_epochs=0 if next_phase != "done" else state["bad_epochs"]
+        )
+        _save_model(model, checkpoint)
+        _write_json(state_path, state)
+
+    model.load_weights(best_path)
+    _save_model(model, run_dir / "model.keras")
+    val_logits = predict_logits(model, x_val)
+    x_test, y_test, _ = data.by_split["test"]
+    test_logits = predict_logits(model, x_test)
+    temperature = fit_temperature(val_logits, y_val)
+    threshold = referral_threshold(softmax(val_logits, temperature), y_val, cfg.min_sensitivity)
+    calibration = {
+        "temperature": temperature,
+        "referral_threshold": threshold,
+        "uncertainty_threshold": cfg.uncertainty_threshold,
+        "min_sensitivity_target": cfg.min_sensitivity,
+        "fitted_on": "val",
+    }
+    _write_json(run_dir / "calibration.json", calibration)
+    np.savez(
+        run_dir / "logits.npz",
+        val_logits=val_logits,
+        val_labels=y_val,
+        test_logits=test_logits,
+        test_labels=y_test,
+    )
+    state["elapsed_s"] = elapsed_before + time.time() - started
+    _write_json(state_path, state)
+    _write_json(
+        run_dir / "provenance.json",
+        {
+            "run_id": run_dir.name,
+            "data_hash": data.data_hash,
+            "split_hash": data.split_hash,
+            "backbone": cfg.backbone,
+            "weights_source": backbone.weights_source,
+            "weights_licence": backbone.weights_licence,
+            "dataset": HAM10000_CITATION,
+            "skipped": data.skipped,
+            "train_seconds": state["elapsed_s"],
+            "best_epoch": state["best_epoch"],
+        },
+    )
+    from training.report import write_report
+
+    write_report(run_dir)
+    log.info("run finished in %.1f min: %s", state["elapsed_s"] / 60, run_dir)
+    return run_dir
