@@ -1,0 +1,378 @@
+"""Device configuration: TOML files validated by pydantic models.
+
+The shipped defaults live in ``device/config/default.toml``. One override file is
+merged over them: the file given with ``--config``, or else
+``/etc/skinscan/config.toml`` when it exists. The environment variable
+``SKINSCAN_BACKEND`` overrides ``backend``; a command-line flag overrides both.
+
+Every model forbids unknown keys, so a typo is an error that names the key's
+dotted path (and its line, when it can be found), and every bounded value
+names its allowed range.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from device.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "config" / "default.toml"
+SYSTEM_CONFIG_PATH = Path("/etc/skinscan/config.toml")
+BACKEND_ENV = "SKINSCAN_BACKEND"
+BACKENDS = ("auto", "pi", "usb", "sim")
+
+Backend = Literal["auto", "pi", "usb", "sim"]
+Size = tuple[int, int]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_size(value: Size, low: int, high: int) -> Size:
+    width, height = value
+    if not (low <= width <= high and low <= height <= high):
+        raise ValueError(f"each side must be between {low} and {high} pixels")
+    return value
+
+
+class ModelConfig(_Section):
+    """Which model bundle to load.
+
+    Attributes:
+        bundle: bundle folder; empty means the shipped ``device/models/default``.
+    """
+
+    bundle: str = ""
+
+
+class CameraConfig(_Section):
+    """Camera settings shared by all camera backends.
+
+    Attributes:
+        preview_size: live-view frame size (width, height).
+        still_size: analysis still size (width, height).
+        usb_index: OpenCV device index of the USB webcam.
+        sim_source: folder of images or a video file for the simulated camera;
+            empty means synthetic phantoms.
+        retry_s: seconds between attempts to reopen a missing camera.
+    """
+
+    preview_size: Size = (640, 480)
+    still_size: Size = (2028, 1520)
+    usb_index: int = Field(0, ge=0, le=63)
+    sim_source: str = ""
+    retry_s: float = Field(2.0, ge=0.1, le=60.0)
+
+    @field_validator("preview_size")
+    @classmethod
+    def _preview_size(cls, value: Size) -> Size:
+        return _check_size(value, 64, 4096)
+
+    @field_validator("still_size")
+    @classmethod
+    def _still_size(cls, value: Size) -> Size:
+        return _check_size(value, 64, 9152)
+
+
+class PinMap(_Section):
+    """Button name -> BCM GPIO number; each button pulls its pin to ground."""
+
+    capture: int = Field(17, ge=2, le=27)
+    toggle: int = Field(27, ge=2, le=27)
+    next: int = Field(22, ge=2, le=27)
+    save: int = Field(23, ge=2, le=27)
+    back: int = Field(24, ge=2, le=27)
+    power: int = Field(3, ge=2, le=27)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PinMap:
+        seen: dict[int, str] = {}
+        for name, pin in self.items():
+            if pin in seen:
+                raise ValueError(f"{seen[pin]} and {name} share BCM pin {pin}")
+            seen[pin] = name
+        return self
+
+    def items(self) -> list[tuple[str, int]]:
+        """The configured (button name, BCM pin) pairs, in declaration order."""
+        return list(self.model_dump().items())
+
+
+class ButtonsConfig(_Section):
+    """GPIO buttons: the pin map is the single source of truth for the wiring.
+
+    Attributes:
+        hold_time_s: how long the power button is held to ask for shutdown.
+        bounce_time_s: presses closer together than this are contact bounce.
+        pins: button name -> BCM GPIO number.
+    """
+
+    hold_time_s: float = Field(2.0, ge=0.5, le=10.0)
+    bounce_time_s: float = Field(0.05, ge=0.0, le=0.5)
+    pins: PinMap = PinMap()
+
+
+class DisplayConfig(_Section):
+    """Screen settings.
+
+    Attributes:
+        size: window size (width, height) on a laptop and in headless mode.
+        fullscreen: "auto" (full screen with the pi backend), "yes" or "no".
+        max_fps: upper bound on the live-view frame rate.
+        heatmap_alpha: heatmap opacity over the photo.
+    """
+
+    size: Size = (800, 480)
+    fullscreen: Literal["auto", "yes", "no"] = "auto"
+    max_fps: int = Field(30, ge=1, le=120)
+    heatmap_alpha: float = Field(0.5, ge=0.1, le=0.9)
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: Size) -> Size:
+        return _check_size(value, 240, 4096)
+
+
+class QualityConfig(_Section):
+    """The capture quality gate; see :class:`device.imaging.quality.QualityThresholds`."""
+
+    min_sharpness: float = Field(12.0, ge=0.0, le=10000.0)
+    max_dark_fraction: float = Field(0.35, ge=0.0, le=1.0)
+    max_bright_fraction: float = Field(0.10, ge=0.0, le=1.0)
+    min_lesion_contrast: float = Field(0.08, ge=0.0, le=1.0)
+
+
+class StorageConfig(_Section):
+    """Where scans are saved.
+
+    Attributes:
+        backend: "sqlite" (encrypted and durable) or "memory" (lost on exit).
+        path: database file; empty means the platform default.
+    """
+
+    backend: Literal["sqlite", "memory"] = "sqlite"
+    path: str = ""
+
+
+class SystemConfig(_Section):
+    """What the device does on shutdown, and its identity.
+
+    Attributes:
+        shutdown: "auto" (poweroff with the pi backend, else exit), "poweroff" or "exit".
+        shutdown_command: the power-off command line.
+        device_id: stable id written into every record; empty = from /etc/machine-id.
+    """
+
+    shutdown: Literal["auto", "poweroff", "exit"] = "auto"
+    shutdown_command: tuple[str, ...] = ("systemctl", "poweroff")
+    device_id: str = ""
+
+    @field_validator("shutdown_command")
+    @classmethod
+    def _command(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or not value[0]:
+            raise ValueError('must name a command, e.g. ["systemctl", "poweroff"]')
+        return value
+
+
+class DeviceConfig(_Section):
+    """The whole device configuration."""
+
+    backend: Backend = "auto"
+    model: ModelConfig = ModelConfig()
+    camera: CameraConfig = CameraConfig()
+    buttons: ButtonsConfig = ButtonsConfig()
+    display: DisplayConfig = DisplayConfig()
+    quality: QualityConfig = QualityConfig()
+    storage: StorageConfig = StorageConfig()
+    system: SystemConfig = SystemConfig()
+
+    def quality_thresholds(self) -> Any:
+        """The quality section as the imaging module's ``QualityThresholds``."""
+        from device.imaging.quality import QualityThresholds
+
+        return QualityThresholds(**self.quality.model_dump())
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``override`` merged in; tables merge key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read one TOML file; raises ConfigError naming the file on any problem."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from exc
+
+
+def _find_line(path: Path | None, dotted: str) -> int | None:
+    """Best-effort line number of a dotted key in a TOML file, for error messages."""
+    if path is None or not path.is_file():
+        return None
+    parts = dotted.split(".")
+    key, table = parts[-1], ".".join(parts[:-1])
+    current = ""
+    key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    table_re = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        match = table_re.match(line)
+        if match:
+            current = match.group(1)
+            if current == dotted:
+                return number
+            continue
+        if current == table and key_re.match(line):
+            return number
+    return None
+
+
+def _bounds_text(constraint: Any) -> str:
+    pieces = []
+    for attr, symbol in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+        value = getattr(constraint, attr, None)
+        if value is not None:
+            pieces.append(f"{symbol} {value}")
+    return " and ".join(pieces)
+
+
+def _allowed(loc: tuple[Any, ...]) -> str:
+    """Describe the allowed values of the field at ``loc``, from the models' own metadata."""
+    model: Any = DeviceConfig
+    field = None
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            break
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return ""
+        model = field.annotation
+    if field is None:
+        return ""
+    bounds = " and ".join(filter(None, (_bounds_text(m) for m in field.metadata)))
+    if bounds:
+        return f"allowed: {bounds}"
+    args = getattr(field.annotation, "__args__", None)
+    if args and all(isinstance(a, str) for a in args):
+        return "allowed: " + ", ".join(repr(a) for a in args)
+    return ""
+
+
+def _format_errors(exc: ValidationError, source: Path | None) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        # Drop pydantic's positional suffixes (tuple indices, validator names).
+        dotted = ".".join(str(p) for p in loc if not isinstance(p, int))
+        line = _find_line(source, dotted)
+        where = f" ({source}, line {line})" if line else (f" ({source})" if source else "")
+        if error["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{dotted}'{where}")
+            continue
+        message = str(error["msg"]).removeprefix("Value error, ")
+        allowed = "" if error["type"] == "literal_error" else _allowed(loc)
+        value = error.get("input")
+        shown = f" = {value!r}" if not isinstance(value, dict) else ""
+        lines.append(
+            f"invalid value for '{dotted}'{shown}{where}: {message}"
+            + (f" ({allowed})" if allowed and allowed not in message else "")
+        )
+    return "; ".join(lines)
+
+
+def validate(data: Mapping[str, Any], source: Path | None = None) -> DeviceConfig:
+    """Validate a merged config mapping; raises ConfigError naming every bad key."""
+    try:
+        return DeviceConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError("config: " + _format_errors(exc, source)) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    backend: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    system_path: Path = SYSTEM_CONFIG_PATH,
+) -> DeviceConfig:
+    """Load the shipped defaults, one override file, and the backend overrides.
+
+    Args:
+        path: an override file (``--config``); when None, ``system_path`` is used
+            if it exists.
+        backend: a backend from the command line; beats the environment and files.
+        environ: the environment to read ``SKINSCAN_BACKEND`` from (default os.environ).
+        system_path: the system-wide override file.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: a file is missing or malformed, a key is unknown or a value invalid.
+    """
+    environ = os.environ if environ is None else environ
+    data = read_toml(DEFAULT_CONFIG_PATH)
+    validate(data, DEFAULT_CONFIG_PATH)
+    source: Path | None = None
+    if path is not None:
+        source = Path(path)
+    elif system_path.is_file():
+        source = system_path
+    if source is not None:
+        log.info("config: overriding defaults with %s", source)
+        data = merge(data, read_toml(source))
+    env_backend = environ.get(BACKEND_ENV, "").strip()
+    if env_backend:
+        if env_backend not in BACKENDS:
+            raise ConfigError(
+                f"config: {BACKEND_ENV}={env_backend!r} is not a backend "
+                f"(allowed: {', '.join(BACKENDS)})"
+            )
+        data["backend"] = env_backend
+    if backend:
+        data["backend"] = backend
+    return validate(data, source)
+
+
+def is_raspberry_pi(model_path: Path = Path("/proc/device-tree/model")) -> bool:
+    """True when running on a Raspberry Pi (per the device tree)."""
+    try:
+        return "Raspberry Pi" in model_path.read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def resolve_backend(config: DeviceConfig, on_pi: bool | None = None) -> str:
+    """Turn ``backend = "auto"`` into "pi" on a Raspberry Pi and "sim" elsewhere."""
+    if config.backend != "auto":
+        return config.backend
+    on_pi = is_raspberry_pi() if on_pi is None else on_pi
+    return "pi" if on_pi else "sim"

@@ -1,0 +1,1 @@
+"""The device screens: immutable Screen values and the pygame renderer."""

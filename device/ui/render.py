@@ -1,0 +1,564 @@
+"""Draws a Screen onto a pygame surface of any size.
+
+Every length is a multiple of a unit ``u = min(width / 480, height / 320)``, so
+the 3.5" 480x320 LCD and the 7" 800x480 panel show the same layout at
+different scales. Text that does not fit is wrapped, then shrunk down to a
+legible minimum, never clipped in the middle of a word.
+
+Fonts: DejaVu Sans when installed (Raspberry Pi OS ships it), else the
+FreeSans Bold that comes inside pygame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from device.hw.display import import_pygame
+from device.ui.screens import (
+    AnalyzingScreen,
+    ErrorScreen,
+    Hint,
+    HistoryScreen,
+    PreviewScreen,
+    ResultScreen,
+    RetakeScreen,
+    Screen,
+    ShutdownScreen,
+)
+
+log = logging.getLogger(__name__)
+
+FONT_DIRS = (
+    Path("/usr/share/fonts/truetype/dejavu"),
+    Path("/usr/share/fonts/dejavu"),
+    Path("/usr/share/fonts/TTF"),
+)
+BASE_SIZE = (480, 320)
+MIN_FONT_PX = 11
+
+BG = (16, 20, 24)
+PANEL = (32, 38, 46)
+TEXT = (240, 242, 245)
+MUTED = (165, 172, 182)
+GOOD = (46, 170, 80)
+BAD = (220, 60, 50)
+WARN = (245, 180, 40)
+BOX = (0, 220, 255)
+TIER_COLOURS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
+    # tier -> (background, text)
+    "refer": ((200, 40, 40), (255, 255, 255)),
+    "uncertain": ((245, 180, 40), (20, 20, 20)),
+    "monitor": ((40, 140, 70), (255, 255, 255)),
+}
+
+
+def find_font(bold: bool = False) -> str | None:
+    """Path of DejaVu Sans (bold or regular), or None to use pygame's bundled font."""
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    for folder in FONT_DIRS:
+        path = folder / name
+        if path.is_file():
+            return str(path)
+    return None
+
+
+class Renderer:
+    """Draws screens; create once per display and reuse (it caches fonts and text).
+
+    Args:
+        size: surface size (width, height).
+        key_labels: button event -> label printed in hints, e.g. {"capture": "Space"}.
+    """
+
+    def __init__(self, size: tuple[int, int], key_labels: Mapping[str, str] | None = None) -> None:
+        self.pygame = import_pygame()
+        if not self.pygame.font.get_init():
+            self.pygame.font.init()
+        self.size = (int(size[0]), int(size[1]))
+        self.key_labels = dict(key_labels or {})
+        self.u = min(self.size[0] / BASE_SIZE[0], self.size[1] / BASE_SIZE[1])
+        self._font_paths = {False: find_font(False), True: find_font(True)}
+        self._fonts: dict[tuple[int, bool], Any] = {}
+        self._text_cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._image_cache: OrderedDict[tuple[Any, ...], tuple[np.ndarray, Any]] = OrderedDict()
+
+    # ---- primitives -------------------------------------------------------------------------
+
+    def px(self, value: float) -> int:
+        """A base-layout length (at 480x320) scaled to this surface."""
+        return max(1, round(value * self.u))
+
+    def font(self, size: float, bold: bool = False) -> Any:
+        """A font of ``size`` base pixels (scaled, never below the legible minimum)."""
+        pixels = max(MIN_FONT_PX, self.px(size))
+        key = (pixels, bold)
+        if key not in self._fonts:
+            path = self._font_paths[bold] or self._font_paths[not bold]
+            self._fonts[key] = self.pygame.font.Font(path, pixels)
+        return self._fonts[key]
+
+    def text_surface(self, text: str, font: Any, colour: tuple[int, int, int]) -> Any:
+        """Rendered text, cached."""
+        key = (text, id(font), colour)
+        cached = self._text_cache.get(key)
+        if cached is None:
+            cached = font.render(text, True, colour)
+            self._text_cache[key] = cached
+            if len(self._text_cache) > 512:
+                self._text_cache.popitem(last=False)
+        return cached
+
+    def draw_text(
+        self,
+        surface: Any,
+        text: str,
+        font: Any,
+        colour: tuple[int, int, int],
+        pos: tuple[int, int],
+        anchor: str = "topleft",
+    ) -> Any:
+        """Draw one line of text; returns its rect."""
+        rendered = self.text_surface(text, font, colour)
+        rect = rendered.get_rect(**{anchor: pos})
+        surface.blit(rendered, rect)
+        return rect
+
+    @staticmethod
+    def wrap(text: str, font: Any, width: int) -> list[str]:
+        """Split ``text`` into lines no wider than ``width`` (a lone long word stays whole)."""
+        lines: list[str] = []
+        for paragraph in text.split("\n"):
+            words = paragraph.split()
+            line = ""
+            for word in words:
+                candidate = f"{line} {word}".strip()
+                if not line or font.size(candidate)[0] <= width:
+                    line = candidate
+                else:
+                    lines.append(line)
+                    line = word
+            lines.append(line)
+        return lines
+
+    def fit_lines(
+        self, text: str, width: int, size: float, max_lines: int, bold: bool = False
+    ) -> tuple[Any, list[str]]:
+        """The largest font (from ``size`` down to the minimum) that fits ``text`` in the box."""
+        current = size
+        while True:
+            font = self.font(current, bold)
+            lines = self.wrap(text, font, width)
+            fits = len(lines) <= max_lines and all(font.size(ln)[0] <= width for ln in lines)
+            if fits or self.px(current) <= MIN_FONT_PX:
+                return font, lines
+            current -= 0.5
+
+    def draw_block(
+        self,
+        surface: Any,
+        text: str,
+        rect: Any,
+        size: float,
+        colour: tuple[int, int, int],
+        *,
+        bold: bool = False,
+        max_lines: int = 3,
+        align: str = "left",
+    ) -> int:
+        """Draw wrapped text at the top of ``rect``; returns the y below the last line."""
+        font, lines = self.fit_lines(text, rect.width, size, max_lines, bold)
+        y = rect.top
+        step = font.get_linesize()
+        for line in lines:
+            if align == "center":
+                self.draw_text(surface, line, font, colour, (rect.centerx, y), "midtop")
+            else:
+                self.draw_text(surface, line, font, colour, (rect.left, y))
+            y += step
+        return y
+
+    def image_surface(self, image: np.ndarray, size: tuple[int, int]) -> Any:
+        """An RGB array resized to ``size`` as a pygame surface (cached per array)."""
+        key = (id(image), size)
+        cached = self._image_cache.get(key)
+        if cached is not None and cached[0] is image:
+            return cached[1]
+        width = image.shape[1]
+        interpolation = cv2.INTER_AREA if size[0] < width else cv2.INTER_LINEAR
+        resized = cv2.resize(image, size, interpolation=interpolation)
+        resized = np.ascontiguousarray(resized[:, :, :3])
+        surface = self.pygame.image.frombuffer(resized.tobytes(), size, "RGB")
+        self._image_cache[key] = (image, surface)
+        if len(self._image_cache) > 16:
+            self._image_cache.popitem(last=False)
+        return surface
+
+    def fit_image(self, image: np.ndarray, rect: Any) -> Any:
+        """The rect of ``image`` scaled to fit inside ``rect`` with its aspect ratio, centred."""
+        height, width = image.shape[:2]
+        scale = min(rect.width / width, rect.height / height)
+        size = (max(1, int(width * scale)), max(1, int(height * scale)))
+        return self.pygame.Rect(0, 0, *size).move(
+            rect.left + (rect.width - size[0]) // 2, rect.top + (rect.height - size[1]) // 2
+        )
+
+    # ---- frame: header and hints --------------------------------------------------------------
+
+    def header_height(self) -> int:
+        return self.px(24)
+
+    def footer_height(self) -> int:
+        return self.px(24)
+
+    def draw_header(self, surface: Any, title: str, right: str = "", colour=TEXT) -> None:
+        """The title bar, with optional text on the right."""
+        pygame = self.pygame
+        height = self.header_height()
+        pygame.draw.rect(surface, PANEL, (0, 0, self.size[0], height))
+        pad = self.px(8)
+        title_rect = self.draw_text(
+            surface, title, self.font(15, True), colour, (pad, height // 2), "midleft"
+        )
+        if right:
+            room = self.size[0] - title_rect.right - 3 * pad
+            font, lines = self.fit_lines(right, room, 12, 1)
+            self.draw_text(
+                surface, lines[0], font, MUTED, (self.size[0] - pad, height // 2), "midright"
+            )
+
+    def hint_text(self, hint: Hint) -> str:
+        """How a hint reads: the key or button label, then the action."""
+        return f"{self.key_labels.get(hint.button, hint.button.upper())}: {hint.action}"
+
+    def draw_hints(self, surface: Any, hints: Sequence[Hint]) -> None:
+        """The footer: one chip per button that does something on this screen."""
+        pygame = self.pygame
+        height = self.footer_height()
+        top = self.size[1] - height
+        pygame.draw.rect(surface, PANEL, (0, top, self.size[0], height))
+        if not hints:
+            return
+        pad = self.px(6)
+        gap = self.px(6)
+        texts = [self.hint_text(h) for h in hints]
+        size = 12.0
+        while True:
+            font = self.font(size)
+            widths = [font.size(t)[0] + 2 * pad for t in texts]
+            total = sum(widths) + gap * (len(texts) - 1)
+            if total <= self.size[0] - 2 * gap or self.px(size) <= MIN_FONT_PX:
+                break
+            size -= 0.5
+        if total > self.size[0] - 2 * gap:
+            # Still too wide at the smallest font: show the keys only.
+            texts = [self.key_labels.get(h.button, h.button.upper()) for h in hints]
+            widths = [font.size(t)[0] + 2 * pad for t in texts]
+            total = sum(widths) + gap * (len(texts) - 1)
+        x = (self.size[0] - total) // 2
+        chip_h = height - self.px(6)
+        for text, width in zip(texts, widths, strict=True):
+            chip = pygame.Rect(x, top + (height - chip_h) // 2, width, chip_h)
+            pygame.draw.rect(surface, BG, chip, border_radius=self.px(4))
+            self.draw_text(surface, text, font, TEXT, chip.center, "center")
+            x += width + gap
+
+    def content_rect(self) -> Any:
+        """The area between the header and the footer."""
+        top = self.header_height()
+        return self.pygame.Rect(0, top, self.size[0], self.size[1] - top - self.footer_height())
+
+    # ---- screens ----------------------------------------------------------------------------
+
+    def draw(self, surface: Any, screen: Screen) -> None:
+        """Draw ``screen`` over the whole surface."""
+        surface.fill(BG)
+        drawers = {
+            "preview": self._preview,
+            "analyzing": self._analyzing,
+            "result": self._result,
+            "retake": self._retake,
+            "error": self._error,
+            "history": self._history,
+            "shutdown": self._shutdown,
+        }
+        drawers[screen.kind](surface, screen)
+        self.draw_hints(surface, screen.hints)
+
+    def _preview(self, surface: Any, screen: PreviewScreen) -> None:
+        pygame = self.pygame
+        right = f"{screen.fps:.0f} fps" + (f" · {screen.source}" if screen.source else "")
+        self.draw_header(surface, screen.message or "Live view", right)
+        area = self.content_rect()
+        rect = self.fit_image(screen.frame, area)
+        surface.blit(self.image_surface(screen.frame, rect.size), rect)
+        if screen.lesion_box is not None:
+            height, width = screen.frame.shape[:2]
+            sx, sy = rect.width / width, rect.height / height
+            x0, y0, x1, y1 = screen.lesion_box
+            box = pygame.Rect(
+                rect.left + round(x0 * sx),
+                rect.top + round(y0 * sy),
+                max(1, round((x1 - x0) * sx)),
+                max(1, round((y1 - y0) * sy)),
+            )
+            pygame.draw.rect(surface, BOX, box, width=max(2, self.px(2)))
+        # The quality light and its reason, on a strip across the bottom of the frame.
+        strip_h = self.px(26)
+        strip = pygame.Surface((rect.width, strip_h), pygame.SRCALPHA)
+        strip.fill((0, 0, 0, 170))
+        surface.blit(strip, (rect.left, rect.bottom - strip_h))
+        colour = GOOD if screen.quality_ok else BAD
+        radius = self.px(8)
+        centre = (rect.left + self.px(6) + radius, rect.bottom - strip_h // 2)
+        pygame.draw.circle(surface, colour, centre, radius)
+        pygame.draw.circle(surface, TEXT, centre, radius, width=1)
+        reason = screen.reason or "not ready"
+        label = "Ready to scan" if screen.quality_ok else reason[:1].upper() + reason[1:]
+        text_left = centre[0] + radius + self.px(6)
+        font, lines = self.fit_lines(label, rect.right - text_left - self.px(4), 14, 1, True)
+        self.draw_text(surface, lines[0], font, TEXT, (text_left, centre[1]), "midleft")
+
+    def _analyzing(self, surface: Any, screen: AnalyzingScreen) -> None:
+        pygame = self.pygame
+        self.draw_header(surface, "Analysing")
+        area = self.content_rect()
+        if screen.frame is not None:
+            rect = self.fit_image(screen.frame, area)
+            surface.blit(self.image_surface(screen.frame, rect.size), rect)
+            shade = pygame.Surface(rect.size, pygame.SRCALPHA)
+            shade.fill((0, 0, 0, 160))
+            surface.blit(shade, rect)
+        self.draw_text(surface, screen.text, self.font(24, True), TEXT, area.center, "center")
+
+    def _photo_with_legend(self, surface: Any, screen: ResultScreen, area: Any) -> Any:
+        """The analysed photo (or its heatmap overlay) with the colormap legend under it."""
+        pygame = self.pygame
+        legend_h = self.px(22)
+        side = min(area.height - legend_h - self.px(4), area.width)
+        photo = pygame.Rect(area.left, area.top, side, side)
+        showing = screen.show_heatmap and screen.overlay is not None
+        image = screen.overlay if showing else screen.image
+        surface.blit(self.image_surface(image, (side, side)), photo)
+        small = self.font(11)
+        legend_top = photo.bottom + self.px(4)
+        if showing and screen.legend is not None:
+            low = self.text_surface("low", small, MUTED)
+            high = self.text_surface("high", small, MUTED)
+            bar_left = photo.left + low.get_width() + self.px(4)
+            bar_right = photo.right - high.get_width() - self.px(4)
+            bar_h = self.px(8)
+            bar_top = legend_top + (legend_h - bar_h) // 2
+            colours = np.asarray(screen.legend, dtype=np.uint8).reshape(1, -1, 3)
+            bar = self.image_surface(colours, (max(1, bar_right - bar_left), bar_h))
+            surface.blit(bar, (bar_left, bar_top))
+            mid = legend_top + legend_h // 2
+            self.draw_text(surface, "low", small, MUTED, (photo.left, mid), "midleft")
+            self.draw_text(surface, "high", small, MUTED, (photo.right, mid), "midright")
+        else:
+            label = "Photo (heatmap off)" if screen.overlay is not None else "No heatmap"
+            self.draw_text(
+                surface, label, small, MUTED, (photo.centerx, legend_top + legend_h // 2), "center"
+            )
+        return photo
+
+    def _result_panel(self, surface: Any, screen: ResultScreen, panel: Any) -> None:
+        """Risk banner, P(malignant) with the threshold, top-3, saved status."""
+        pygame = self.pygame
+        gap = self.px(6)
+        background, foreground = TIER_COLOURS.get(screen.risk_tier, TIER_COLOURS["uncertain"])
+        font, lines = self.fit_lines(screen.action, panel.width - 2 * gap, 16, 2, True)
+        banner_h = font.get_linesize() * len(lines) + 2 * gap
+        banner = pygame.Rect(panel.left, panel.top, panel.width, banner_h)
+        pygame.draw.rect(surface, background, banner, border_radius=self.px(5))
+        y = banner.top + gap
+        for line in lines:
+            self.draw_text(surface, line, font, foreground, (banner.centerx, y), "midtop")
+            y += font.get_linesize()
+        y = banner.bottom + gap
+
+        # P(malignant), with a bar and the referral threshold marked on it.
+        body = self.font(13)
+        bold = self.font(13, True)
+        self.draw_text(surface, "P(malignant)", body, MUTED, (panel.left, y))
+        self.draw_text(
+            surface, f"{screen.p_malignant:.0%}", bold, TEXT, (panel.right, y), "topright"
+        )
+        y += body.get_linesize()
+        bar_h = self.px(6)
+        track = pygame.Rect(panel.left, y, panel.width, bar_h)
+        pygame.draw.rect(surface, PANEL, track)
+        fill = round(track.width * min(1.0, max(0.0, screen.p_malignant)))
+        fill_colour = BAD if screen.p_malignant >= screen.referral_threshold else GOOD
+        pygame.draw.rect(surface, fill_colour, (track.left, track.top, fill, bar_h))
+        tick_x = track.left + round(track.width * screen.referral_threshold)
+        pygame.draw.line(
+            surface, TEXT, (tick_x, track.top - self.px(3)), (tick_x, track.bottom + self.px(2)), 2
+        )
+        y = track.bottom + self.px(3)
+        small = self.font(11)
+        self.draw_text(
+            surface,
+            f"refer at ≥ {screen.referral_threshold:.0%}",
+            small,
+            MUTED,
+            (tick_x, y),
+            "midtop" if 0.2 < screen.referral_threshold < 0.8 else "topleft",
+        )
+        y += small.get_linesize() + gap
+
+        # Top-3 with calibrated confidences.
+        self.draw_text(surface, "Most likely", small, MUTED, (panel.left, y))
+        y += small.get_linesize()
+        for rank in screen.top3:
+            pct = f"{rank.probability:.0%}"
+            pct_w = bold.size("100%")[0] + self.px(4)
+            name_rect = pygame.Rect(panel.left, y, panel.width - pct_w, panel.bottom - y)
+            self.draw_text(surface, pct, bold, TEXT, (panel.right, y), "topright")
+            colour = TEXT if rank is screen.top3[0] else MUTED
+            y = self.draw_block(surface, rank.name, name_rect, 13, colour, max_lines=2)
+            pygame.draw.rect(surface, PANEL, (panel.left, y + 1, panel.width, self.px(3)))
+            pygame.draw.rect(
+                surface,
+                BAD if rank.malignant else MUTED,
+                (panel.left, y + 1, round(panel.width * rank.probability), self.px(3)),
+            )
+            y += self.px(3) + gap
+        if screen.saved:
+            self.draw_text(surface, screen.saved, self.font(12, True), GOOD, (panel.left, y))
+
+    def _result_body(self, surface: Any, screen: ResultScreen) -> None:
+        area = self.content_rect().inflate(-2 * self.px(6), -2 * self.px(5))
+        photo = self._photo_with_legend(surface, screen, area)
+        left = photo.right + self.px(10)
+        panel = self.pygame.Rect(left, area.top, area.right - left, area.height)
+        self._result_panel(surface, screen, panel)
+
+    def _result(self, surface: Any, screen: ResultScreen) -> None:
+        self.draw_header(surface, screen.title, screen.notice, colour=TEXT)
+        self._result_body(surface, screen)
+
+    def _history(self, surface: Any, screen: HistoryScreen) -> None:
+        if screen.result is None:
+            self.draw_header(surface, "Saved scans")
+            area = self.content_rect()
+            self.draw_text(
+                surface, "No saved scans yet", self.font(18, True), MUTED, area.center, "center"
+            )
+            return
+        title = f"Saved scan {screen.index + 1} of {screen.total}"
+        right = screen.created_at or screen.result.notice
+        self.draw_header(surface, title, right)
+        self._result_body(surface, screen.result)
+        # The notice stays on screen for saved scans too, under the panel.
+        area = self.content_rect()
+        self.draw_text(
+            surface,
+            screen.result.notice,
+            self.font(11),
+            MUTED,
+            (area.right - self.px(6), area.bottom - self.px(3)),
+            "bottomright",
+        )
+
+    def _retake(self, surface: Any, screen: RetakeScreen) -> None:
+        pygame = self.pygame
+        self.draw_header(surface, "Retake the photo", "No diagnosis for this photo")
+        area = self.content_rect().inflate(-2 * self.px(6), -2 * self.px(6))
+        left = area.left
+        if screen.frame is not None:
+            thumb_area = pygame.Rect(area.left, area.top, area.width * 2 // 5, area.height)
+            rect = self.fit_image(screen.frame, thumb_area)
+            rect.top = thumb_area.top
+            surface.blit(self.image_surface(screen.frame, rect.size), rect)
+            pygame.draw.rect(surface, WARN, rect, width=max(2, self.px(2)))
+            left = thumb_area.right + self.px(10)
+        text = pygame.Rect(left, area.top, area.right - left, area.height)
+        y = self.draw_block(surface, "Retake", text, 22, WARN, bold=True, max_lines=1)
+        y += self.px(4)
+        for reason in screen.reasons:
+            sentence = reason[:1].upper() + reason[1:]
+            y = self.draw_block(
+                surface,
+                "• " + sentence,
+                pygame.Rect(text.left, y, text.width, text.bottom - y),
+                15,
+                TEXT,
+                max_lines=3,
+            )
+            y += self.px(4)
+        self.draw_block(
+            surface,
+            "The photo did not pass the quality check, so it was not analysed.",
+            pygame.Rect(text.left, y + self.px(6), text.width, text.bottom - y),
+            12,
+            MUTED,
+            max_lines=3,
+        )
+
+    def _error(self, surface: Any, screen: ErrorScreen) -> None:
+        pygame = self.pygame
+        self.draw_header(surface, "Problem", "Retrying automatically…" if screen.retrying else "")
+        area = self.content_rect().inflate(-2 * self.px(12), -2 * self.px(8))
+        stripe = pygame.Rect(area.left, area.top, self.px(6), area.height)
+        pygame.draw.rect(surface, BAD, stripe)
+        text = pygame.Rect(stripe.right + self.px(10), area.top, 0, 0)
+        text.width = area.right - text.left
+        text.height = area.height
+        y = self.draw_block(surface, screen.title, text, 20, BAD, bold=True, max_lines=2)
+        y += self.px(6)
+        y = self.draw_block(
+            surface,
+            screen.action,
+            pygame.Rect(text.left, y, text.width, text.bottom - y),
+            15,
+            TEXT,
+            max_lines=4,
+        )
+        y += self.px(8)
+        self.draw_block(
+            surface,
+            screen.detail,
+            pygame.Rect(text.left, y, text.width, text.bottom - y),
+            12,
+            MUTED,
+            max_lines=4,
+        )
+
+    def _shutdown(self, surface: Any, screen: ShutdownScreen) -> None:
+        area = self.content_rect().inflate(-2 * self.px(16), -2 * self.px(16))
+        if screen.confirmed:
+            self.draw_header(surface, "Shutting down")
+            title = "Powering off…" if screen.poweroff else "Closing SkinScan…"
+            detail = (
+                "Wait until the screen goes dark before unplugging. Saved scans are kept."
+                if screen.poweroff
+                else "Saved scans are kept."
+            )
+        else:
+            self.draw_header(surface, "Power")
+            title = "Power off?" if screen.poweroff else "Quit SkinScan?"
+            detail = "Saved scans are kept. Unsaved results are lost."
+        y = self.draw_block(surface, title, area, 24, TEXT, bold=True, align="center")
+        rect = self.pygame.Rect(area.left, y + self.px(10), area.width, area.bottom - y)
+        self.draw_block(surface, detail, rect, 14, MUTED, max_lines=3, align="center")
+
+    # ---- whole frame ------------------------------------------------------------------------
+
+    def render(self, screen: Screen) -> Any:
+        """Draw ``screen`` on a new surface of this renderer's size (for tests and tools)."""
+        surface = self.pygame.Surface(self.size)
+        self.draw(surface, screen)
+        return surface
+
+
+def surface_to_array(surface: Any) -> np.ndarray:
+    """A pygame surface as an HxWx3 RGB uint8 array (for tests and screenshots)."""
+    pygame = import_pygame()
+    return np.ascontiguousarray(pygame.surfarray.array3d(surface).swapaxes(0, 1))
