@@ -6,11 +6,15 @@ in-memory store used in tests both implement it.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from device.errors import SkinScanError, StorageError
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,65 @@ class ScanStore(Protocol):
     def close(self) -> None:
         """Release the database."""
         ...
+
+
+class StoreReadOnlyError(StorageError):
+    """The store cannot save: its data folder is read-only or unavailable.
+
+    The app keeps scanning and shows this message instead of "saved".
+    """
+
+
+class InvalidRecordError(StorageError, ValueError):
+    """A record cannot be saved as given (bad id, image, time or reference); nothing was written."""
+
+
+class PatientRefError(SkinScanError, ValueError):
+    """A patient reference is not an opaque reference (e.g. it looks like a name)."""
+
+
+@dataclass(frozen=True)
+class StoreNotice:
+    """Something the screen should tell the user about the store at start.
+
+    Attributes:
+        kind: "corrupt_db_moved", "read_only", "key_created" or "swept".
+        message: one line for the screen, in plain words.
+        path: the file or folder concerned, if any.
+    """
+
+    kind: str
+    message: str
+    path: str | None = None
+
+
+RISK_TIERS = ("refer", "monitor", "uncertain")
+
+
+def correction_of(
+    original: ScanRecord, *, created_at: str | None = None, **changes: object
+) -> ScanRecord:
+    """Make the record that corrects ``original``: a new scan id that points at the old one.
+
+    Records are append-only, so a mistake (wrong body site, wrong patient card)
+    is fixed by saving this new record; the original stays as the audit trail.
+
+    Args:
+        original: the record being corrected.
+        created_at: time of the correction (default: now, UTC).
+        **changes: fields to change, e.g. ``body_site="left forearm"``.
+
+    Returns:
+        A new, unsaved record with ``corrects=original.scan_id``.
+    """
+    for name in ("scan_id", "corrects"):
+        if name in changes:
+            raise TypeError(f"{name} is set by correction_of")
+    when = created_at or datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return replace(
+        original,
+        scan_id=str(uuid.uuid4()),
+        created_at=when,
+        corrects=original.scan_id,
+        **changes,  # type: ignore[arg-type]
+    )
