@@ -1,0 +1,34 @@
+"""``skinscan bench``: benchmark commands whose figures go into the README."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# target -> module exposing configure(parser) and main(args) -> int
+TARGETS: dict[str, tuple[str, str]] = {
+    "pipeline": ("device.bench.pipeline", "per-stage ms of the image pipeline"),
+    "segmentation": ("device.bench.segmentation", "Dice/IoU of k-means segmentation vs real masks"),
+    "device": ("device.bench.device", "capture-to-result, fps, RSS over simulated captures"),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Register one nested subcommand per benchmark target."""
+    sub = parser.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
+    for name, (module_name, help_text) in TARGETS.items():
+        target = sub.add_parser(name, help=help_text, description=help_text)
+        target.set_defaults(_bench_module=module_name)
+        try:
+            importlib.import_module(module_name).configure(target)
+        except ImportError as exc:
+            target.set_defaults(_bench_unavailable=str(exc))
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the chosen benchmark."""
+    if getattr(args, "_bench_unavailable", None):
+        raise SystemExit(
+            f"skinscan bench {args.bench_target}: unavailable: {args._bench_unavailable}"
+        )
+    return importlib.import_module(args._bench_module).main(args)
