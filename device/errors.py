@@ -66,3 +66,7 @@ class TamperError(StorageError):
 
 class DatasetError(SkinScanError, ValueError):
     """A dataset folder does not have the expected HAM10000 layout."""
+
+
+class BundleModelError(BundleError):
+    """A bundle model file passes its checksum but no runtime can load or run it."""

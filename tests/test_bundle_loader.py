@@ -1,0 +1,214 @@
+"""The strict bundle loader: every way a bundle can be broken gets its own named error."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bundle_factory import make_bundle, prebuilt_files
+
+from device.errors import (
+    BundleChecksumError,
+    BundleError,
+    BundleFileMissingError,
+    BundleModelError,
+    ManifestError,
+    RuntimeUnavailableError,
+    TensorMismatchError,
+)
+from device.runtime.bundle import load_bundle, read_manifest, sha256_bytes
+from device.runtime.interpreter import available_runtimes
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> Path:
+    return make_bundle(tmp_path / "bundle")
+
+
+def edit_manifest(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def test_valid_bundle_loads_with_checked_tensors(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    assert bundle.bundle_id == "tiny-test"
+    assert bundle.model_sha256 == sha256_bytes((bundle_dir / "model.tflite").read_bytes())
+    assert bundle.runtime in available_runtimes()
+    assert bundle.classifier.input_size == bundle.preprocess.input_size == 224
+    assert bundle.manifest.class_codes == ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(BundleFileMissingError, match="not found"):
+        load_bundle(tmp_path / "nope")
+
+
+def test_missing_manifest(bundle_dir: Path) -> None:
+    (bundle_dir / "manifest.json").unlink()
+    with pytest.raises(BundleFileMissingError, match=r"manifest\.json: missing"):
+        load_bundle(bundle_dir)
+
+
+def test_missing_model_file(bundle_dir: Path) -> None:
+    (bundle_dir / "gradcam.tflite").unlink()
+    with pytest.raises(BundleFileMissingError, match=r"gradcam\.tflite: missing"):
+        load_bundle(bundle_dir)
+
+
+def test_truncated_model(bundle_dir: Path) -> None:
+    path = bundle_dir / "model.tflite"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(BundleChecksumError, match=r"model\.tflite: truncated"):
+        load_bundle(bundle_dir)
+
+
+def test_flipped_byte(bundle_dir: Path) -> None:
+    path = bundle_dir / "model.tflite"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleChecksumError, match=r"model\.tflite: sha256 mismatch"):
+        load_bundle(bundle_dir)
+
+
+def test_truncated_model_with_matching_checksum_is_refused_by_the_runtime(tmp_path: Path) -> None:
+    files = prebuilt_files()
+    files["model.tflite"] = files["model.tflite"][:1000]
+    folder = tmp_path / "b"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    good = make_bundle(tmp_path / "good")
+    manifest = json.loads((good / "manifest.json").read_text())
+    manifest["files"]["model.tflite"] = {
+        "sha256": sha256_bytes(files["model.tflite"]),
+        "size": 1000,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleModelError, match=r"model\.tflite: cannot be loaded"):
+        load_bundle(folder, runtime=available_runtimes()[0])
+
+
+def test_invalid_json(bundle_dir: Path) -> None:
+    (bundle_dir / "manifest.json").write_text('{"schema_version": 1,')
+    with pytest.raises(ManifestError, match=r"manifest\.json: not valid JSON \(line 1"):
+        load_bundle(bundle_dir)
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        (lambda m: m, "temprature: unknown field"),
+        (lambda m: m["calibration"], "calibration.temprature: unknown field"),
+    ],
+)
+def test_unknown_manifest_field(bundle_dir: Path, where: Callable, expected: str) -> None:
+    edit_manifest(bundle_dir, lambda m: where(m).__setitem__("temprature", 1.0))
+    with pytest.raises(ManifestError, match=rf"manifest\.json: .*{expected}"):
+        load_bundle(bundle_dir)
+
+
+def test_missing_manifest_field(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m["calibration"].pop("referral_threshold"))
+    with pytest.raises(ManifestError, match=r"calibration\.referral_threshold: missing field"):
+        load_bundle(bundle_dir)
+
+
+def test_out_of_range_threshold(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m["calibration"].__setitem__("referral_threshold", 1.5))
+    with pytest.raises(ManifestError, match="referral_threshold"):
+        load_bundle(bundle_dir)
+
+
+def test_wrong_tensor_shape(bundle_dir: Path) -> None:
+    def change(m: dict[str, Any]) -> None:
+        m["classifier"]["feature_map"]["shape"] = [1, 14, 14, 32]
+        m["gradcam"]["feature_map"]["shape"] = [1, 14, 14, 32]
+        m["gradcam"]["cam"]["shape"] = [1, 14, 14]
+
+    edit_manifest(bundle_dir, change)
+    with pytest.raises(TensorMismatchError, match=r"model\.tflite: .*shape is \[1, 7, 7, 32\]"):
+        load_bundle(bundle_dir)
+
+
+def test_wrong_quantization(bundle_dir: Path) -> None:
+    edit_manifest(
+        bundle_dir, lambda m: m["classifier"]["logits"]["quantization"].__setitem__("scale", 0.5)
+    )
+    with pytest.raises(TensorMismatchError, match="quantization scale"):
+        load_bundle(bundle_dir)
+
+
+def test_wrong_tensor_name(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m["gradcam"]["cam"].__setitem__("name", "heat:0"))
+    with pytest.raises(TensorMismatchError, match=r"gradcam\.tflite: .*'heat:0'"):
+        load_bundle(bundle_dir)
+
+
+def test_inconsistent_shapes_inside_manifest(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m["gradcam"]["feature_map"].__setitem__("shape", [1, 7]))
+    with pytest.raises(ManifestError, match=r"gradcam\.feature_map\.shape"):
+        load_bundle(bundle_dir)
+
+
+def test_preprocessing_input_size_disagrees_with_manifest_input(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m["preprocessing"].__setitem__("input_size", 192))
+    with pytest.raises(TensorMismatchError, match=r"preprocessing\.input_size is 192"):
+        load_bundle(bundle_dir)
+
+
+def test_model_whose_input_size_disagrees(bundle_dir: Path) -> None:
+    # The manifest consistently claims 192 px, but the model itself takes 224.
+    def change(m: dict[str, Any]) -> None:
+        m["preprocessing"]["input_size"] = 192
+        m["classifier"]["input"]["shape"] = [1, 192, 192, 3]
+
+    edit_manifest(bundle_dir, change)
+    with pytest.raises(TensorMismatchError, match=r"model\.tflite: the model takes 224x224"):
+        load_bundle(bundle_dir)
+
+
+def test_labels_that_differ_from_this_software(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m["labels"].reverse())
+    with pytest.raises(ManifestError, match="differ from this software's classes"):
+        load_bundle(bundle_dir)
+
+
+def test_unknown_preprocessing_key(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m["preprocessing"].__setitem__("sharpen", True))
+    with pytest.raises(ManifestError, match="sharpen"):
+        load_bundle(bundle_dir)
+
+
+def test_file_names_cannot_escape_the_bundle(bundle_dir: Path) -> None:
+    def change(m: dict[str, Any]) -> None:
+        m["files"]["../secret"] = m["files"]["model.tflite"]
+
+    edit_manifest(bundle_dir, change)
+    with pytest.raises(ManifestError, match=r"files\.\.\./secret"):
+        read_manifest(bundle_dir)
+
+
+def test_all_bundle_errors_share_a_base_class() -> None:
+    for cls in (BundleFileMissingError, BundleChecksumError, ManifestError, TensorMismatchError):
+        assert issubclass(cls, BundleError)
+    assert issubclass(BundleFileMissingError, FileNotFoundError)
+
+
+def test_unknown_runtime_is_reported(bundle_dir: Path) -> None:
+    with pytest.raises(RuntimeUnavailableError, match="unknown runtime"):
+        load_bundle(bundle_dir, runtime="onnx")
+
+
+def test_runtime_env_var_forces_a_runtime(
+    bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKINSCAN_RUNTIME", "no_such_runtime")
+    with pytest.raises(RuntimeUnavailableError, match="SKINSCAN_RUNTIME"):
+        load_bundle(bundle_dir)
