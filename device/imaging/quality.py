@@ -96,10 +96,12 @@ def assess_quality(frame: np.ndarray, thresholds: QualityThresholds) -> QualityR
         reasons.append(REASON_DARK)
     if bright > thresholds.max_bright_fraction:
         reasons.append(REASON_BRIGHT)
-    if sharpness < thresholds.min_sharpness and dark <= thresholds.max_dark_fraction:
-        reasons.append(REASON_BLUR)
-    if contrast < thresholds.min_lesion_contrast and not reasons:
-        reasons.append(REASON_NO_LESION)
+    if not reasons:
+        # Plain skin has no edges at all, so low contrast decides before sharpness does.
+        if contrast < thresholds.min_lesion_contrast:
+            reasons.append(REASON_NO_LESION)
+        elif sharpness < thresholds.min_sharpness:
+            reasons.append(REASON_BLUR)
     return QualityReport(
         sharpness=sharpness,
         dark_fraction=dark,

@@ -1,0 +1,81 @@
+"""preprocess(): the one frame -> model input path shared by device and training."""
+
+import json
+
+import numpy as np
+import pytest
+
+from device.errors import ConfigError
+from device.imaging.io import read_image
+from device.imaging.pipeline import PreprocessSpec, preprocess
+from device.imaging.roi import CropParams, square_roi
+from device.phantoms import make_phantom
+
+
+@pytest.mark.parametrize("size", [(150, 200), (480, 640), (1080, 1920), (300, 300)])
+def test_output_is_model_input_for_any_frame_size(size):
+    result = preprocess(make_phantom(1, size=size).image)
+    assert result.model_input.shape == (224, 224, 3)
+    assert result.model_input.dtype == np.uint8
+    x0, y0, x1, y1 = result.roi_box
+    assert 0 <= x0 < x1 <= size[1] and 0 <= y0 < y1 <= size[0]
+    assert abs((x1 - x0) - (y1 - y0)) <= 2  # square up to rounding
+
+
+def test_roi_contains_the_lesion_box():
+    result = preprocess(make_phantom(2).image)
+    assert result.lesion_found
+    lx0, ly0, lx1, ly1 = result.lesion_box
+    x0, y0, x1, y1 = result.roi_box
+    assert x0 <= lx0 and y0 <= ly0 and lx1 <= x1 and ly1 <= y1
+
+
+def test_deterministic_bit_for_bit():
+    frame = make_phantom(9).image
+    assert np.array_equal(preprocess(frame).model_input, preprocess(frame).model_input)
+
+
+def test_no_lesion_gives_centre_crop():
+    rng = np.random.default_rng(0)
+    skin = np.full((480, 640, 3), (215, 170, 145), np.float64) + rng.normal(0, 2, (480, 640, 3))
+    result = preprocess(np.clip(skin, 0, 255).astype(np.uint8))
+    assert not result.lesion_found
+    assert result.roi_box == (80, 0, 560, 480)
+
+
+def test_square_roi_rules():
+    params = CropParams(margin=0.15, min_fraction=0.5)
+    assert square_roi((150, 200), None, params) == (25, 0, 175, 150)
+    # a tiny lesion gets at least half the short side
+    x0, y0, x1, y1 = square_roi((150, 200), (100, 70, 104, 74), params)
+    assert x1 - x0 == 75
+    # a lesion at the edge is shifted inside, never padded
+    x0, y0, x1, y1 = square_roi((150, 200), (0, 0, 40, 40), params)
+    assert x0 == 0 and y0 == 0
+
+
+def test_spec_round_trips_through_json():
+    spec = PreprocessSpec()
+    again = PreprocessSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec
+    assert again.digest() == spec.digest()
+
+
+def test_digest_changes_with_any_parameter():
+    base = PreprocessSpec()
+    changed = PreprocessSpec(crop=CropParams(margin=0.2))
+    assert base.digest() != changed.digest()
+
+
+def test_unknown_spec_key_is_a_config_error():
+    data = PreprocessSpec().to_dict()
+    data["sharpen"] = True
+    with pytest.raises(ConfigError, match="sharpen"):
+        PreprocessSpec.from_dict(data)
+
+
+def test_real_images_preprocess(ham_dir):
+    for path in sorted((ham_dir / "images").glob("*.jpg"))[:5]:
+        result = preprocess(read_image(path))
+        assert result.model_input.shape == (224, 224, 3)
+        assert result.model_input.std() > 5
