@@ -34,7 +34,7 @@ def write_synthetic_ham(root: Path, per_class: int = 6, lesions_with_two_images:
     for dx in CLASS_CODES:
         for lesion in range(per_class):
             copies = 2 if lesion < lesions_with_two_images else 1
-            for copy in range(copies):
+            for _ in range(copies):
                 seed += 1
                 image_id = f"ISIC_{seed:07d}"
                 phantom = make_phantom(seed, size=(150, 200))

@@ -47,10 +47,10 @@ def test_square_roi_rules():
     params = CropParams(margin=0.15, min_fraction=0.5)
     assert square_roi((150, 200), None, params) == (25, 0, 175, 150)
     # a tiny lesion gets at least half the short side
-    x0, y0, x1, y1 = square_roi((150, 200), (100, 70, 104, 74), params)
+    x0, _, x1, _ = square_roi((150, 200), (100, 70, 104, 74), params)
     assert x1 - x0 == 75
     # a lesion at the edge is shifted inside, never padded
-    x0, y0, x1, y1 = square_roi((150, 200), (0, 0, 40, 40), params)
+    x0, y0, _, _ = square_roi((150, 200), (0, 0, 40, 40), params)
     assert x0 == 0 and y0 == 0
 
 
