@@ -46,6 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="data folder (default: $SKINSCAN_DATA_DIR, /var/lib/skinscan on a Pi, "
         "else ~/.local/share/skinscan)",
     )
+    where.add_argument(
+        "--config", type=Path, metavar="FILE", help="device config file naming records.data_dir"
+    )
     actions = parser.add_subparsers(dest="records_action", metavar="ACTION")
     actions.required = True
 
@@ -80,11 +83,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="clinic", help="file name stem (default: clinic)")
 
 
+def _configured_dir(config_file: Path | None) -> str | None:
+    """records.data_dir from the device config (the given file, else the system one)."""
+    try:
+        from device.config import load_config
+    except ImportError:
+        return None
+    return load_config(config_file).records.data_dir or None
+
+
 def _open_store(args: argparse.Namespace):  # -> SqliteScanStore
     from device.records.paths import DB_NAME, resolve_data_dir
     from device.records.store import SqliteScanStore
 
-    data_dir = args.data_dir or resolve_data_dir()
+    data_dir = args.data_dir or resolve_data_dir(_configured_dir(args.config))
     if not (data_dir / DB_NAME).exists():
         raise StorageError(f"no scan records in {data_dir} (set --data-dir or SKINSCAN_DATA_DIR)")
     store = SqliteScanStore(data_dir)

@@ -576,7 +576,7 @@ class SqliteScanStore:
                     return conn
                 conn.close()
                 last = StorageError("the database has no records table")
-            except (sqlite3.Error, _Corrupt) as exc:
+            except (sqlite3.Error, _Corrupt, StorageError) as exc:
                 last = exc
         raise StoreReadOnlyError(
             f"the data folder {self.data_dir} is read-only and its database cannot be read: {last}"
