@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from device.errors import SkinScanError
 from device.imaging.pipeline import PreprocessSpec
 from device.labels import CLASS_CODES
 from training.augment import AugmentConfig, augment
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 HAM10000_CITATION = (
     "HAM10000: Tschandl, Rosendahl & Kittler, Scientific Data 5, 180161 (2018), CC BY-NC 4.0"
 )
+
+
+class RunExistsError(SkinScanError, FileExistsError):
+    """The run folder already holds a run; resume it instead of overwriting it."""
 
 
 @dataclass
@@ -279,7 +284,7 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
     run_dir = Path(cfg.run_dir)
     state_path = run_dir / "state.json"
     if state_path.exists() and not resume:
-        raise FileExistsError(f"{run_dir} already holds a run: resume it with --resume {run_dir}")
+        raise RunExistsError(f"{run_dir} already holds a run: resume it with --resume {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     if not cfg.cache_dir:
