@@ -158,16 +158,16 @@ class QualityConfig(_Section):
     min_lesion_contrast: float = Field(0.08, ge=0.0, le=1.0)
 
 
-class StorageConfig(_Section):
-    """Where scans are saved.
+class RecordsConfig(_Section):
+    """Where scans are saved (see :mod:`device.records.paths`).
 
     Attributes:
-        backend: "sqlite" (encrypted and durable) or "memory" (lost on exit).
-        path: database file; empty means the platform default.
+        store: "sqlite" (encrypted, power-cut safe) or "memory" (lost on exit).
+        data_dir: data folder; empty means the platform default.
     """
 
-    backend: Literal["sqlite", "memory"] = "sqlite"
-    path: str = ""
+    store: Literal["sqlite", "memory"] = "sqlite"
+    data_dir: str = ""
 
 
 class SystemConfig(_Section):
@@ -176,7 +176,7 @@ class SystemConfig(_Section):
     Attributes:
         shutdown: "auto" (poweroff with the pi backend, else exit), "poweroff" or "exit".
         shutdown_command: the power-off command line.
-        device_id: stable id written into every record; empty = from /etc/machine-id.
+        device_id: id written into every record; empty = the record store's own id.
     """
 
     shutdown: Literal["auto", "poweroff", "exit"] = "auto"
@@ -200,7 +200,7 @@ class DeviceConfig(_Section):
     buttons: ButtonsConfig = ButtonsConfig()
     display: DisplayConfig = DisplayConfig()
     quality: QualityConfig = QualityConfig()
-    storage: StorageConfig = StorageConfig()
+    records: RecordsConfig = RecordsConfig()
     system: SystemConfig = SystemConfig()
 
     def quality_thresholds(self) -> Any:

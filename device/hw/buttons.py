@@ -80,5 +80,10 @@ class MultiButtons:
 
 
 def button_labels(names: Iterable[str]) -> dict[str, str]:
-    """Labels for physical buttons: the button's own name in capitals."""
-    return {name: name.upper() for name in names}
+    """Labels for physical buttons: the button's own name in capitals.
+
+    Shutdown is not a button of its own but a long hold of POWER, and says so.
+    """
+    labels = {name: name.upper() for name in names}
+    labels["shutdown"] = "Hold POWER"
+    return labels

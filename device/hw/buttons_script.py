@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from device.errors import ConfigError
-from device.hw.buttons import BUTTON_EVENTS, FAULT_PREFIX
+from device.hw.buttons import BUTTON_EVENTS, FAULT_PREFIX, button_labels
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class ScriptButtons:
         clock: monotonic clock in seconds.
     """
 
-    labels: ClassVar[dict[str, str]] = {name: name for name in BUTTON_EVENTS}
+    labels: ClassVar[dict[str, str]] = button_labels(BUTTON_EVENTS)
 
     def __init__(
         self, steps: tuple[Step, ...], clock: Callable[[], float] = time.monotonic

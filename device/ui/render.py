@@ -293,7 +293,8 @@ class Renderer:
 
     def _preview(self, surface: Any, screen: PreviewScreen) -> None:
         pygame = self.pygame
-        right = f"{screen.fps:.0f} fps" + (f" · {screen.source}" if screen.source else "")
+        fps = f"{screen.fps:.0f} fps" if screen.fps > 0 else "– fps"
+        right = fps + (f" · {screen.source}" if screen.source else "")
         self.draw_header(surface, screen.message or "Live view", right)
         area = self.content_rect()
         rect = self.fit_image(screen.frame, area)
@@ -431,7 +432,8 @@ class Renderer:
             )
             y += self.px(3) + gap
         if screen.saved:
-            self.draw_text(surface, screen.saved, self.font(12, True), GOOD, (panel.left, y))
+            colour = GOOD if screen.is_saved else WARN
+            self.draw_text(surface, screen.saved, self.font(12, True), colour, (panel.left, y))
 
     def _result_body(self, surface: Any, screen: ResultScreen) -> None:
         area = self.content_rect().inflate(-2 * self.px(6), -2 * self.px(5))

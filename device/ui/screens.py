@@ -70,8 +70,8 @@ class AnalyzingScreen:
 
     @property
     def snapshot_key(self) -> str:
-        """One screenshot per analysis."""
-        return "analyzing"
+        """One screenshot per analysis (or start-up wait)."""
+        return "analyzing" if self.frame is not None else "starting"
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ class ResultScreen:
         referral_threshold: the bundle's referral threshold on P(malignant).
         risk_tier: "refer", "monitor" or "uncertain".
         legend: colormap colours from low to high evidence, shape (N, 3) uint8.
-        saved: "" when not saved, else a status such as "Saved".
+        saved: the save status line ("Saved", "Not saved yet"), or "" for none.
+        is_saved: whether the scan is in the record store.
         title: heading, e.g. "Result" or "Saved scan 2 of 5".
         scan_key: identifies the scan, so each new scan gets its own screenshot.
     """
@@ -111,6 +112,7 @@ class ResultScreen:
     risk_tier: str
     legend: np.ndarray | None = None
     saved: str = ""
+    is_saved: bool = False
     title: str = "Result"
     scan_key: str = ""
     notice: str = NOTICE
@@ -126,7 +128,7 @@ class ResultScreen:
     def snapshot_key(self) -> str:
         """A new screenshot when the heatmap is toggled or the scan is saved."""
         heat = "heatmap" if self.show_heatmap and self.overlay is not None else "photo"
-        saved = "-saved" if self.saved else ""
+        saved = "-saved" if self.is_saved else ""
         return f"{self.kind}-{self.scan_key}-{heat}{saved}"
 
 

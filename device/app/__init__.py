@@ -1,0 +1,1 @@
+"""The device application: controller (pure state machine), main loop and `skinscan run`."""

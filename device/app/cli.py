@@ -1,0 +1,199 @@
+"""``skinscan run``: the device application, on a Pi or simulated on any machine.
+
+With no arguments on a laptop it runs the simulator in a window (synthetic
+phantoms, keyboard for buttons). With no screen it runs headless and says so.
+On a Pi (``backend = "auto"`` or ``--backend pi``) it uses the camera, the GPIO
+buttons and the panel through KMS/DRM.
+
+Heavy imports (pygame, LiteRT, OpenCV) happen inside :func:`main`, so that
+``skinscan --help`` stays fast and works without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Register ``skinscan run``'s options."""
+    parser.add_argument(
+        "--backend",
+        choices=("pi", "usb", "sim"),
+        help="hardware: pi (camera, GPIO, KMS), usb (webcam), sim (simulated). "
+        "Default: config `backend`, env SKINSCAN_BACKEND, else pi on a Pi and sim elsewhere",
+    )
+    parser.add_argument("--bundle", metavar="DIR", help="model bundle folder")
+    parser.add_argument(
+        "--images", metavar="DIR", help="simulated camera: a folder of images or a video file"
+    )
+    parser.add_argument(
+        "--headless", action="store_true", help="no window: draw off screen (SDL dummy driver)"
+    )
+    parser.add_argument("--screenshots", metavar="DIR", help="write a PNG of every new screen")
+    parser.add_argument(
+        "--script",
+        metavar="SEQ",
+        help="scripted buttons, e.g. 'capture, wait 1.5, toggle, save, next' (or a file); "
+        "the program ends when the script does",
+    )
+    parser.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
+    parser.add_argument("--config", metavar="FILE", help="config file (default /etc/skinscan)")
+
+
+def _display_mode(args: argparse.Namespace, backend: str, fullscreen: str) -> tuple[str, str]:
+    """(mode, why) for the display, from the flags, backend and the presence of a desktop."""
+    from device.hw.display import has_desktop
+
+    if args.headless:
+        return "headless", "--headless"
+    if backend == "pi":
+        if fullscreen == "no" and has_desktop():
+            return "window", "config display.fullscreen = no"
+        return "fullscreen", "pi backend"
+    if not has_desktop():
+        return "headless", "no display found (DISPLAY and WAYLAND_DISPLAY are unset)"
+    return ("fullscreen" if fullscreen == "yes" else "window"), "desktop session"
+
+
+def _open_display(mode: str, config: Any, screenshots: str | None) -> Any:
+    from device.hw.display import DisplayError, PygameDisplay
+
+    display = PygameDisplay(mode, config.display.size, screenshots)  # type: ignore[arg-type]
+    try:
+        display.open()
+    except DisplayError as exc:
+        if mode == "headless":
+            raise
+        print(f"skinscan run: {exc}; running headless instead", file=sys.stderr)
+        display = PygameDisplay("headless", config.display.size, screenshots)
+        display.open()
+    return display
+
+
+def _buttons(args: argparse.Namespace, backend: str, config: Any, display_mode: str) -> Any:
+    from device.app.runner import NoButtons
+    from device.hw.buttons import MultiButtons
+
+    # The first source's labels are the ones printed on screen.
+    sources: list[Any] = []
+    if backend == "pi" and not args.script:
+        from device.hw.buttons_gpio import GpioButtons, GpioError
+
+        try:
+            gpio = GpioButtons(
+                dict(config.buttons.pins.items()),
+                hold_time_s=config.buttons.hold_time_s,
+                bounce_time_s=config.buttons.bounce_time_s,
+            )
+            sources.append(gpio)
+        except GpioError as exc:
+            log.error("%s; using the keyboard", exc)
+            print(f"skinscan run: {exc}; using the keyboard instead", file=sys.stderr)
+    if display_mode != "headless":
+        from device.hw.buttons_keys import KeyButtons
+
+        sources.append(KeyButtons())
+    if args.script:
+        from device.hw.buttons_script import ScriptButtons, load_script
+
+        sources.append(ScriptButtons(load_script(args.script)))
+    if not sources:
+        return NoButtons()
+    return sources[0] if len(sources) == 1 else MultiButtons(sources)
+
+
+def _store(config: Any) -> Any:
+    from device.records.store import MemoryScanStore, open_store
+
+    device_id = config.system.device_id or None
+    if config.records.store == "memory":
+        return MemoryScanStore(device_id=device_id or "memory")
+    return open_store(configured_dir=config.records.data_dir or None, device_id=device_id)
+
+
+def _analyzer_loader(bundle: str | None) -> Callable[[], Any]:
+    def load() -> Any:
+        from device.runtime.analyzer import Analyzer
+
+        return Analyzer.from_path(bundle or None)
+
+    return load
+
+
+def run_with_signals(app: Any, max_frames: int | None = None) -> int:
+    """Run ``app`` with SIGTERM and SIGINT (Ctrl-C) turned into a clean stop."""
+
+    def stop(signum: int, _frame: object) -> None:
+        app.request_stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return app.run(max_frames=max_frames)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Build the app from the config and flags, and run it until stopped."""
+    from device.app.runner import App
+    from device.config import load_config, resolve_backend
+    from device.errors import ConfigError
+    from device.hw.camera import make_camera
+
+    config = load_config(args.config, backend=args.backend)
+    backend = resolve_backend(config)
+    if args.images and backend != "sim":
+        raise ConfigError(f"--images needs the sim backend, not {backend!r}")
+    if args.images and not Path(args.images).exists():
+        raise ConfigError(f"--images {args.images}: no such folder or file")
+    if args.frames is not None and args.frames < 1:
+        raise ConfigError("--frames must be at least 1")
+
+    mode, why = _display_mode(args, backend, config.display.fullscreen)
+    if mode == "headless" and not args.headless:
+        where = f"; screens are saved to {args.screenshots}" if args.screenshots else ""
+        print(f"skinscan run: {why}: running headless{where}", file=sys.stderr)
+    camera = make_camera(
+        backend,
+        preview_size=config.camera.preview_size,
+        still_size=config.camera.still_size,
+        usb_index=config.camera.usb_index,
+        sim_source=args.images or config.camera.sim_source or None,
+    )
+    shutdown = config.system.shutdown
+    poweroff = shutdown == "poweroff" or (shutdown == "auto" and backend == "pi")
+    display = _open_display(mode, config, args.screenshots)
+    try:
+        buttons = _buttons(args, backend, config, display.mode)
+        store = _store(config)
+    except BaseException:
+        display.close()
+        raise
+    app = App(
+        camera=camera,
+        buttons=buttons,
+        display=display,
+        store=store,
+        load_analyzer=_analyzer_loader(args.bundle or config.model.bundle or None),
+        thresholds=config.quality_thresholds(),
+        heatmap_alpha=config.display.heatmap_alpha,
+        max_fps=config.display.max_fps,
+        camera_retry_s=config.camera.retry_s,
+        poweroff=poweroff,
+        shutdown_command=config.system.shutdown_command,
+        device_id=config.system.device_id or None,
+    )
+    log.info("skinscan run: backend %s, display %s (%s)", backend, display.mode, why)
+    status = run_with_signals(app, max_frames=args.frames)
+    if args.screenshots:
+        print(f"skinscan run: {len(display.written)} screens saved to {args.screenshots}")
+    return status

@@ -1,0 +1,413 @@
+"""The app as a pure state machine: ``step(state, event) -> (new state, Screen)``.
+
+The controller decides what happens and what is shown; it never touches
+hardware, files or the model. Work it wants done (capture and analyse, save,
+load history, power off) is listed in ``AppState.commands``; the main loop does
+it and reports the outcome as the next event.
+
+Modes and buttons (``shutdown`` = long hold of POWER works everywhere):
+
+===========  ===============================================================
+preview      capture: analyse · next/history: saved scans
+analyzing    (waits for the outcome)
+result       toggle: heatmap · save · capture/back: new scan · next: history
+retake       capture/back: back to the live view
+history      next: older scan · toggle: heatmap · back/capture: live view
+error        camera: retries by itself · bundle: capture retries ·
+             disk full/storage: back/capture returns to the result
+shutdown     capture or shutdown again: confirm · anything else: cancel
+exit         final
+===========  ===============================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+from device.app.events import (
+    Analyzed,
+    BundleReady,
+    Button,
+    CameraReady,
+    Capture,
+    Command,
+    ErrorInfo,
+    Event,
+    Exit,
+    Failed,
+    Frame,
+    HistoryLoaded,
+    InjectFault,
+    LoadHistory,
+    Notice,
+    PowerOff,
+    QualityFailed,
+    ReloadBundle,
+    ResultView,
+    Save,
+    Saved,
+)
+from device.hw.buttons import FAULT_PREFIX
+from device.ui.screens import (
+    AnalyzingScreen,
+    ErrorScreen,
+    Hint,
+    HistoryScreen,
+    PreviewScreen,
+    ResultScreen,
+    RetakeScreen,
+    Screen,
+    ShutdownScreen,
+)
+
+log = logging.getLogger(__name__)
+
+MODES = ("preview", "analyzing", "result", "retake", "history", "error", "shutdown", "exit")
+
+ERROR_TEXT: dict[str, tuple[str, str]] = {
+    # problem -> (title, what to do)
+    "camera": (
+        "Camera not found",
+        "Check that the camera cable is plugged in firmly. The device keeps trying to "
+        "reconnect and continues by itself.",
+    ),
+    "bundle": (
+        "Model bundle invalid",
+        "Scans cannot be analysed. Reinstall the model bundle (see the README), then "
+        "press Capture to try again.",
+    ),
+    "disk_full": (
+        "Storage full — scan NOT saved",
+        "Export the records to USB and free space, then save again. The result is still "
+        "on screen: press Back to return to it.",
+    ),
+    "storage": (
+        "Scan NOT saved",
+        "The record store refused the scan. Note the result by hand and tell your "
+        "supervisor. Press Back to return to the result.",
+    ),
+    "analysis": (
+        "Analysis failed",
+        "Press Capture to go back to the live view and try again.",
+    ),
+    "notice": (
+        "Scan records",
+        "Press Capture to continue.",
+    ),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class AppState:
+    """Everything the controller knows.
+
+    Attributes:
+        mode: one of :data:`MODES`.
+        frame: the latest live-view frame.
+        result: the result on screen (or the one a save error returns to).
+        show_heatmap: heatmap overlay on (result and history).
+        retake: reasons the last still failed the quality gate.
+        retake_image: that still.
+        error: the problem on screen in "error" mode.
+        back_to: the mode that "back" or "cancel" returns to from error/shutdown.
+        history: saved scans, newest first; history_index: the one shown.
+        camera_ok: the camera is open; camera_detail: why not.
+        bundle_ok: the model bundle is loaded; bundle_detail: why not.
+        poweroff: confirming shutdown powers the device off (else just exits).
+        commands: work requested by the last step, for the main loop.
+    """
+
+    mode: str = "preview"
+    frame: Frame | None = None
+    result: ResultView | None = None
+    show_heatmap: bool = True
+    retake: tuple[str, ...] = ()
+    retake_image: object = None
+    error: ErrorInfo | None = None
+    back_to: str = "preview"
+    history: tuple[ResultView, ...] = ()
+    history_index: int = 0
+    camera_ok: bool = True
+    camera_detail: str = ""
+    bundle_ok: bool = True
+    bundle_detail: str = ""
+    poweroff: bool = False
+    commands: tuple[Command, ...] = ()
+
+
+def initial_state(*, poweroff: bool = False) -> AppState:
+    """The state at start: the live view, waiting for the first frame."""
+    return AppState(poweroff=poweroff)
+
+
+def _error(state: AppState, problem: str, detail: str, back_to: str = "preview") -> AppState:
+    return replace(state, mode="error", error=ErrorInfo(problem, detail), back_to=back_to)
+
+
+def _enter_preview(state: AppState) -> AppState:
+    """Back to the live view, unless a standing problem must be shown instead."""
+    if not state.bundle_ok:
+        return _error(state, "bundle", state.bundle_detail)
+    if not state.camera_ok:
+        return _error(state, "camera", state.camera_detail or "camera missing")
+    return replace(state, mode="preview", error=None, retake=(), retake_image=None)
+
+
+def _common(state: AppState, event: Event) -> AppState | None:
+    """Events handled the same way in every mode; None when not one of them."""
+    if isinstance(event, Button):
+        if event.name == "quit":
+            return replace(state, mode="exit", commands=(Exit(),))
+        if event.name.startswith(FAULT_PREFIX):
+            return replace(state, commands=(InjectFault(event.name[len(FAULT_PREFIX) :]),))
+        if event.name == "shutdown" and state.mode != "shutdown":
+            return replace(state, mode="shutdown", back_to=state.mode)
+        return None
+    if isinstance(event, Failed) and event.problem == "camera":
+        state = replace(state, camera_ok=False, camera_detail=event.detail)
+        if state.mode in ("preview", "analyzing") or (
+            state.mode == "error" and state.error is not None and state.error.problem == "camera"
+        ):
+            return _error(state, "camera", event.detail)
+        return state
+    if isinstance(event, CameraReady):
+        state = replace(state, camera_ok=True, camera_detail="")
+        if state.mode == "error" and state.error is not None and state.error.problem == "camera":
+            return _enter_preview(state)
+        return state
+    if isinstance(event, Failed) and event.problem == "bundle":
+        state = replace(state, bundle_ok=False, bundle_detail=event.detail)
+        if state.mode in ("preview", "analyzing", "error"):
+            return _error(state, "bundle", event.detail)
+        return state
+    if isinstance(event, BundleReady):
+        state = replace(state, bundle_ok=True, bundle_detail="")
+        if state.mode == "error" and state.error is not None and state.error.problem == "bundle":
+            return _enter_preview(state)
+        return state
+    if isinstance(event, HistoryLoaded):
+        return replace(
+            state, mode="history", history=event.items, history_index=0, show_heatmap=True
+        )
+    if isinstance(event, Notice):
+        return _error(state, "notice", event.detail, back_to=state.mode)
+    return None
+
+
+def _preview(state: AppState, event: Event) -> AppState:
+    if isinstance(event, Frame):
+        return replace(state, frame=event)
+    if isinstance(event, Button):
+        if event.name == "capture":
+            if not state.bundle_ok:
+                return _error(state, "bundle", state.bundle_detail)
+            return replace(state, mode="analyzing", commands=(Capture(),))
+        if event.name in ("next", "history"):
+            return replace(state, commands=(LoadHistory(),))
+    return state
+
+
+def _analyzing(state: AppState, event: Event) -> AppState:
+    if isinstance(event, Analyzed):
+        return replace(state, mode="result", result=event.result, show_heatmap=True)
+    if isinstance(event, QualityFailed):
+        return replace(state, mode="retake", retake=event.reasons, retake_image=event.image)
+    if isinstance(event, Failed):
+        return _error(state, event.problem, event.detail)
+    return state
+
+
+def _result(state: AppState, event: Event) -> AppState:
+    result = state.result
+    assert result is not None
+    if isinstance(event, Button):
+        if event.name == "toggle":
+            return replace(state, show_heatmap=not state.show_heatmap)
+        if event.name == "save":
+            if result.saved_id is not None:
+                return state
+            return replace(state, commands=(Save(result),))
+        if event.name in ("capture", "back"):
+            return _enter_preview(state)
+        if event.name in ("next", "history"):
+            return replace(state, commands=(LoadHistory(),))
+    if isinstance(event, Saved):
+        saved = replace(result, saved_id=event.scan_id, created_at=event.created_at)
+        return replace(state, result=saved)
+    if isinstance(event, Failed):
+        return _error(state, event.problem, event.detail, back_to="result")
+    return state
+
+
+def _history(state: AppState, event: Event) -> AppState:
+    if isinstance(event, Button):
+        if event.name == "next" and state.history:
+            return replace(state, history_index=(state.history_index + 1) % len(state.history))
+        if event.name == "toggle":
+            return replace(state, show_heatmap=not state.show_heatmap)
+        if event.name in ("back", "capture"):
+            return _enter_preview(state)
+    return state
+
+
+def _retake(state: AppState, event: Event) -> AppState:
+    if isinstance(event, Button) and event.name in ("capture", "back"):
+        return _enter_preview(state)
+    return state
+
+
+def _error_mode(state: AppState, event: Event) -> AppState:
+    problem = state.error.problem if state.error else ""
+    if not isinstance(event, Button):
+        return state
+    if problem == "bundle":
+        if event.name == "capture":
+            return replace(state, commands=(ReloadBundle(),))
+        if event.name in ("next", "history"):
+            return replace(state, commands=(LoadHistory(),))
+    elif problem in ("disk_full", "storage", "notice") and event.name in ("back", "capture"):
+        if state.back_to == "result" and state.result is not None:
+            return replace(state, mode="result", error=None)
+        return _enter_preview(replace(state, error=None))
+    elif problem == "analysis" and event.name in ("capture", "back"):
+        return _enter_preview(replace(state, error=None))
+    return state
+
+
+def _shutdown(state: AppState, event: Event) -> AppState:
+    if not isinstance(event, Button):
+        return state
+    if event.name in ("capture", "shutdown"):
+        return replace(state, mode="exit", commands=(PowerOff() if state.poweroff else Exit(),))
+    if event.name in ("back", "power", "toggle", "next", "save"):
+        if state.back_to == "analyzing":
+            return _enter_preview(state)
+        return replace(state, mode=state.back_to)
+    return state
+
+
+_MODE_STEPS = {
+    "preview": _preview,
+    "analyzing": _analyzing,
+    "result": _result,
+    "history": _history,
+    "retake": _retake,
+    "error": _error_mode,
+    "shutdown": _shutdown,
+}
+
+
+def step(state: AppState, event: Event) -> tuple[AppState, Screen]:
+    """Apply one event. Returns the new state (with any commands) and what to show."""
+    state = replace(state, commands=())
+    if state.mode == "exit":
+        return state, view(state)
+    new_state = _common(state, event)
+    if new_state is None:
+        new_state = _MODE_STEPS[state.mode](state, event)
+    if new_state.mode != state.mode:
+        log.debug("%s -> %s on %s", state.mode, new_state.mode, type(event).__name__)
+    return new_state, view(new_state)
+
+
+# ---- state -> screen --------------------------------------------------------------------------
+
+
+def _hints(*pairs: tuple[str, str]) -> tuple[Hint, ...]:
+    return tuple(Hint(button, action) for button, action in pairs)
+
+
+def _result_screen(result: ResultView, show_heatmap: bool, title: str, hints) -> ResultScreen:
+    return ResultScreen(
+        image=result.image,
+        overlay=result.overlay,
+        show_heatmap=show_heatmap,
+        top3=result.top3,
+        p_malignant=result.p_malignant,
+        referral_threshold=result.referral_threshold,
+        risk_tier=result.risk_tier,
+        legend=result.legend,
+        saved="Saved" if result.saved_id else "Not saved yet",
+        is_saved=result.saved_id is not None,
+        title=title,
+        scan_key=result.scan_key,
+        hints=hints,
+    )
+
+
+def view(state: AppState) -> Screen:
+    """What the screen shows for ``state``."""
+    mode = state.mode
+    if mode == "preview":
+        frame = state.frame
+        hints = _hints(("capture", "Scan"), ("next", "History"), ("shutdown", "Power off"))
+        if frame is None:
+            return AnalyzingScreen(frame=None, text="Starting camera…", hints=hints)
+        return PreviewScreen(
+            frame=frame.image,
+            lesion_box=frame.lesion_box,
+            quality_ok=frame.quality_ok,
+            reason=frame.reason,
+            fps=frame.fps,
+            hints=hints,
+        )
+    if mode == "analyzing":
+        return AnalyzingScreen(frame=state.frame.image if state.frame else None)
+    if mode == "result":
+        assert state.result is not None
+        hints = _hints(
+            ("capture", "New scan"), ("toggle", "Heatmap"), ("save", "Save"), ("next", "History")
+        )
+        if state.result.saved_id:
+            hints = _hints(("capture", "New scan"), ("toggle", "Heatmap"), ("next", "History"))
+        return _result_screen(state.result, state.show_heatmap, "Result", hints)
+    if mode == "retake":
+        return RetakeScreen(
+            frame=state.retake_image,  # type: ignore[arg-type]
+            reasons=state.retake,
+            hints=_hints(("capture", "Try again")),
+        )
+    if mode == "history":
+        hints = _hints(("next", "Older"), ("toggle", "Heatmap"), ("back", "Live view"))
+        if not state.history:
+            return HistoryScreen(index=0, total=0, result=None, hints=_hints(("back", "Back")))
+        item = state.history[state.history_index]
+        title = f"Saved scan {state.history_index + 1} of {len(state.history)}"
+        screen = _result_screen(item, state.show_heatmap, title, ())
+        return HistoryScreen(
+            index=state.history_index,
+            total=len(state.history),
+            result=screen,
+            created_at=item.created_at.replace("T", " ")[:16],
+            hints=hints,
+        )
+    if mode == "error":
+        error = state.error or ErrorInfo("analysis", "unknown problem")
+        title, action = ERROR_TEXT.get(error.problem, ERROR_TEXT["analysis"])
+        hints: tuple[Hint, ...]
+        if error.problem == "bundle":
+            hints = _hints(("capture", "Retry"), ("next", "History"), ("shutdown", "Power off"))
+        elif error.problem in ("disk_full", "storage"):
+            hints = _hints(("back", "Back to result"), ("shutdown", "Power off"))
+        elif error.problem in ("analysis", "notice"):
+            hints = _hints(("capture", "Continue"), ("shutdown", "Power off"))
+        else:
+            hints = _hints(("shutdown", "Power off"))
+        return ErrorScreen(
+            problem=error.problem,
+            title=title,
+            detail=error.detail,
+            action=action,
+            retrying=error.problem == "camera",
+            hints=hints,
+        )
+    if mode == "shutdown":
+        return ShutdownScreen(
+            confirmed=False,
+            poweroff=state.poweroff,
+            hints=_hints(
+                ("capture", "Power off" if state.poweroff else "Quit"), ("back", "Cancel")
+            ),
+        )
+    return ShutdownScreen(confirmed=True, poweroff=state.poweroff)

@@ -1,0 +1,196 @@
+"""The values that flow between the main loop and the controller.
+
+Events go into :func:`device.app.controller.step`; commands come out in
+``AppState.commands`` and the main loop carries them out, feeding each outcome
+back as another event. Nothing here touches hardware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from device.ui.screens import Box, RankedName
+
+# ---- what a result is -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ResultView:
+    """An analysed scan as the app shows and saves it.
+
+    Attributes:
+        scan_key: unique per analysis in this session (for screenshots).
+        image: the analysed ROI crop, RGB uint8.
+        overlay: the crop with the Grad-CAM heatmap blended in, or None.
+        legend: colormap colours from low to high, (N, 3) uint8, or None.
+        heatmap: the Grad-CAM map in [0, 1] at the crop's size, or None.
+        label: top-1 class code.
+        top3: the three most probable classes with human names.
+        probabilities: class code -> calibrated probability, all classes.
+        p_malignant: P(mel) + P(bcc) + P(akiec).
+        risk_tier: "refer", "monitor" or "uncertain".
+        referral_threshold: the bundle's threshold on P(malignant).
+        quality: quality metric name -> value for the analysed still.
+        saved_id: the record's scan id once saved, else None.
+        created_at: ISO-8601 UTC time of a saved record ("" until saved).
+    """
+
+    scan_key: str
+    image: np.ndarray
+    overlay: np.ndarray | None
+    legend: np.ndarray | None
+    heatmap: np.ndarray | None
+    label: str
+    top3: tuple[RankedName, ...]
+    probabilities: Mapping[str, float]
+    p_malignant: float
+    risk_tier: str
+    referral_threshold: float
+    quality: Mapping[str, float] = field(default_factory=dict)
+    saved_id: str | None = None
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """A problem to show: its kind, the technical detail, and whether it clears itself."""
+
+    problem: str
+    detail: str
+
+
+# ---- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Button:
+    """A button event name (see :mod:`device.hw.buttons`)."""
+
+    name: str
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """A live-view frame with its quality verdict."""
+
+    image: np.ndarray
+    lesion_box: Box | None
+    quality_ok: bool
+    reason: str | None
+    fps: float
+
+
+@dataclass(frozen=True, eq=False)
+class Analyzed:
+    """The still passed the quality gate and was analysed."""
+
+    result: ResultView
+
+
+@dataclass(frozen=True, eq=False)
+class QualityFailed:
+    """The still failed the quality gate; no diagnosis is made."""
+
+    reasons: tuple[str, ...]
+    image: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Something failed. ``problem``: camera, bundle, disk_full, storage or analysis."""
+
+    problem: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class CameraReady:
+    """The camera (re)opened."""
+
+
+@dataclass(frozen=True)
+class BundleReady:
+    """The model bundle (re)loaded."""
+
+
+@dataclass(frozen=True)
+class Saved:
+    """The current result was saved durably."""
+
+    scan_id: str
+    created_at: str
+
+
+@dataclass(frozen=True, eq=False)
+class HistoryLoaded:
+    """Saved scans, newest first."""
+
+    items: tuple[ResultView, ...]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something to tell the user once (e.g. the store is read-only)."""
+
+    detail: str
+
+
+Event = (
+    Button
+    | Frame
+    | Analyzed
+    | QualityFailed
+    | Failed
+    | CameraReady
+    | BundleReady
+    | Saved
+    | HistoryLoaded
+    | Notice
+)
+
+# ---- commands ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Take a still, gate it on quality, analyse it."""
+
+
+@dataclass(frozen=True, eq=False)
+class Save:
+    """Save ``result`` to the scan store."""
+
+    result: ResultView
+
+
+@dataclass(frozen=True)
+class LoadHistory:
+    """Read saved scans from the store."""
+
+
+@dataclass(frozen=True)
+class ReloadBundle:
+    """Try loading the model bundle again."""
+
+
+@dataclass(frozen=True)
+class PowerOff:
+    """Close everything and power the device off."""
+
+
+@dataclass(frozen=True)
+class Exit:
+    """Close everything and leave the program."""
+
+
+@dataclass(frozen=True)
+class InjectFault:
+    """Make the simulated camera fail (testing aid)."""
+
+    fault: str
+
+
+Command = Capture | Save | LoadHistory | ReloadBundle | PowerOff | Exit | InjectFault
