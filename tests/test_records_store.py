@@ -37,7 +37,14 @@ from device.records.testing import make_record
 
 PATIENT = "SKS-000142-7F3Q"
 OTHER_PATIENT = "SKS-000977-2B1C"
-MAGICS = {"PNG": b"\x89PNG", "JPEG": b"\xff\xd8\xff"}
+# Image signatures long enough that random ciphertext never holds them by chance
+# (3 bytes of JPEG SOI would turn up in ~1% of runs over 150 KB of ciphertext).
+MAGICS = {
+    "PNG signature": b"\x89PNG\r\n\x1a\n",
+    "PNG header chunk": b"\x00\x00\x00\rIHDR",
+    "JPEG/JFIF": b"JFIF\x00",
+    "JPEG/Exif": b"Exif\x00",
+}
 
 
 @pytest.fixture
@@ -222,8 +229,16 @@ def test_no_plaintext_reference_and_no_image_magic_on_disk(data_dir, key):
             assert PATIENT.encode() not in blob, path
             assert PATIENT.encode("utf-16-le") not in blob, path
             for name, magic in MAGICS.items():
-                assert magic not in blob, f"{name} magic in {path}"
+                assert magic not in blob, f"{name} in {path}"
+            assert not blob.startswith(b"\xff\xd8\xff"), f"a JPEG file: {path}"
         return len(files)
+
+    # Control: the checks do catch plainly stored images.
+    import cv2
+
+    for ext in (".png", ".jpg"):
+        encoded = cv2.imencode(ext, make_record(0).image)[1].tobytes()
+        assert any(magic in encoded for magic in MAGICS.values()), ext
 
     seen_open = check()  # with the WAL still holding the rows
     assert (data_dir / f"{DB_NAME}-wal").exists()
