@@ -52,7 +52,8 @@ def two_output_model(model: Any) -> Any:
     keras = _keras()
     fm = _layer(model, FEATURE_MAP_LAYER).output
     logits = _layer(model, LOGITS_LAYER).output
-    return keras.Model(model.inputs, [fm, logits], name="skinscan_classifier")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, [fm, logits], name="skinscan_classifier")
 
 
 def head_model(model: Any) -> Any:

@@ -47,13 +47,13 @@ N_CLASSES = 7
 
 # Lesion colour per class (RGB), in device.labels order: akiec, bcc, bkl, df, mel, nv, vasc.
 CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (200, 90, 70),
-    (230, 150, 190),
-    (150, 120, 60),
-    (110, 70, 40),
-    (30, 25, 35),
-    (95, 55, 30),
-    (170, 20, 50),
+    (210, 70, 60),
+    (235, 160, 200),
+    (160, 140, 50),
+    (70, 100, 160),
+    (25, 20, 30),
+    (120, 70, 30),
+    (150, 20, 90),
 )
 SKIN = (225, 185, 160)
 

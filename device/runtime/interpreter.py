@@ -193,6 +193,18 @@ class TfliteModel:
                 ) from exc
 
 
+def _runtime_options(runtime: str) -> dict[str, Any]:
+    """Extra Interpreter() arguments per runtime."""
+    if runtime == "tensorflow":
+        # tf.lite in TF 2.21 with its default XNNPACK delegate returns the same output for
+        # every input on our uint8-input int8 models (seen here); LiteRT is correct. The
+        # plain builtin kernels agree with LiteRT to within a quantization step.
+        tf = importlib.import_module("tensorflow")
+        resolver = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        return {"experimental_op_resolver_type": resolver}
+    return {}
+
+
 def create_model(
     model_content: bytes,
     *,
@@ -223,7 +235,9 @@ def create_model(
     for name in candidate_runtimes(runtime):
         cls = _import_interpreter_class(name)
         try:
-            interpreter = cls(model_content=model_content, num_threads=num_threads)
+            interpreter = cls(
+                model_content=model_content, num_threads=num_threads, **_runtime_options(name)
+            )
             interpreter.allocate_tensors()
         except Exception as exc:  # runtimes raise RuntimeError, ValueError or their own types
             log.warning("%s: %s cannot load it: %s", label, name, exc)

@@ -1,0 +1,117 @@
+"""``skinscan convert RUN --out BUNDLE_DIR``: a training run -> the int8 model bundle.
+
+Converts ``RUN/model.keras`` to a full-integer int8 classifier and a Grad-CAM
+gradient submodel, checks int8/float and Grad-CAM parity on the validation
+split, measures the int8 bundle on the test split, and writes model.tflite,
+gradcam.tflite, MODEL_CARD.md and manifest.json into BUNDLE_DIR.
+
+It must be run from the repository root when the run's ``cache_dir`` is relative.
+Needs the desktop extras (TensorFlow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from device.errors import SkinScanError
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``convert`` arguments."""
+    parser.add_argument("run", type=Path, help="training run folder (from skinscan train)")
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    parser.add_argument(
+        "--representative",
+        type=int,
+        default=300,
+        metavar="N",
+        help="training images used to calibrate int8 ranges (>= 300, all classes; default 300)",
+    )
+    parser.add_argument(
+        "--parity-limit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="use at most N validation images for the parity checks (default: all)",
+    )
+    parser.add_argument(
+        "--gradcam-images",
+        type=int,
+        default=200,
+        metavar="N",
+        help="validation images for the Grad-CAM correlation (default 200)",
+    )
+    parser.add_argument("--bundle-id", help="id shown on the device (default: run id + hash)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write the bundle even if a parity check fails (the failure is recorded)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing bundle in --out"
+    )
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise SkinScanError(f"{out} is not empty; pass --overwrite to replace the bundle")
+        for child in out.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the conversion; returns 0 on success, 1 when parity fails without --force."""
+    from conversion.convert import convert_run
+    from conversion.manifest import write_bundle
+    from device.runtime.analyzer import Analyzer
+
+    if not args.run.is_dir():
+        raise SkinScanError(f"{args.run}: run folder not found")
+    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+        raise SkinScanError(f"{args.out} is not empty; pass --overwrite to replace the bundle")
+    result = convert_run(
+        args.run,
+        representative_size=args.representative,
+        parity_limit=args.parity_limit,
+        gradcam_images=args.gradcam_images,
+        bundle_id=args.bundle_id,
+        seed=args.seed,
+    )
+    summary = {
+        "bundle_id": result.manifest.bundle_id,
+        "model_tflite_mb": round(result.report["model_tflite_bytes"] / 1e6, 3),
+        "val_parity": result.report["classifier_val"],
+        "gradcam": result.report["gradcam"],
+        "oracle_max_error": result.report["oracle_max_error"],
+        "runtimes": result.report["runtimes"],
+        "int8_test": {
+            k: result.manifest.metrics["int8_test"].get(k)
+            for k in ("balanced_accuracy", "malignant_auc", "sensitivity", "specificity")
+        },
+        "failures": result.failures,
+    }
+    print(json.dumps(summary, indent=2))
+    if result.failures and not args.force:
+        print("skinscan convert: parity checks failed; no bundle written (use --force):")
+        for line in result.failures:
+            print(f"  - {line}")
+        return 1
+    _prepare_out(args.out, args.overwrite)
+    write_bundle(args.out, result.files, result.manifest)
+    # The written bundle must load through the device's own strict loader.
+    analyzer = Analyzer.from_path(args.out)
+    print(
+        f"wrote {args.out} (bundle {analyzer.bundle.bundle_id}, runtime {analyzer.bundle.runtime})"
+    )
+    return 0

@@ -1,0 +1,184 @@
+"""MODEL_CARD.md for a bundle, rendered from its manifest (no TensorFlow needed)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from device.runtime.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+_HEADLINE = (
+    ("balanced_accuracy", "Balanced accuracy (mean recall, 7 classes)"),
+    ("malignant_auc", "Malignant AUC (P(mel)+P(bcc)+P(akiec))"),
+    ("sensitivity", "Sensitivity, malignant, at the referral threshold"),
+    ("specificity", "Specificity, benign, at the referral threshold"),
+    ("melanoma_sensitivity", "Melanoma sensitivity at the referral threshold"),
+    ("accuracy", "Accuracy (top-1; misleading on this data)"),
+    ("ece", "Expected calibration error (15 bins)"),
+)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return "n/a" if not isinstance(value, (int, float)) else f"{value:.{digits}f}"
+
+
+def _ci(ci: Any) -> str:
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, float) for v in ci):
+        return f"{ci[0]:.3f} – {ci[1]:.3f}"
+    return "n/a"
+
+
+def _metrics_table(int8: Mapping[str, Any], float_: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "| metric | int8 bundle | 95% CI | float model | int8 − float |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    ci = int8.get("ci95") or {}
+    for key, label in _HEADLINE:
+        a, b = int8.get(key), float_.get(key)
+        delta = a - b if isinstance(a, float) and isinstance(b, float) else None
+        lines.append(
+            f"| {label} | {_num(a)} | {_ci(ci.get(key))} | {_num(b)} | "
+            f"{'n/a' if delta is None else f'{delta:+.3f}'} |"
+        )
+    return lines
+
+
+def _subgroup_tables(subgroups: Mapping[str, Any] | None) -> list[str]:
+    if not subgroups:
+        return ["Subgroup results were not computed for this bundle."]
+    lines: list[str] = []
+    for attribute, groups in subgroups.items():
+        lines += [
+            f"**By {attribute.replace('_', ' ')}**",
+            "",
+            "| group | n | malignant | balanced acc. | malignant AUC | sensitivity | specificity |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, g in groups.items():
+            lines.append(
+                f"| {name} | {g.get('n')} | {g.get('n_malignant')} | "
+                f"{_num(g.get('balanced_accuracy'))} | {_num(g.get('malignant_auc'))} | "
+                f"{_num(g.get('sensitivity'))} | {_num(g.get('specificity'))} |"
+            )
+        lines.append("")
+    return lines
+
+
+def render_model_card(manifest: Manifest) -> str:
+    """Render the model card of a bundle from its manifest.
+
+    Args:
+        manifest: the bundle manifest, with ``metrics`` as written by
+            :func:`conversion.convert.convert_run` (missing figures show as "n/a").
+
+    Returns:
+        Markdown text.
+    """
+    m = manifest.metrics
+    prov = manifest.provenance
+    cal = manifest.calibration
+    int8 = m.get("int8_test") or {}
+    float_ = m.get("float_test") or {}
+    parity = m.get("parity") or {}
+    cls_val = parity.get("classifier_val") or {}
+    cam = parity.get("gradcam") or {}
+    fm = manifest.classifier.feature_map.shape
+    size = manifest.classifier.input_size
+    recall = int8.get("per_class_recall") or {}
+    names = {label.code: label.name for label in manifest.labels}
+
+    lines = [
+        f"# Model card: SkinScan bundle `{manifest.bundle_id}`",
+        "",
+        f"Converted {manifest.created_at} from training run `{prov.run_id}`.",
+        "",
+        "## Intended use",
+        "",
+        "- A **screening aid** for trained health workers using the SkinScan device in the "
+        "field: it suggests whether a skin lesion should be referred to a clinician.",
+        "- **It is not a diagnosis.** Every referral decision stays with the health worker and "
+        'the clinician; a "monitor" result does not rule out cancer.',
+        "- Input: dermoscopic images of a single skin lesion, taken through the device's "
+        "dermoscope lens with its LED ring.",
+        "- Not for: clinical (non-dermoscopic) photos, nail, mucosal or scalp-hair-covered "
+        "sites, lesions outside the seven classes below, or use without a trained operator.",
+        "",
+        "## Model",
+        "",
+        f"- Backbone: {prov.backbone}; pretrained weights: {prov.weights_source} "
+        f"({prov.weights_licence}).",
+        f"- Input: {size}x{size} RGB uint8 after the device's preprocessing (hair removal, "
+        "lesion segmentation, ROI crop); the spec is stored in manifest.json.",
+        "- Full-integer int8 TFLite (`model.tflite`); Grad-CAM from a precomputed gradient "
+        f"submodel (`gradcam.tflite`) on the {fm[1]}x{fm[2]}x{fm[3]} last conv feature map.",
+        f"- Calibration: softmax temperature {cal.temperature:.3f}; refer when P(malignant) >= "
+        f'{cal.referral_threshold:.3f}; "uncertain" when the top-1 probability < '
+        f"{cal.uncertainty_threshold:.2f}. Both were fitted on the validation split.",
+        "- Classes: "
+        + ", ".join(f"`{c}` {n}" for c, n in names.items())
+        + ". Malignant: "
+        + ", ".join(f"`{label.code}`" for label in manifest.labels if label.malignant)
+        + ".",
+        "",
+        "## Data and licence",
+        "",
+        f"- Training and evaluation data: {prov.data_source}. Licence: {prov.data_licence} "
+        "(non-commercial research use). Cite the dataset wherever these results are shown.",
+        f"- Lesion-grouped train/validation/test split (no lesion in two splits). "
+        f"Data hash `{prov.data_hash}`, split hash `{prov.split_hash}`.",
+        "- The data are not shipped with the bundle.",
+        "",
+        "## Metrics",
+        "",
+        f"On the held-out test split ({int8.get('n_images', 'n/a')} images), int8 bundle "
+        "through the device's own preprocessing and runtime, with 95% bootstrap intervals "
+        "(1,000 resamples of images):",
+        "",
+        *_metrics_table(int8, float_),
+        "",
+        "Recall per class (int8, test): "
+        + (", ".join(f"`{c}` {_num(v)}" for c, v in recall.items()) or "n/a")
+        + ".",
+        "",
+        "Reproduce with `skinscan eval --bundle <this folder> --metadata <csv of the test "
+        "split> --images <image folder> --json out.json`.",
+        "",
+        "### Conversion parity (validation split)",
+        "",
+        f"- int8 vs float top-1 agreement: {_num(cls_val.get('top1_agreement'))}; "
+        f"balanced-accuracy drop: {_num(cls_val.get('balanced_accuracy_drop'))} "
+        f"(n = {cls_val.get('n', 'n/a')}).",
+        f"- Grad-CAM vs the float GradientTape reference: correlation "
+        f"{_num(cam.get('corr_float_mean'))} with the float backbone, mean "
+        f"{_num(cam.get('corr_int8_mean'))} (min {_num(cam.get('corr_int8_min'))}) with the "
+        f"int8 backbone (n = {cam.get('n', 'n/a')}).",
+        "",
+        "## Subgroup results (int8, test split)",
+        "",
+        "Small groups give wide, unstable figures; read them as a warning sign, not a ranking.",
+        "",
+        *_subgroup_tables(m.get("subgroups_int8_test")),
+        "## Limitations",
+        "",
+        "- **Skin types are under-represented.** HAM10000 comes mostly from fair-skinned "
+        "patients in Austria and Australia, and records no Fitzpatrick skin type: performance "
+        "on darker skin is unknown and likely lower.",
+        "- **Dermoscopy only.** The model learned from dermatoscope images; other optics, "
+        "lighting or a camera module may shift its behaviour. Validate on device images "
+        "before relying on it.",
+        "- **Seven classes only.** Any other lesion (for example invasive squamous cell "
+        "carcinoma, Merkel cell carcinoma, or non-neoplastic conditions) is forced into one of "
+        "the seven.",
+        "- Test classes df and vasc are small, so their recall and the balanced accuracy move "
+        "by about a point per image.",
+        "- Grad-CAM shows where the evidence for a class lies at "
+        f"{fm[1]}x{fm[2]} resolution; it is not a segmentation and not a reason.",
+        "- Thresholds were set on validation data from the same source as the test data; "
+        "field prevalence differs, so sensitivity and specificity will too.",
+        "",
+    ]
+    return "\n".join(lines)
