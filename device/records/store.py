@@ -66,7 +66,13 @@ from device.records.api import (
     StoreNotice,
     StoreReadOnlyError,
 )
-from device.records.crypto import FileKeyProvider, KeyProvider, RecordCipher, fsync_dir
+from device.records.crypto import (
+    FileKeyProvider,
+    KeyProvider,
+    RecordCipher,
+    StaticKeyProvider,
+    fsync_dir,
+)
 from device.records.paths import DB_NAME, IMAGES_DIR, resolve_data_dir, resolve_key_file
 from device.records.qr import validate_patient_ref
 
@@ -276,7 +282,7 @@ def validate_record(record: ScanRecord) -> str | None:
         raise InvalidRecordError(f"label {record.label!r} is not one of the probabilities")
     if record.risk_tier not in RISK_TIERS:
         raise InvalidRecordError(f"risk_tier must be one of {', '.join(RISK_TIERS)}")
-    if not 0.0 <= float(record.p_malignant) <= 1.0:
+    if not -1e-6 <= float(record.p_malignant) <= 1.0 + 1e-6:  # a sum of floats may pass 1
         raise InvalidRecordError("p_malignant must be within [0, 1]")
     _float_map("quality", record.quality)
     if record.corrects is not None:
@@ -322,7 +328,10 @@ def _decode_png(data: bytes, scan_id: str, purpose: str) -> np.ndarray:
 def _is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    return code == _SQLITE_FULL or (code is None and "disk is full" in str(exc))
 
 
 def _is_read_only(exc: OSError) -> bool:
@@ -416,8 +425,6 @@ class SqliteScanStore:
         if key_provider is None:
             key_provider = FileKeyProvider(resolve_key_file(self.data_dir))
         elif isinstance(key_provider, (bytes, bytearray)):
-            from device.records.crypto import StaticKeyProvider
-
             key_provider = StaticKeyProvider(bytes(key_provider))
         try:
             self._open(key_provider, device_id)
@@ -542,7 +549,7 @@ class SqliteScanStore:
             os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             conn = self._connect(str(self.db_path))
             existed = False
-        if not existed or not self._has_schema(conn):
+        if exclusive and (not existed or not self._has_schema(conn)):
             self._quarantine_unowned_images()
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
