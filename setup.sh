@@ -76,7 +76,7 @@ desktop_install() {
   local extras="device,dev"
   [[ "$PROFILE" == "full" ]] && extras="device,train,dev"
   info "installing skinscan[$extras] into .venv (first run downloads TensorFlow: a few minutes)"
-  "${pip[@]}" install -e "$ROOT[$extras]"
+  "${pip[@]}" install -e "${ROOT}[$extras]"
   "$ROOT/.venv/bin/skinscan" --help >/dev/null || die "the skinscan command does not start"
   info "done. Next: .venv/bin/skinscan run    (tests: .venv/bin/pytest)"
 }
