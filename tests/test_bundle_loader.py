@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from device.errors import (
 )
 from device.runtime.bundle import load_bundle, read_manifest, sha256_bytes
 from device.runtime.interpreter import available_runtimes
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -212,3 +216,26 @@ def test_runtime_env_var_forces_a_runtime(
     monkeypatch.setenv("SKINSCAN_RUNTIME", "no_such_runtime")
     with pytest.raises(RuntimeUnavailableError, match="SKINSCAN_RUNTIME"):
         load_bundle(bundle_dir)
+
+
+def test_no_runtime_installed_is_reported(
+    bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from device.runtime import interpreter
+
+    def missing(runtime: str) -> type:
+        raise ImportError(f"No module named {runtime}")
+
+    monkeypatch.setattr(interpreter, "_import_interpreter_class", missing)
+    with pytest.raises(RuntimeUnavailableError, match="no TFLite runtime found"):
+        load_bundle(bundle_dir)
+
+
+def test_loading_a_bundle_imports_no_tensorflow(bundle_dir: Path) -> None:
+    code = (
+        "import sys; from device.runtime import Analyzer; "
+        f"Analyzer.from_path({str(bundle_dir)!r}); "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

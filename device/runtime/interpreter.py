@@ -78,9 +78,11 @@ def available_runtimes() -> list[str]:
 def candidate_runtimes(runtime: str | None = None) -> list[str]:
     """The runtimes to try, in order: the forced one (argument or env var) or all.
 
+    Nothing is imported here for the unforced case, so a later runtime (TensorFlow)
+    is only imported if every earlier one fails.
+
     Raises:
-        RuntimeUnavailableError: the forced runtime is unknown or does not import,
-            or no runtime imports at all.
+        RuntimeUnavailableError: the forced runtime is unknown or does not import.
     """
     forced = runtime or os.environ.get(RUNTIME_ENV) or None
     if forced:
@@ -94,12 +96,7 @@ def candidate_runtimes(runtime: str | None = None) -> list[str]:
         except ImportError as exc:
             raise RuntimeUnavailableError(f"runtime {forced} is not installed: {exc}") from exc
         return [forced]
-    found = available_runtimes()
-    if not found:
-        raise RuntimeUnavailableError(
-            "no TFLite runtime found: install ai-edge-litert (pip install 'skinscan[device]')"
-        )
-    return found
+    return list(RUNTIMES)
 
 
 @dataclass(frozen=True)
@@ -232,8 +229,14 @@ def create_model(
         BundleModelError: every runtime refused the model; the message names the file.
     """
     errors: list[str] = []
+    imported = 0
     for name in candidate_runtimes(runtime):
-        cls = _import_interpreter_class(name)
+        try:
+            cls = _import_interpreter_class(name)
+        except ImportError as exc:
+            log.debug("runtime %s unavailable: %s", name, exc)
+            continue
+        imported += 1
         try:
             interpreter = cls(
                 model_content=model_content, num_threads=num_threads, **_runtime_options(name)
@@ -245,4 +248,8 @@ def create_model(
             continue
         log.debug("%s: loaded with %s", label, name)
         return TfliteModel(interpreter, name, label)
+    if not imported:
+        raise RuntimeUnavailableError(
+            "no TFLite runtime found: install ai-edge-litert (pip install 'skinscan[device]')"
+        )
     raise BundleModelError(f"{label}: cannot be loaded ({'; '.join(errors)})")

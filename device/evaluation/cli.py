@@ -1,0 +1,102 @@
+"""``skinscan eval``: measure a bundle on a labelled image folder, as the device runs it.
+
+::
+
+    skinscan eval [--bundle DIR] --metadata CSV --images DIR --json OUT.json
+
+The CSV needs ``image_id`` and ``dx`` (HAM10000 codes); each image is
+``DIR/<image_id>.jpg`` at any size. Unreadable images and rows with an unknown
+``dx`` are counted and listed in the JSON, not fatal. With only some classes in
+the CSV, macro recall is over the classes present (``classes_present``).
+
+OUT.json holds ``n_images``, ``n_skipped``, ``skipped``, ``classes_present``,
+``balanced_accuracy``, ``accuracy``, ``per_class_recall``, ``malignant_auc``,
+``sensitivity``, ``specificity``, ``melanoma_sensitivity``, ``ece``,
+``seconds_per_image`` and ``ci95`` (name -> [low, high], 95% bootstrap).
+No TensorFlow is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from device.errors import SkinScanError
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``eval`` arguments."""
+    parser.add_argument(
+        "--bundle", type=Path, default=None, help="model bundle folder (default: the shipped one)"
+    )
+    parser.add_argument(
+        "--metadata", type=Path, required=True, help="CSV with image_id and dx columns"
+    )
+    parser.add_argument(
+        "--images", type=Path, required=True, help="folder with <image_id>.jpg files"
+    )
+    parser.add_argument("--json", type=Path, required=True, help="where to write the report")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: usable CPUs)"
+    )
+    parser.add_argument(
+        "--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument(
+        "--runtime",
+        choices=("ai_edge_litert", "tflite_runtime", "tensorflow"),
+        default=None,
+        help="force a TFLite runtime (default: the first installed, LiteRT preferred)",
+    )
+
+
+def _fmt(report: dict, name: str) -> str:
+    value = report.get(name)
+    ci = (report.get("ci95") or {}).get(name)
+    if value is None:
+        return f"{name} n/a"
+    if ci and None not in ci:
+        return f"{name} {value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return f"{name} {value:.3f}"
+
+
+def main(args: argparse.Namespace) -> int:
+    """Evaluate and write the JSON report; returns 1 if no image could be evaluated."""
+    from device.evaluation.runner import evaluate_folder
+
+    if args.workers is not None and args.workers < 1:
+        raise SkinScanError("--workers must be at least 1")
+    if args.n_boot < 0:
+        raise SkinScanError("--n-boot must be 0 or more")
+    report = evaluate_folder(
+        args.metadata,
+        args.images,
+        args.bundle,
+        workers=args.workers,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        runtime=args.runtime,
+    )
+    try:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as exc:
+        raise SkinScanError(f"{args.json}: cannot write the report ({exc})") from exc
+    print(
+        f"evaluated {report['n_images']} images ({report['n_skipped']} skipped) with bundle "
+        f"{report['bundle']['bundle_id']} in {report['seconds_total']:.1f} s "
+        f"({1000 * report['seconds_per_image']:.1f} ms/image, {report['workers']} workers)"
+    )
+    for name in ("balanced_accuracy", "malignant_auc", "sensitivity", "specificity"):
+        print("  " + _fmt(report, name))
+    print(f"  classes present: {', '.join(report['classes_present']) or 'none'}")
+    print(f"wrote {args.json}")
+    if report["n_images"] == 0:
+        print("skinscan eval: no image could be evaluated (see 'skipped' in the report)")
+        return 1
+    return 0

@@ -1,0 +1,280 @@
+"""Evaluate a bundle on a labelled image folder through the device's own pipeline.
+
+Every image goes through :class:`device.runtime.analyzer.Analyzer` (the device's
+preprocessing, the TFLite runtime, the bundle's temperature and thresholds), in
+a pool of worker processes that each load the bundle once.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device import metrics
+from device.errors import DatasetError, ImageError
+from device.labels import CLASS_CODES
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("image_id", "dx")
+IMAGE_SUFFIX = ".jpg"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row to evaluate."""
+
+    image_id: str
+    label: int
+    path: str
+
+
+@dataclass
+class EvalRun:
+    """Raw results of evaluating a folder.
+
+    Attributes:
+        image_ids: ids of the evaluated images, in CSV order.
+        labels: their true class indices.
+        probabilities: calibrated probabilities (N, 7).
+        skipped: ``{"image_id", "reason"}`` for rows that could not be evaluated.
+        seconds: wall-clock time of the analysis stage (worker start-up included).
+        workers: number of worker processes used.
+    """
+
+    image_ids: list[str]
+    labels: np.ndarray
+    probabilities: np.ndarray
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    workers: int = 1
+
+
+def read_labelled_csv(
+    csv_path: str | Path, images_dir: str | Path
+) -> tuple[list[Item], list[dict[str, str]]]:
+    """Read a metadata CSV with at least ``image_id`` and ``dx`` columns.
+
+    Rows with an unknown ``dx``, an empty or repeated ``image_id`` are returned
+    as skipped, not raised. The image of a row is ``images_dir/<image_id>.jpg``.
+
+    Returns:
+        (items to evaluate, skipped rows with a reason).
+
+    Raises:
+        DatasetError: the CSV is missing, unreadable or lacks a required column.
+    """
+    csv_path = Path(csv_path)
+    images_dir = Path(images_dir)
+    if not csv_path.is_file():
+        raise DatasetError(f"{csv_path}: metadata CSV not found")
+    if not images_dir.is_dir():
+        raise DatasetError(f"{images_dir}: image folder not found")
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+            if missing:
+                raise DatasetError(
+                    f"{csv_path}: missing column(s) {missing}; found {columns or 'no header'}"
+                )
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{csv_path}: cannot be read ({exc})") from exc
+    items: list[Item] = []
+    skipped: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for number, row in enumerate(rows, start=2):
+        image_id, dx = row.get("image_id", ""), row.get("dx", "")
+        if not image_id:
+            skipped.append({"image_id": f"<row {number}>", "reason": "empty image_id"})
+        elif image_id in seen:
+            skipped.append({"image_id": image_id, "reason": "duplicate row"})
+        elif dx not in CLASS_CODES:
+            skipped.append({"image_id": image_id, "reason": f"unknown dx {dx!r}"})
+        else:
+            seen.add(image_id)
+            path = images_dir / f"{image_id}{IMAGE_SUFFIX}"
+            items.append(Item(image_id, CLASS_CODES.index(dx), str(path)))
+    return items, skipped
+
+
+# Worker state: one Analyzer per process, created by the pool initializer.
+_worker_analyzer: Any = None
+
+
+def _init_worker(bundle_dir: str, runtime: str | None) -> None:
+    global _worker_analyzer
+    import cv2
+
+    from device.runtime.analyzer import Analyzer
+
+    # One thread per process: the pool is the parallelism.
+    cv2.setNumThreads(1)
+    _worker_analyzer = Analyzer.from_path(bundle_dir, runtime=runtime, num_threads=1)
+
+
+def _analyze_one(item: Item) -> tuple[np.ndarray | None, str]:
+    from device.imaging.io import read_image
+
+    if not os.path.isfile(item.path):
+        return None, "image file not found"
+    try:
+        frame = read_image(item.path)
+        analysis = _worker_analyzer.analyze(frame, explain=False)
+    except ImageError as exc:
+        return None, str(exc)
+    return analysis.probabilities.astype(np.float64), ""
+
+
+def _results(
+    items: Sequence[Item], bundle_dir: str, workers: int, runtime: str | None
+) -> Iterator[tuple[np.ndarray | None, str]]:
+    if workers <= 1 or len(items) < 2:
+        _init_worker(bundle_dir, runtime)
+        yield from (_analyze_one(item) for item in items)
+        return
+    # spawn, not fork: the parent may hold runtime or OpenCV threads.
+    context = multiprocessing.get_context("spawn")
+    chunksize = max(1, min(32, len(items) // (4 * workers)))
+    with context.Pool(workers, initializer=_init_worker, initargs=(bundle_dir, runtime)) as pool:
+        yield from pool.imap(_analyze_one, items, chunksize=chunksize)
+
+
+def default_workers() -> int:
+    """Worker processes: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def run_images(
+    bundle_dir: str | Path,
+    items: Sequence[Item],
+    *,
+    workers: int | None = None,
+    runtime: str | None = None,
+) -> EvalRun:
+    """Analyse every item with the bundle; unreadable images are skipped with a reason.
+
+    Args:
+        bundle_dir: the (already verified) bundle folder.
+        items: images to analyse.
+        workers: worker processes (default: the usable CPUs).
+        runtime: force a TFLite runtime.
+
+    Returns:
+        The probabilities of the images that could be analysed.
+    """
+    workers = workers or default_workers()
+    workers = max(1, min(workers, len(items)))
+    started = time.perf_counter()
+    ids: list[str] = []
+    labels: list[int] = []
+    probs: list[np.ndarray] = []
+    skipped: list[dict[str, str]] = []
+    for item, (p, reason) in zip(
+        items, _results(items, str(bundle_dir), workers, runtime), strict=True
+    ):
+        if p is None:
+            skipped.append({"image_id": item.image_id, "reason": reason})
+            continue
+        ids.append(item.image_id)
+        labels.append(item.label)
+        probs.append(p)
+    seconds = time.perf_counter() - started
+    return EvalRun(
+        image_ids=ids,
+        labels=np.array(labels, dtype=np.int64),
+        probabilities=np.stack(probs) if probs else np.zeros((0, len(CLASS_CODES))),
+        skipped=skipped,
+        seconds=seconds,
+        workers=workers,
+    )
+
+
+def evaluate_folder(
+    csv_path: str | Path,
+    images_dir: str | Path,
+    bundle_dir: str | Path | None = None,
+    *,
+    workers: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    runtime: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate a bundle on a labelled folder and return the JSON-ready report.
+
+    Args:
+        csv_path: metadata CSV with ``image_id`` and ``dx`` (HAM10000 codes).
+        images_dir: folder holding ``<image_id>.jpg``.
+        bundle_dir: the bundle; defaults to the shipped one.
+        workers: worker processes.
+        n_boot: bootstrap resamples for the 95% intervals.
+        seed: bootstrap seed.
+        runtime: force a TFLite runtime.
+
+    Returns:
+        The report written by ``skinscan eval --json`` (see :mod:`device.evaluation.cli`).
+
+    Raises:
+        DatasetError: bad CSV or folder.
+        BundleError: the bundle is invalid.
+    """
+    from device.runtime.bundle import DEFAULT_BUNDLE_DIR, load_bundle
+
+    bundle_path = Path(bundle_dir) if bundle_dir is not None else DEFAULT_BUNDLE_DIR
+    # Load once here so an invalid bundle fails before any worker starts.
+    bundle = load_bundle(bundle_path, runtime=runtime)
+    items, skipped_rows = read_labelled_csv(csv_path, images_dir)
+    run = run_images(bundle_path, items, workers=workers, runtime=runtime)
+    threshold = bundle.manifest.calibration.referral_threshold
+    skipped = skipped_rows + run.skipped
+    n = len(run.labels)
+    if n:
+        figures = metrics.evaluate(
+            run.labels, run.probabilities, threshold, n_boot=n_boot, seed=seed
+        )
+    else:
+        figures = {name: math.nan for name in metrics.HEADLINE_METRICS}
+        figures.update(classes_present=[], per_class_recall={}, per_class_precision={}, ci95={})
+    report: dict[str, Any] = {
+        "n_images": n,
+        "n_skipped": len(skipped),
+        "classes_present": figures["classes_present"],
+        "balanced_accuracy_over": (
+            "the classes present" if len(figures["classes_present"]) < len(CLASS_CODES) else "all 7"
+        ),
+        **{name: figures[name] for name in metrics.HEADLINE_METRICS},
+        "per_class_recall": figures["per_class_recall"],
+        "per_class_precision": figures["per_class_precision"],
+        "ci95": figures["ci95"],
+        "referral_threshold": threshold,
+        "seconds_per_image": run.seconds / max(1, n + len(run.skipped)),
+        "seconds_total": run.seconds,
+        "workers": run.workers,
+        "n_boot": n_boot,
+        "seed": seed,
+        "skipped": skipped,
+        "bundle": {
+            "path": str(bundle_path),
+            "bundle_id": bundle.bundle_id,
+            "model_sha256": bundle.model_sha256,
+            "runtime": bundle.runtime,
+        },
+        "metadata": str(csv_path),
+        "images": str(images_dir),
+    }
+    return metrics.json_safe(report)

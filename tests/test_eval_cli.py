@@ -1,0 +1,208 @@
+"""``skinscan eval``: the acceptance interface, through the device's own pipeline."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from bundle_factory import make_bundle, synthetic_frame
+
+from device import metrics
+from device.cli import main
+from device.imaging.io import read_image
+from device.labels import CLASS_CODES, class_index
+from device.runtime import Analyzer
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ("bcc", "mel", "nv")  # a CSV holding only some of the seven classes
+
+
+def write_folder(root: Path, per_class: int = 5, seed: int = 0) -> tuple[Path, Path]:
+    """JPEGs of synthetic lesions plus every kind of bad row; returns (csv, images dir)."""
+    rng = np.random.default_rng(seed)
+    images = root / "images"
+    images.mkdir(parents=True)
+    rows = []
+    for code in CLASSES:
+        for i in range(per_class):
+            image_id = f"ISIC_{code}_{i}"
+            frame = synthetic_frame(class_index(code), rng)
+            cv2.imwrite(str(images / f"{image_id}.jpg"), frame[..., ::-1])
+            rows.append({"image_id": image_id, "dx": code, "age": "50"})
+    good = (images / f"ISIC_{CLASSES[0]}_0.jpg").read_bytes()
+    (images / "ISIC_truncated.jpg").write_bytes(good[: len(good) // 2])
+    (images / "ISIC_scc.jpg").write_bytes(good)
+    rows += [
+        {"image_id": "ISIC_truncated", "dx": "mel", "age": ""},
+        {"image_id": "ISIC_absent", "dx": "nv", "age": ""},
+        {"image_id": "ISIC_scc", "dx": "scc", "age": ""},  # not a HAM10000 code
+        {"image_id": f"ISIC_{CLASSES[2]}_2", "dx": "nv", "age": ""},  # repeated row
+    ]
+    csv_path = root / "meta.csv"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image_id", "dx", "age"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return csv_path, images
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("eval")
+    csv_path, images = write_folder(root)
+    return csv_path, images, make_bundle(root / "bundle")
+
+
+@pytest.fixture(scope="module")
+def report(folder: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    csv_path, images, bundle = folder
+    out = tmp_path_factory.mktemp("out") / "report.json"
+    argv = ["eval", "--bundle", str(bundle), "--metadata", str(csv_path)]
+    argv += ["--images", str(images), "--json", str(out), "--workers", "2", "--n-boot", "200"]
+    assert main(argv) == 0
+    return json.loads(out.read_text())
+
+
+def test_report_has_every_required_field(report: dict) -> None:
+    required = {
+        "n_images",
+        "n_skipped",
+        "balanced_accuracy",
+        "accuracy",
+        "per_class_recall",
+        "malignant_auc",
+        "sensitivity",
+        "specificity",
+        "melanoma_sensitivity",
+        "ece",
+        "seconds_per_image",
+        "ci95",
+        "classes_present",
+        "skipped",
+    }
+    assert required <= set(report)
+    headline = {"balanced_accuracy", "malignant_auc", "sensitivity", "specificity", "ece"}
+    assert headline <= set(report["ci95"])
+    for name in headline:
+        low, high = report["ci95"][name]
+        assert low <= report[name] <= high
+    assert report["seconds_per_image"] > 0
+
+
+def test_bad_rows_are_counted_and_listed_not_fatal(report: dict) -> None:
+    assert report["n_images"] == 5 * len(CLASSES)
+    reasons = {s["image_id"]: s["reason"] for s in report["skipped"]}
+    assert report["n_skipped"] == len(report["skipped"]) == 4
+    assert "truncated" in reasons["ISIC_truncated"]
+    assert reasons["ISIC_absent"] == "image file not found"
+    assert reasons["ISIC_scc"] == "unknown dx 'scc'"
+    assert reasons["ISIC_nv_2"] == "duplicate row"
+
+
+def test_macro_recall_is_over_the_classes_present(report: dict) -> None:
+    assert report["classes_present"] == list(CLASSES)
+    assert set(report["per_class_recall"]) == set(CLASSES)
+    mean_recall = np.mean(list(report["per_class_recall"].values()))
+    assert report["balanced_accuracy"] == pytest.approx(mean_recall)
+    # The tiny bundle knows the synthetic lesion colours.
+    assert report["balanced_accuracy"] >= 0.6
+
+
+def test_figures_equal_the_device_analyzer_on_the_same_images(
+    report: dict, folder: tuple[Path, Path, Path]
+) -> None:
+    csv_path, images, bundle = folder
+    analyzer = Analyzer.from_path(bundle)
+    skipped = {s["image_id"] for s in report["skipped"] if s["reason"] != "duplicate row"}
+    with csv_path.open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["image_id"] not in skipped]
+    rows = list({r["image_id"]: r for r in reversed(rows)}.values())[::-1]
+    probs = np.stack(
+        [analyzer.analyze(read_image(images / f"{r['image_id']}.jpg")).probabilities for r in rows]
+    )
+    labels = np.array([CLASS_CODES.index(r["dx"]) for r in rows])
+    threshold = analyzer.calibration.referral_threshold
+    assert report["referral_threshold"] == threshold
+    assert report["balanced_accuracy"] == pytest.approx(metrics.balanced_accuracy(labels, probs))
+    assert report["malignant_auc"] == pytest.approx(metrics.malignant_auc(labels, probs))
+    assert report["sensitivity"] == pytest.approx(metrics.sensitivity(labels, probs, threshold))
+    assert report["ece"] == pytest.approx(metrics.ece(labels, probs))
+
+
+def test_missing_column_is_one_clear_error(
+    tmp_path: Path, folder: tuple[Path, Path, Path], capsys: pytest.CaptureFixture
+) -> None:
+    _, images, bundle = folder
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image_id,diagnosis\nISIC_1,mel\n")
+    argv = ["eval", "--bundle", str(bundle), "--metadata", str(bad), "--images", str(images)]
+    assert main([*argv, "--json", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing column(s) ['dx']" in err[0]
+
+
+def test_invalid_bundle_is_one_clear_error(
+    tmp_path: Path, folder: tuple[Path, Path, Path], capsys: pytest.CaptureFixture
+) -> None:
+    csv_path, images, _ = folder
+    bundle = make_bundle(tmp_path / "b")
+    model = bundle / "model.tflite"
+    model.write_bytes(model.read_bytes()[:-1])
+    argv = ["eval", "--bundle", str(bundle), "--metadata", str(csv_path)]
+    assert main([*argv, "--images", str(images), "--json", str(tmp_path / "o.json")]) == 2
+    assert "model.tflite: truncated" in capsys.readouterr().err
+
+
+def test_one_worker_and_two_workers_give_the_same_figures(
+    report: dict, folder: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    csv_path, images, bundle = folder
+    out = tmp_path / "one.json"
+    argv = ["eval", "--bundle", str(bundle), "--metadata", str(csv_path), "--images", str(images)]
+    assert main([*argv, "--json", str(out), "--workers", "1", "--n-boot", "200"]) == 0
+    single = json.loads(out.read_text())
+    for key in ("n_images", "balanced_accuracy", "malignant_auc", "per_class_recall", "ci95"):
+        assert single[key] == report[key], key
+
+
+def test_eval_needs_no_tensorflow(folder: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    csv_path, images, bundle = folder
+    argv = ["eval", "--bundle", str(bundle), "--metadata", str(csv_path)]
+    argv += ["--images", str(images), "--json", str(tmp_path / "o.json"), "--workers", "1"]
+    code = (
+        "import sys; from device.cli import main; "
+        f"rc = main({argv!r}); "
+        "assert rc == 0, rc; "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.dataset
+def test_1500_ham_images_in_under_two_minutes(
+    ham_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if "slow" not in (request.config.getoption("-m") or ""):
+        pytest.skip("speed check: run with -m slow")
+    with (ham_dir / "HAM10000_metadata.csv").open() as handle:
+        rows = list(csv.DictReader(handle))[:1500]
+    subset = tmp_path / "subset.csv"
+    with subset.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    bundle = make_bundle(tmp_path / "bundle")
+    out = tmp_path / "o.json"
+    argv = ["eval", "--bundle", str(bundle), "--metadata", str(subset)]
+    assert main([*argv, "--images", str(ham_dir / "images"), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["n_images"] == 1500
+    assert report["seconds_total"] < 120
