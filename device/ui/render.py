@@ -59,6 +59,16 @@ TIER_COLOURS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
 }
 
 
+def background_of(tier: str) -> tuple[int, int, int]:
+    """The banner colour of a risk tier (unknown tiers look "uncertain")."""
+    return TIER_COLOURS.get(tier, TIER_COLOURS["uncertain"])[0]
+
+
+def foreground_of(tier: str) -> tuple[int, int, int]:
+    """The text colour on a risk tier's banner."""
+    return TIER_COLOURS.get(tier, TIER_COLOURS["uncertain"])[1]
+
+
 def find_font(bold: bool = False) -> str | None:
     """Path of DejaVu Sans (bold or regular), or None to use pygame's bundled font."""
     name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
@@ -147,6 +157,21 @@ class Renderer:
             lines.append(line)
         return lines
 
+    @staticmethod
+    def line_step(font: Any) -> int:
+        """Vertical distance between wrapped lines (never less than the glyph box)."""
+        return max(font.get_linesize(), font.size("ÁgÅ")[1])
+
+    @staticmethod
+    def ellipsize(text: str, font: Any, width: int) -> str:
+        """``text`` cut at a word boundary with "…" so that it fits ``width``."""
+        if font.size(text)[0] <= width:
+            return text
+        words = text.split()
+        while words and font.size(" ".join(words) + "…")[0] > width:
+            words.pop()
+        return (" ".join(words) + "…") if words else "…"
+
     def fit_lines(
         self, text: str, width: int, size: float, max_lines: int, bold: bool = False
     ) -> tuple[Any, list[str]]:
@@ -174,8 +199,11 @@ class Renderer:
     ) -> int:
         """Draw wrapped text at the top of ``rect``; returns the y below the last line."""
         font, lines = self.fit_lines(text, rect.width, size, max_lines, bold)
+        if len(lines) > max_lines:
+            tail = self.ellipsize(" ".join(lines[max_lines - 1 :]), font, rect.width)
+            lines = [*lines[: max_lines - 1], tail]
         y = rect.top
-        step = font.get_linesize()
+        step = self.line_step(font)
         for line in lines:
             if align == "center":
                 self.draw_text(surface, line, font, colour, (rect.centerx, y), "midtop")
@@ -218,20 +246,30 @@ class Renderer:
         return self.px(24)
 
     def draw_header(self, surface: Any, title: str, right: str = "", colour=TEXT) -> None:
-        """The title bar, with optional text on the right."""
+        """The title bar, with optional text on the right.
+
+        The right-hand text (the "not a diagnosis" notice) is never cut: the
+        title gives way first, shrinking and then ending in "…".
+        """
         pygame = self.pygame
         height = self.header_height()
         pygame.draw.rect(surface, PANEL, (0, 0, self.size[0], height))
         pad = self.px(8)
-        title_rect = self.draw_text(
-            surface, title, self.font(15, True), colour, (pad, height // 2), "midleft"
-        )
+        right_w = 0
         if right:
-            room = self.size[0] - title_rect.right - 3 * pad
-            font, lines = self.fit_lines(right, room, 12, 1)
+            font, _ = self.fit_lines(right, self.size[0] // 2, 12, 1)
+            right_w = font.size(right)[0]
             self.draw_text(
-                surface, lines[0], font, MUTED, (self.size[0] - pad, height // 2), "midright"
+                surface, right, font, MUTED, (self.size[0] - pad, height // 2), "midright"
             )
+        room = self.size[0] - right_w - 3 * pad
+        size = 15.0
+        title_font = self.font(size, True)
+        while title_font.size(title)[0] > room and self.px(size) > MIN_FONT_PX:
+            size -= 0.5
+            title_font = self.font(size, True)
+        title = self.ellipsize(title, title_font, room)
+        self.draw_text(surface, title, title_font, colour, (pad, height // 2), "midleft")
 
     def hint_text(self, hint: Hint) -> str:
         """How a hint reads: the key or button label, then the action."""
@@ -342,7 +380,8 @@ class Renderer:
         """The analysed photo (or its heatmap overlay) with the colormap legend under it."""
         pygame = self.pygame
         legend_h = self.px(22)
-        side = min(area.height - legend_h - self.px(4), area.width)
+        # At most half the width, so the diagnosis panel keeps room for the class names.
+        side = min(area.height - legend_h - self.px(4), area.width // 2)
         photo = pygame.Rect(area.left, area.top, side, side)
         showing = screen.show_heatmap and screen.overlay is not None
         image = screen.overlay if showing else screen.image
@@ -370,29 +409,54 @@ class Renderer:
         return photo
 
     def _result_panel(self, surface: Any, screen: ResultScreen, panel: Any) -> None:
-        """Risk banner, P(malignant) with the threshold, top-3, saved status."""
+        """Risk banner, P(malignant) with the threshold, top-3, saved status.
+
+        On a short panel (a 320x240 screen) the captions go and the class names
+        keep to one line, so nothing runs off the bottom.
+        """
         pygame = self.pygame
         gap = self.px(6)
-        background, foreground = TIER_COLOURS.get(screen.risk_tier, TIER_COLOURS["uncertain"])
-        font, lines = self.fit_lines(screen.action, panel.width - 2 * gap, 16, 2, True)
-        banner_h = font.get_linesize() * len(lines) + 2 * gap
+        body = self.font(13)
+        bold = self.font(13, True)
+        small = self.font(11)
+        pct_w = bold.size("100%")[0] + self.px(4)
+        banner_font, banner_lines = self.fit_lines(
+            screen.action, panel.width - 2 * gap, 16, 2, True
+        )
+        banner_h = self.line_step(banner_font) * len(banner_lines) + 2 * gap
+        bar_h = self.px(6)
+
+        def names_height(max_lines: int) -> int:
+            total = 0
+            for rank in screen.top3:
+                font, lines = self.fit_lines(rank.name, panel.width - pct_w, 13, max_lines)
+                total += self.line_step(font) * min(len(lines), max_lines) + self.px(3) + gap
+            return total
+
+        full = (
+            banner_h + gap + self.line_step(body) + bar_h + self.px(3)
+            + 2 * self.line_step(small) + gap + names_height(2) + self.line_step(small)
+        )  # fmt: skip
+        compact = full > panel.height
+        name_lines = 1 if compact else 2
+
         banner = pygame.Rect(panel.left, panel.top, panel.width, banner_h)
-        pygame.draw.rect(surface, background, banner, border_radius=self.px(5))
+        pygame.draw.rect(surface, background_of(screen.risk_tier), banner, border_radius=self.px(5))
         y = banner.top + gap
-        for line in lines:
-            self.draw_text(surface, line, font, foreground, (banner.centerx, y), "midtop")
-            y += font.get_linesize()
+        for line in banner_lines:
+            self.draw_text(
+                surface, line, banner_font, foreground_of(screen.risk_tier), (banner.centerx, y),
+                "midtop",
+            )  # fmt: skip
+            y += self.line_step(banner_font)
         y = banner.bottom + gap
 
         # P(malignant), with a bar and the referral threshold marked on it.
-        body = self.font(13)
-        bold = self.font(13, True)
         self.draw_text(surface, "P(malignant)", body, MUTED, (panel.left, y))
         self.draw_text(
             surface, f"{screen.p_malignant:.0%}", bold, TEXT, (panel.right, y), "topright"
         )
-        y += body.get_linesize()
-        bar_h = self.px(6)
+        y += self.line_step(body)
         track = pygame.Rect(panel.left, y, panel.width, bar_h)
         pygame.draw.rect(surface, PANEL, track)
         fill = round(track.width * min(1.0, max(0.0, screen.p_malignant)))
@@ -400,30 +464,26 @@ class Renderer:
         pygame.draw.rect(surface, fill_colour, (track.left, track.top, fill, bar_h))
         tick_x = track.left + round(track.width * screen.referral_threshold)
         pygame.draw.line(
-            surface, TEXT, (tick_x, track.top - self.px(3)), (tick_x, track.bottom + self.px(2)), 2
+            surface, TEXT, (tick_x, track.top - 1), (tick_x, track.bottom + self.px(3)), 2
         )
         y = track.bottom + self.px(3)
-        small = self.font(11)
-        self.draw_text(
-            surface,
-            f"refer at ≥ {screen.referral_threshold:.0%}",
-            small,
-            MUTED,
-            (tick_x, y),
-            "midtop" if 0.2 < screen.referral_threshold < 0.8 else "topleft",
-        )
-        y += small.get_linesize() + gap
-
-        # Top-3 with calibrated confidences.
-        self.draw_text(surface, "Most likely", small, MUTED, (panel.left, y))
-        y += small.get_linesize()
+        if not compact:
+            label = f"refer at ≥ {screen.referral_threshold:.0%}"
+            half = small.size(label)[0] // 2
+            x = min(max(tick_x, panel.left + half), panel.right - half)
+            self.draw_text(surface, label, small, MUTED, (x, y), "midtop")
+            y += self.line_step(small) + gap
+            # Top-3 with calibrated confidences.
+            self.draw_text(surface, "Most likely", small, MUTED, (panel.left, y))
+            y += self.line_step(small)
+        else:
+            y += gap
         for rank in screen.top3:
             pct = f"{rank.probability:.0%}"
-            pct_w = bold.size("100%")[0] + self.px(4)
             name_rect = pygame.Rect(panel.left, y, panel.width - pct_w, panel.bottom - y)
             self.draw_text(surface, pct, bold, TEXT, (panel.right, y), "topright")
             colour = TEXT if rank is screen.top3[0] else MUTED
-            y = self.draw_block(surface, rank.name, name_rect, 13, colour, max_lines=2)
+            y = self.draw_block(surface, rank.name, name_rect, 13, colour, max_lines=name_lines)
             pygame.draw.rect(surface, PANEL, (panel.left, y + 1, panel.width, self.px(3)))
             pygame.draw.rect(
                 surface,
@@ -432,8 +492,10 @@ class Renderer:
             )
             y += self.px(3) + gap
         if screen.saved:
+            font = self.font(12, True)
             colour = GOOD if screen.is_saved else WARN
-            self.draw_text(surface, screen.saved, self.font(12, True), colour, (panel.left, y))
+            if y + font.get_height() <= panel.bottom:
+                self.draw_text(surface, screen.saved, font, colour, (panel.left, y))
 
     def _result_body(self, surface: Any, screen: ResultScreen) -> None:
         area = self.content_rect().inflate(-2 * self.px(6), -2 * self.px(5))
@@ -454,20 +516,11 @@ class Renderer:
                 surface, "No saved scans yet", self.font(18, True), MUTED, area.center, "center"
             )
             return
-        title = f"Saved scan {screen.index + 1} of {screen.total}"
-        right = screen.created_at or screen.result.notice
-        self.draw_header(surface, title, right)
+        title = f"Scan {screen.index + 1}/{screen.total}"
+        if screen.created_at:
+            title += f" · {screen.created_at}"
+        self.draw_header(surface, title, screen.result.notice)
         self._result_body(surface, screen.result)
-        # The notice stays on screen for saved scans too, under the panel.
-        area = self.content_rect()
-        self.draw_text(
-            surface,
-            screen.result.notice,
-            self.font(11),
-            MUTED,
-            (area.right - self.px(6), area.bottom - self.px(3)),
-            "bottomright",
-        )
 
     def _retake(self, surface: Any, screen: RetakeScreen) -> None:
         pygame = self.pygame

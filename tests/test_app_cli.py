@@ -1,0 +1,183 @@
+"""`skinscan run` as a process: scripted runs, clean stops on SIGTERM/Ctrl-C, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from bundle_factory import make_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "bundle")
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.update(
+        SKINSCAN_DATA_DIR=str(tmp_path / "data"),
+        SKINSCAN_BACKEND="",
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def skinscan(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "device.cli", "run", *args],
+        cwd=ROOT,
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start(tmp_path: Path, argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=environment(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 90) -> list[str]:
+    """Read the process output until a line contains ``text``; returns the lines read."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    process.kill()
+    raise AssertionError(f"{text!r} never appeared:\n{''.join(lines)}")
+
+
+def test_scripted_headless_run_saves_screens_and_records(tmp_path, bundle_dir):
+    shots = tmp_path / "shots"
+    result = skinscan(
+        tmp_path,
+        "--backend", "sim",
+        "--headless",
+        "--bundle", str(bundle_dir),
+        "--screenshots", str(shots),
+        "--script", "capture, toggle, save, next",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in shots.glob("*.png"))
+    assert any("result" in n and "heatmap" in n for n in names)
+    assert any("result" in n and "photo" in n for n in names)
+    assert any("saved" in n for n in names)
+    assert any("history" in n for n in names)
+    assert f"screens saved to {shots}" in result.stdout
+    # The record went to the SQLite store in SKINSCAN_DATA_DIR.
+    assert (tmp_path / "data" / "scans.db").is_file()
+
+
+def test_without_a_display_it_runs_headless_and_says_so(tmp_path, bundle_dir):
+    result = skinscan(tmp_path, "--bundle", str(bundle_dir), "--frames", "3")
+    assert result.returncode == 0, result.stderr
+    assert "no display found" in result.stderr
+    assert "running headless" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_closes_camera_and_screen_cleanly(tmp_path, bundle_dir, sig):
+    process = start(
+        tmp_path,
+        [sys.executable, "-m", "device.cli", "run", "--headless", "--backend", "sim",
+         "--bundle", str(bundle_dir)],
+    )  # fmt: skip
+    wait_for_line(process, "SkinScan ready")
+    time.sleep(0.3)
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert f"stopping: {sig.name}" in output
+    assert "simulated camera closed" in output
+    assert "display closed" in output
+    assert "SkinScan closed" in output
+    assert "Traceback" not in output
+
+
+def test_sigterm_releases_the_gpio_pins(tmp_path, bundle_dir):
+    """The GPIO path under MockFactory, with the same signal handling as `skinscan run`."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        textwrap.dedent(
+            f"""
+            import logging, sys
+            sys.path.insert(0, {str(ROOT / "tests")!r})
+            logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+            from gpiozero.pins.mock import MockFactory
+            from app_fakes import FillableStore, analyzer_loader
+            from device.app.cli import run_with_signals
+            from device.app.runner import App
+            from device.config import load_config
+            from device.hw.buttons_gpio import GpioButtons
+            from device.hw.camera_sim import SimCamera
+            from device.hw.display import PygameDisplay
+
+            pins = dict(load_config(environ={{}}).buttons.pins.items())
+            factory = MockFactory()
+            app = App(
+                camera=SimCamera(),
+                buttons=GpioButtons(pins, pin_factory=factory),
+                display=PygameDisplay("headless", (480, 320)),
+                store=FillableStore(),
+                load_analyzer=analyzer_loader({str(bundle_dir)!r}),
+            )
+            code = run_with_signals(app)
+            # Every pin is free again: claiming them all anew must succeed.
+            GpioButtons(pins, pin_factory=factory).close()
+            print("pins free", flush=True)
+            sys.exit(code)
+            """
+        )
+    )
+    process = start(tmp_path, [sys.executable, str(driver)])
+    wait_for_line(process, "SkinScan ready")
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "GPIO buttons closed" in output
+    assert "pins free" in output
+
+
+def test_config_error_is_one_clear_line(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[camera]\nretry_s = 1\nbogus = 2\n")
+    result = skinscan(tmp_path, "--config", str(config), "--headless", "--frames", "1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("skinscan run: error: config: unknown key 'camera.bogus'")
+    assert "Traceback" not in result.stderr
+
+
+def test_images_need_the_sim_backend(tmp_path):
+    result = skinscan(tmp_path, "--backend", "usb", "--images", str(tmp_path), "--headless")
+    assert result.returncode == 2
+    assert "--images needs the sim backend" in result.stderr
+
+
+def test_bad_script_is_reported(tmp_path):
+    result = skinscan(tmp_path, "--headless", "--script", "capture, jump")
+    assert result.returncode == 2
+    assert "script step 2 'jump' is unknown" in result.stderr

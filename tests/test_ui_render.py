@@ -1,0 +1,216 @@
+"""The renderer: every screen at 480x320, 800x480 and other sizes, with no clipped,
+overlapping or tiny text, and a heatmap toggle that changes only the photo."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from app_fakes import sample_result
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+from device.app.controller import _result_screen
+from device.hw.buttons_keys import KeyButtons
+from device.phantoms import make_phantom
+from device.ui.render import MIN_FONT_PX, TIER_COLOURS, Renderer, surface_to_array
+from device.ui.screens import (
+    AnalyzingScreen,
+    ErrorScreen,
+    Hint,
+    HistoryScreen,
+    PreviewScreen,
+    RankedName,
+    RetakeScreen,
+    ShutdownScreen,
+)
+
+SIZES = [(480, 320), (800, 480), (1024, 600), (320, 240), (1920, 1080)]
+LONG_NAME = "Actinic keratosis / intraepithelial carcinoma"
+
+
+class RecordingRenderer(Renderer):
+    """A renderer that remembers where each line of text went and at what size."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lines: list[tuple[str, object, int]] = []
+
+    def draw_text(self, surface, text, font, colour, pos, anchor="topleft"):
+        rect = super().draw_text(surface, text, font, colour, pos, anchor)
+        self.lines.append((text, rect.copy(), font.get_height()))
+        return rect
+
+
+def hints(*pairs):
+    return tuple(Hint(b, a) for b, a in pairs)
+
+
+def result_screen(tier="refer", show=True, p_malignant=0.55):
+    view = sample_result(p_malignant=p_malignant, tier=tier)
+    view = type(view)(**{**view.__dict__, "image": make_phantom(2).image[100:380, 180:460]})
+    overlay = view.image.copy()
+    overlay[60:200, 60:200] = (250, 220, 30)
+    view = type(view)(
+        **{
+            **view.__dict__,
+            "overlay": overlay,
+            "top3": (
+                RankedName(LONG_NAME, "akiec", 0.46, True),
+                RankedName("Melanocytic nevus (mole)", "nv", 0.31),
+                RankedName("Benign keratosis", "bkl", 0.12),
+            ),
+        }
+    )
+    return _result_screen(
+        view,
+        show,
+        "Result",
+        hints(("capture", "New"), ("toggle", "Heatmap"), ("save", "Save"), ("next", "History")),
+    )
+
+
+def all_screens():
+    frame = make_phantom(1).image
+    return {
+        "preview": PreviewScreen(
+            frame, (200, 120, 440, 360), True, None, 29.5, "simulated camera",
+            hints=hints(("capture", "Scan"), ("next", "History"), ("shutdown", "Power off")),
+        ),
+        "preview-bad": PreviewScreen(
+            frame, None, False, "too bright — glare, press the lens flat", 12.0,
+            hints=hints(("capture", "Scan"), ("next", "History"), ("shutdown", "Power off")),
+        ),
+        "analyzing": AnalyzingScreen(frame),
+        "result-refer": result_screen("refer"),
+        "result-uncertain": result_screen("uncertain", False, 0.1),
+        "result-monitor": result_screen("monitor", True, 0.02),
+        "retake": RetakeScreen(
+            frame,
+            ("blurred — hold still", "too dark — check the LED ring"),
+            hints=hints(("capture", "Try again")),
+        ),
+        "error-bundle": ErrorScreen(
+            "bundle",
+            "Model bundle invalid",
+            "/opt/skinscan/models/default/model.tflite: sha256 mismatch "
+            "(expected 3fa2c9e0b1d4a7f6e5c3b2a1908f7e6d, got 91c0ffee00000000000000000000)",
+            "Scans cannot be analysed. Reinstall the model bundle (see the README), then "
+            "press Capture to try again.",
+            hints=hints(("capture", "Retry"), ("next", "History"), ("shutdown", "Power off")),
+        ),
+        "error-camera": ErrorScreen(
+            "camera", "Camera not found", "camera disconnected", "Check the cable.", True,
+            hints=hints(("shutdown", "Power off")),
+        ),
+        "history": HistoryScreen(
+            1, 5, result_screen(), "2025-03-01 14:02",
+            hints=hints(("next", "Older"), ("toggle", "Heatmap"), ("back", "Live view")),
+        ),
+        "history-empty": HistoryScreen(0, 0, None, hints=hints(("back", "Back"))),
+        "shutdown": ShutdownScreen(hints=hints(("capture", "Power off"), ("back", "Cancel"))),
+        "shutdown-done": ShutdownScreen(confirmed=True),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", list(all_screens()))
+def test_text_is_inside_the_screen_legible_and_not_overlapping(size, name):
+    renderer = RecordingRenderer(size, KeyButtons.labels)
+    surface = renderer.render(all_screens()[name])
+    assert surface.get_size() == size
+    bounds = surface.get_rect()
+    assert renderer.lines, "nothing was written"
+    for text, rect, height in renderer.lines:
+        assert bounds.contains(rect), f"{text!r} at {rect} leaves the {size} screen"
+        assert height >= MIN_FONT_PX, f"{text!r} is {height}px high"
+    for i, (text_a, rect_a, _) in enumerate(renderer.lines):
+        for text_b, rect_b, _ in renderer.lines[i + 1 :]:
+            overlap = rect_a.clip(rect_b)
+            assert overlap.width * overlap.height <= 4, f"{text_a!r} overlaps {text_b!r}"
+
+
+@pytest.mark.parametrize("size", [(480, 320), (800, 480)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_result_shows_everything_a_health_worker_needs(size):
+    renderer = RecordingRenderer(size, KeyButtons.labels)
+    renderer.render(result_screen("refer"))
+    text = " ".join(line for line, _, _ in renderer.lines)
+    for needed in (
+        "Refer to a clinician",
+        "Screening aid — not a diagnosis",
+        "P(malignant)",
+        "55%",
+        "46%",
+        "Melanocytic nevus (mole)",
+        "low",
+        "high",
+        "Space: New",
+        "H: Heatmap",
+    ):
+        assert needed in text, needed
+    # The long name is wrapped whole, not cut off.
+    assert "carcinoma" in text and "Actinic" in text
+
+
+def test_heatmap_toggle_changes_only_the_photo():
+    renderer = Renderer((480, 320), KeyButtons.labels)
+    on = surface_to_array(renderer.render(result_screen(show=True)))
+    off = surface_to_array(renderer.render(result_screen(show=False)))
+    changed = np.any(on != off, axis=2)
+    assert changed.sum() > 1000
+    _ys, xs = np.nonzero(changed)
+    assert xs.max() < 260  # the photo and its legend are on the left half
+
+
+@pytest.mark.parametrize("tier", ["refer", "monitor", "uncertain"])
+def test_risk_banner_uses_the_tier_colour(tier):
+    image = surface_to_array(Renderer((800, 480)).render(result_screen(tier)))
+    colour = np.array(TIER_COLOURS[tier][0])
+    panel = image[40:110, 400:790].astype(int)
+    assert (np.abs(panel - colour).sum(axis=2) < 20).mean() > 0.3
+
+
+def test_preview_quality_light_is_green_or_red():
+    screens = all_screens()
+    renderer = Renderer((480, 320))
+    good = surface_to_array(renderer.render(screens["preview"]))
+    bad = surface_to_array(renderer.render(screens["preview-bad"]))
+
+    # The light sits at the bottom left of the live image.
+    def light(image):
+        patch = image[260:300, 60:110].reshape(-1, 3).astype(int)
+        return patch[np.argmax(np.abs(patch[:, 0] - patch[:, 1]))]
+
+    assert light(good)[1] > light(good)[0]  # green
+    assert light(bad)[0] > light(bad)[1]  # red
+
+
+def test_lesion_box_is_drawn_where_the_lesion_is():
+    screen = all_screens()["preview"]  # 640x480 frame, lesion box (200, 120, 440, 360)
+    renderer = Renderer((800, 480))
+    image = surface_to_array(renderer.render(screen))
+    frame = renderer.fit_image(screen.frame, renderer.content_rect())
+    scale = frame.width / 640
+    cyan = np.all(np.abs(image.astype(int) - (0, 220, 255)) < 40, axis=2)
+    ys, xs = np.nonzero(cyan)
+    assert abs(xs.min() - (frame.left + 200 * scale)) <= 3
+    assert abs(xs.max() - (frame.left + 440 * scale)) <= 3
+    assert abs(ys.min() - (frame.top + 120 * scale)) <= 3
+    assert abs(ys.max() - (frame.top + 360 * scale)) <= 3
+
+
+def test_wrap_never_exceeds_the_width():
+    renderer = Renderer((480, 320))
+    font = renderer.font(13)
+    for width in (80, 150, 230):
+        for line in renderer.wrap(LONG_NAME + " " + LONG_NAME, font, width):
+            assert font.size(line)[0] <= width or " " not in line
+
+
+def test_hints_use_the_backend_labels():
+    renderer = RecordingRenderer((480, 320), {"capture": "CAPTURE", "shutdown": "Hold POWER"})
+    renderer.render(all_screens()["preview"])
+    texts = [t for t, _, _ in renderer.lines]
+    assert "CAPTURE: Scan" in texts
+    assert "Hold POWER: Power off" in texts
