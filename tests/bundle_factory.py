@@ -25,6 +25,8 @@ classified as its class after the device's preprocessing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import sys
 from collections.abc import Mapping
@@ -198,11 +200,58 @@ def rebuild_prebuilt(n_train: int = 420, seed: int = 0) -> dict[str, float]:
     PREBUILT_DIR.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         (PREBUILT_DIR / name).write_bytes(data)
+    write_golden(files[MODEL_FILE])
     test_images, test_labels = synthetic_model_inputs(140, seed + 1)
     logits = np.asarray(model(test_images.astype(np.float32), training=False))
     return {"float_accuracy_on_fresh_synthetic": float(np.mean(logits.argmax(1) == test_labels))}
 
 
+GOLDEN_FILE = PREBUILT_DIR / "golden.json"
+GOLDEN_SEED = 123
+GOLDEN_COUNT = 14
+
+
+def golden_inputs() -> tuple[np.ndarray, np.ndarray]:
+    """The fixed model inputs of the golden-file test, regenerated from a seed.
+
+    Drawn directly at the model input size, without the device preprocessing, so
+    a change of preprocessing defaults does not change them.
+    """
+    rng = np.random.default_rng(GOLDEN_SEED)
+    labels = np.arange(GOLDEN_COUNT) % N_CLASSES
+    images = np.stack([synthetic_frame(int(c), rng, INPUT_SIZE, INPUT_SIZE) for c in labels])
+    return images, labels
+
+
+def write_golden(model_bytes: bytes) -> None:
+    """Record the LiteRT int8 logits of :func:`golden_inputs` for the golden-file test."""
+    from conversion.manifest import describe_classifier
+    from device.runtime.classifier import Classifier
+    from device.runtime.interpreter import create_model
+    from device.runtime.manifest import ClassifierSpec
+
+    spec: ClassifierSpec = describe_classifier(model_bytes)
+    clf = Classifier(create_model(model_bytes, runtime="ai_edge_litert"), spec, 1.0)
+    images, labels = golden_inputs()
+    logits = [clf.classify(x).logits.tolist() for x in images]
+    GOLDEN_FILE.write_text(
+        json.dumps(
+            {
+                "about": "LiteRT int8 logits of golden_inputs() for tests/data/tiny_bundle",
+                "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+                "logit_scale": spec.logits.quantization.scale if spec.logits.quantization else 1.0,
+                "labels": labels.tolist(),
+                "logits": logits,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+
+
 if __name__ == "__main__":
+    if "--golden-only" in sys.argv:
+        write_golden((PREBUILT_DIR / MODEL_FILE).read_bytes())
+        sys.exit(0)
     print(rebuild_prebuilt())
     shutil.rmtree(ROOT / "tests" / "data" / "tiny_bundle" / "__pycache__", ignore_errors=True)

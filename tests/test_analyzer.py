@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle_factory import CLASS_COLOURS, make_bundle, synthetic_frame, synthetic_frames
+from bundle_factory import (
+    CLASS_COLOURS,
+    GOLDEN_FILE,
+    golden_inputs,
+    make_bundle,
+    synthetic_frame,
+    synthetic_frames,
+)
 
 from conversion.manifest import default_labels
 from device.errors import ImageError
@@ -15,6 +23,7 @@ from device.labels import class_index
 from device.runtime import Analyzer, decide, load_bundle
 from device.runtime.classifier import softmax
 from device.runtime.explainer import colorize, normalize_cam, overlay, upsample
+from device.runtime.interpreter import available_runtimes
 from device.runtime.manifest import Calibration
 
 LABELS = default_labels()
@@ -164,3 +173,23 @@ def test_bundle_loaded_once_serves_many_frames(tmp_path: Path) -> None:
     again = [analyzer.analyze(f, explain=False).logits for f in frames]
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_int8_logits_match_the_golden_file_in_every_runtime(tmp_path: Path) -> None:
+    """Golden file: LiteRT logits recorded when the tiny model was built.
+
+    Runtimes differ by a few int8 steps, so the tolerance is stated in steps of
+    the logits tensor, and the top-1 class must not change.
+    """
+    golden = json.loads(GOLDEN_FILE.read_text())
+    bundle_dir = make_bundle(tmp_path / "b")
+    assert golden["model_sha256"] == load_bundle(bundle_dir).model_sha256
+    images, labels = golden_inputs()
+    assert labels.tolist() == golden["labels"]
+    expected = np.array(golden["logits"])
+    for runtime in available_runtimes():
+        clf = load_bundle(bundle_dir, runtime=runtime).classifier
+        got = np.stack([clf.classify(x).logits for x in images])
+        steps = np.abs(got - expected).max() / golden["logit_scale"]
+        assert steps <= 3, f"{runtime}: logits differ by {steps:.1f} steps"
+        assert (got.argmax(1) == expected.argmax(1)).all(), runtime
