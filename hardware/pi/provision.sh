@@ -7,6 +7,7 @@
 #   provision.sh uninstall           remove everything except the scan records
 #   provision.sh check     [--image] only the platform checks
 #   provision.sh write-share DEST    copy what an installed device keeps (the image stage)
+#   provision.sh render-config TOML  print the /etc/skinscan/config.toml it would write
 #
 #   --wheel PATH       install this skinscan wheel (or the newest one in this folder)
 #                      instead of building from the source tree
@@ -48,7 +49,7 @@ die() { echo "provision.sh: error: $*" >&2; exit 1; }
 warn() { echo "provision.sh: warning: $*" >&2; }
 info() { echo "provision.sh: $*"; }
 
-usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 # --- platform checks -------------------------------------------------------------
 
@@ -294,9 +295,26 @@ install_app() {
     || die "the LiteRT runtime does not import on this machine"
 }
 
+POWEROFF_REQUEST=/run/skinscan/poweroff
+
+render_config() {
+  # The shipped defaults ($1), commented out, after the one setting the deployment needs.
+  local defaults="$1"
+  echo "# SkinScan device settings. Uncomment a line to change it. Written by provision.sh;"
+  echo "# the shipped defaults are in $defaults."
+  echo
+  echo "[system]"
+  echo "# Shutdown asks the root unit skinscan-poweroff.path to power off: the service user"
+  echo "# has no right to do it itself (see systemd/README.md)."
+  echo "shutdown_command = [\"/usr/bin/touch\", \"$POWEROFF_REQUEST\"]"
+  echo
+  echo "# ---- the shipped defaults ----"
+  # Table headers are commented too, so the [system] table above is not repeated.
+  sed -e 's/^\([^#]\)/# \1/' "$defaults"
+}
+
 write_config() {
-  # /etc/skinscan/config.toml: the shipped defaults, commented out, and the one
-  # setting the deployment needs. An existing file is the maintainer's: kept.
+  # An existing /etc/skinscan/config.toml is the maintainer's: it is kept.
   local cfg="$ETC_DIR/config.toml" defaults
   if [[ -f "$cfg" ]]; then
     info "keeping the existing $cfg"
@@ -304,19 +322,7 @@ write_config() {
   fi
   defaults="$("$VENV/bin/python" -c 'import device.config as c; print(c.DEFAULT_CONFIG_PATH)')"
   [[ -f "$defaults" ]] || die "the shipped default config $defaults is missing"
-  {
-    echo "# SkinScan device settings. Uncomment a line to change it; see the shipped"
-    echo "# defaults in $defaults. Written by provision.sh."
-    echo
-    echo "[system]"
-    echo "# Shutdown asks the root unit skinscan-poweroff.path to power off (systemd/README.md):"
-    echo "# the service user has no right to do it itself."
-    echo 'shutdown_command = ["/usr/bin/touch", "/run/skinscan/poweroff"]'
-    echo
-    echo "# ---- the shipped defaults ----"
-    # Table headers are commented too, so the [system] table above is not repeated.
-    sed -e 's/^\([^#]\)/# \1/' "$defaults"
-  } >"$cfg.new"
+  render_config "$defaults" >"$cfg.new"
   chown root:"$SERVICE_USER" "$cfg.new"
   chmod 0640 "$cfg.new"
   mv "$cfg.new" "$cfg"
@@ -416,6 +422,9 @@ main() {
   case "$action" in
     install) do_install "$@" ;;
     uninstall) do_uninstall ;;
+    render-config)
+      [[ $# -eq 1 ]] || die "usage: $0 render-config DEFAULT_TOML"
+      render_config "$1" ;;
     write-share)
       [[ $# -eq 1 ]] || die "usage: $0 write-share DEST"
       write_share "$1" ;;
