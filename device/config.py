@@ -74,7 +74,7 @@ class CameraConfig(_Section):
     """
 
     preview_size: Size = (640, 480)
-    still_size: Size = (2028, 1520)
+    still_size: Size = (1024, 768)
     usb_index: int = Field(0, ge=0, le=63)
     sim_source: str = ""
     retry_s: float = Field(2.0, ge=0.1, le=60.0)

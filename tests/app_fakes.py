@@ -94,6 +94,7 @@ def make_app(
         max_fps=0,
         camera_retry_s=retry_s,
         notifier=notifier or Notifier(environ={}),
+        keep_screens=1000,
     )
 
 

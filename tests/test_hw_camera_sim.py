@@ -128,3 +128,10 @@ def test_factory_builds_each_backend_without_opening_it():
         assert isinstance(camera, Camera)
     with pytest.raises(CameraError, match="unknown camera backend"):
         make_camera("firewire")
+
+
+def test_stills_can_be_delivered_at_the_real_camera_resolution():
+    camera = SimCamera(preview_size=(640, 480), still_size=(2028, 1520))
+    camera.open()
+    assert camera.preview_frame().shape == (480, 640, 3)
+    assert camera.capture_still().shape == (1520, 2028, 3)

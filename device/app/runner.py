@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +102,8 @@ class App:
         device_id: written into every record; None = the store's id.
         notifier: systemd notifications (default: from the environment).
         run_command: runs the shutdown command (tests replace it).
+        keep_screens: how many distinct screens to keep in :attr:`screens_shown`
+            (tests and tools read them; 0 keeps none, so a long run holds no frames).
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class App:
         device_id: str | None = None,
         notifier: Notifier | None = None,
         run_command: Callable[..., Any] = subprocess.run,
+        keep_screens: int = 0,
     ) -> None:
         self.camera = camera
         self.buttons = buttons
@@ -143,7 +147,7 @@ class App:
         self.frames = 0
         self.scans = 0
         self.timings: list[CaptureTimings] = []
-        self.screens_shown: list[Screen] = []
+        self.screens_shown: deque[Screen] = deque(maxlen=keep_screens)
         self.stop_reason: str | None = None
         self.poweroff_requested = False
         self._next_camera_try = 0.0
@@ -432,10 +436,11 @@ class App:
         self.display.present(self.screen.snapshot_key)
         finished = time.perf_counter()
         self._dirty = False
-        if not self.screens_shown or self.screens_shown[-1] is not self.screen:
+        if self.screens_shown.maxlen and (
+            not self.screens_shown
+            or self.screens_shown[-1].snapshot_key != self.screen.snapshot_key
+        ):
             self.screens_shown.append(self.screen)
-            if len(self.screens_shown) > 200:
-                del self.screens_shown[:100]
         pending = self._pending
         if pending is not None and self.screen.kind in ("result", "retake", "error"):
             pending.render = finished - started

@@ -48,7 +48,7 @@ def make_camera(
     backend: str,
     *,
     preview_size: tuple[int, int] = (640, 480),
-    still_size: tuple[int, int] = (2028, 1520),
+    still_size: tuple[int, int] = (1024, 768),
     usb_index: int = 0,
     sim_source: str | Path | None = None,
 ) -> Camera:

@@ -41,7 +41,7 @@ class Picamera2Camera:
     def __init__(
         self,
         preview_size: tuple[int, int] = (640, 480),
-        still_size: tuple[int, int] = (2028, 1520),
+        still_size: tuple[int, int] = (1024, 768),
         camera_num: int = 0,
         module: ModuleType | Any | None = None,
     ) -> None:

@@ -82,8 +82,11 @@ class SimCamera:
 
     Args:
         source: a folder of images, a video file, or None for synthetic phantoms.
-        preview_size: live-view size (width, height); frames are letterbox-free
-            resized to it, keeping the aspect ratio of the source.
+        preview_size: the live view fits inside this size (width, height), keeping
+            the source's aspect ratio.
+        still_size: when given, stills are resized to this (width, height), as a
+            real camera's full-resolution stream would deliver them; None keeps
+            the source's size.
         start: index of the first image.
     """
 
@@ -93,10 +96,12 @@ class SimCamera:
         self,
         source: str | Path | None = None,
         preview_size: tuple[int, int] = (640, 480),
+        still_size: tuple[int, int] | None = None,
         start: int = 0,
     ) -> None:
         self.source = Path(source) if source else None
         self.preview_size = preview_size
+        self.still_size = still_size
         self.index = start
         self.is_open = False
         self.disconnected = False
@@ -125,12 +130,19 @@ class SimCamera:
         else:
             raise CameraError(f"simulated camera: {self.source} is not a folder or video file")
         self.is_open = True
-        self._load()
+        self._current = None
         log.info("simulated camera open: %s", self.source or "synthetic phantoms")
 
     def _load(self) -> None:
+        """Read the current image (once per image, not per frame)."""
+        if self._current is not None:
+            return
         assert self._frame_at is not None
         self._current = np.ascontiguousarray(self._frame_at(self.index))
+        if self.still_size is not None and self._current.shape[1::-1] != tuple(self.still_size):
+            self._current = cv2.resize(
+                self._current, tuple(self.still_size), interpolation=cv2.INTER_LINEAR
+            )
         height, width = self._current.shape[:2]
         target_w, target_h = self.preview_size
         scale = min(target_w / width, target_h / height)
@@ -164,12 +176,14 @@ class SimCamera:
     def preview_frame(self) -> np.ndarray:
         """The current image at live-view size."""
         self._check()
+        self._load()
         assert self._preview is not None
         return self._preview
 
     def capture_still(self) -> np.ndarray:
         """The current image at full size (with any armed fault), then advance to the next."""
         self._check()
+        self._load()
         assert self._current is not None
         frame = self._current
         fault, self.pending_fault = self.pending_fault, None
@@ -179,8 +193,9 @@ class SimCamera:
             sigma = max(frame.shape[:2]) / 60.0
             frame = cv2.GaussianBlur(frame, (0, 0), sigmaX=sigma)
         self.stills_taken += 1
+        # The next image is read when it is next shown, not in this capture's time.
         self.index += 1
-        self._load()
+        self._current = None
         return frame
 
     def close(self) -> None:
