@@ -5,6 +5,8 @@
 #   ./setup.sh --device-only   desktop without TensorFlow (simulator and eval only)
 #   ./setup.sh                 on a Raspberry Pi (64-bit OS): full device install + service
 #   ./setup.sh --uninstall     on a Pi: remove the install, keep the records
+#   ./setup.sh --clinic-key F  on a Pi: also install the clinic's public key for exports
+#   ./setup.sh --image         on a Pi image being built (chroot): no live checks, no device key
 #
 # Idempotent: re-running it only brings things up to date.
 set -euo pipefail
@@ -16,13 +18,19 @@ ACTION="install"
 die() { echo "setup.sh: error: $*" >&2; exit 1; }
 info() { echo "setup.sh: $*"; }
 
-for arg in "$@"; do
-  case "$arg" in
+PI_ARGS=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
     --device-only) PROFILE="device" ;;
     --uninstall) ACTION="uninstall" ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-    *) die "unknown option '$arg' (see ./setup.sh --help)" ;;
+    --image) PI_ARGS+=(--image) ;;
+    --clinic-key)
+      [[ $# -ge 2 ]] || die "--clinic-key needs a file"
+      PI_ARGS+=(--clinic-key "$2"); shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) die "unknown option '$1' (see ./setup.sh --help)" ;;
   esac
+  shift
 done
 
 is_raspberry_pi() {
@@ -65,6 +73,10 @@ desktop_install() {
     # Test-time tools: systemd-analyze for unit checks, shellcheck for the scripts,
     # fonts for legible screens.
     apt_install systemd shellcheck fonts-dejavu-core
+    if [[ "${CI:-}" == "true" ]]; then
+      # CI's arm64 stage (hardware/ci/arm64_check.sh): an emulated arm64 userland.
+      apt_install qemu-user-static binfmt-support debootstrap systemd-container zstd
+    fi
   fi
 
   if [[ ! -x "$ROOT/.venv/bin/python" ]]; then
@@ -83,7 +95,10 @@ desktop_install() {
 
 pi_install() {
   [[ -x "$ROOT/hardware/pi/provision.sh" ]] || die "hardware/pi/provision.sh is missing"
-  exec "$ROOT/hardware/pi/provision.sh" "$ACTION"
+  if [[ "$ACTION" == "uninstall" ]]; then
+    exec "$ROOT/hardware/pi/provision.sh" uninstall
+  fi
+  exec "$ROOT/hardware/pi/provision.sh" install "${PI_ARGS[@]}"
 }
 
 if is_raspberry_pi || [[ "${SKINSCAN_FORCE_PI:-0}" == "1" ]]; then
