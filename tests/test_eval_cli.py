@@ -206,3 +206,26 @@ def test_1500_ham_images_in_under_two_minutes(
     report = json.loads(out.read_text())
     assert report["n_images"] == 1500
     assert report["seconds_total"] < 120
+
+
+def test_split_option_keeps_only_that_split(
+    folder: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, images, bundle = folder
+    split_csv = tmp_path / "split.csv"
+    ids = sorted(p.stem for p in images.glob("ISIC_*_*.jpg"))
+    with split_csv.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "lesion_id", "dx", "split"])
+        for i, image_id in enumerate(ids):
+            writer.writerow([image_id, f"L{i}", image_id.split("_")[1], "test" if i % 3 else "val"])
+    out = tmp_path / "o.json"
+    argv = ["eval", "--bundle", str(bundle), "--metadata", str(split_csv), "--images", str(images)]
+    assert main([*argv, "--json", str(out), "--split", "test", "--workers", "1"]) == 0
+    report = json.loads(out.read_text())
+    assert report["n_images"] == sum(1 for i in range(len(ids)) if i % 3)
+    assert report["split"] == "test"
+    bad = tmp_path / "nosplit.csv"
+    bad.write_text("image_id,dx\nISIC_mel_0,mel\n")
+    argv2 = ["eval", "--bundle", str(bundle), "--metadata", str(bad), "--images", str(images)]
+    assert main([*argv2, "--json", str(out), "--split", "test"]) == 2

@@ -14,6 +14,8 @@ OUT.json holds ``n_images``, ``n_skipped``, ``skipped``, ``classes_present``,
 ``sensitivity``, ``specificity``, ``melanoma_sensitivity``, ``ece``,
 ``seconds_per_image`` and ``ci95`` (name -> [low, high], 95% bootstrap).
 No TensorFlow is needed.
+
+``--split test`` with a training run's ``split.csv`` evaluates its test split.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument(
+        "--split",
+        default=None,
+        help="only rows whose 'split' column has this value, e.g. test with a run's split.csv",
+    )
+    parser.add_argument(
         "--runtime",
         choices=("ai_edge_litert", "tflite_runtime", "tensorflow"),
         default=None,
@@ -81,6 +88,7 @@ def main(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
         seed=args.seed,
         runtime=args.runtime,
+        split=args.split,
     )
     try:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -61,12 +61,18 @@ class EvalRun:
 
 
 def read_labelled_csv(
-    csv_path: str | Path, images_dir: str | Path
+    csv_path: str | Path, images_dir: str | Path, split: str | None = None
 ) -> tuple[list[Item], list[dict[str, str]]]:
     """Read a metadata CSV with at least ``image_id`` and ``dx`` columns.
 
     Rows with an unknown ``dx``, an empty or repeated ``image_id`` are returned
     as skipped, not raised. The image of a row is ``images_dir/<image_id>.jpg``.
+
+    Args:
+        csv_path: the CSV (HAM10000 metadata, or a run's split.csv).
+        images_dir: the image folder.
+        split: keep only rows whose ``split`` column equals this (e.g. "test");
+            None keeps every row.
 
     Returns:
         (items to evaluate, skipped rows with a reason).
@@ -90,6 +96,10 @@ def read_labelled_csv(
                     f"{csv_path}: missing column(s) {missing}; found {columns or 'no header'}"
                 )
             rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+            if split is not None:
+                if "split" not in columns:
+                    raise DatasetError(f"{csv_path}: --split given but the CSV has no split column")
+                rows = [r for r in rows if r.get("split") == split]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{csv_path}: cannot be read ({exc})") from exc
     items: list[Item] = []
@@ -214,6 +224,7 @@ def evaluate_folder(
     n_boot: int = 1000,
     seed: int = 0,
     runtime: str | None = None,
+    split: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a bundle on a labelled folder and return the JSON-ready report.
 
@@ -225,6 +236,7 @@ def evaluate_folder(
         n_boot: bootstrap resamples for the 95% intervals.
         seed: bootstrap seed.
         runtime: force a TFLite runtime.
+        split: evaluate only the CSV rows of this split (needs a ``split`` column).
 
     Returns:
         The report written by ``skinscan eval --json`` (see :mod:`device.evaluation.cli`).
@@ -238,7 +250,7 @@ def evaluate_folder(
     bundle_path = Path(bundle_dir) if bundle_dir is not None else DEFAULT_BUNDLE_DIR
     # Load once here so an invalid bundle fails before any worker starts.
     bundle = load_bundle(bundle_path, runtime=runtime)
-    items, skipped_rows = read_labelled_csv(csv_path, images_dir)
+    items, skipped_rows = read_labelled_csv(csv_path, images_dir, split)
     run = run_images(bundle_path, items, workers=workers, runtime=runtime)
     threshold = bundle.manifest.calibration.referral_threshold
     skipped = skipped_rows + run.skipped
@@ -275,6 +287,7 @@ def evaluate_folder(
             "runtime": bundle.runtime,
         },
         "metadata": str(csv_path),
+        "split": split,
         "images": str(images_dir),
     }
     return metrics.json_safe(report)
