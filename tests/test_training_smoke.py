@@ -54,6 +54,8 @@ def test_train_killed_then_resumed(synthetic_ham, tmp_path):
         "1",
         "--finetune-epochs",
         "2",
+        "--deep-epochs",
+        "1",
         "--batch-size",
         "4",
     ]
@@ -77,7 +79,7 @@ def test_train_killed_then_resumed(synthetic_ham, tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert {p.name for p in run.iterdir()} >= RUN_FILES
     history = json.loads(state.read_text())["history"]
-    assert [h["phase"] for h in history] == ["head", "finetune", "finetune"]
+    assert [h["phase"] for h in history] == ["head", "finetune", "finetune", "deep"]
     calibration = json.loads((run / "calibration.json").read_text())
     assert calibration["temperature"] > 0 and 0 <= calibration["referral_threshold"] <= 1
     metrics = json.loads((run / "metrics.json").read_text())

@@ -18,6 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head-epochs", type=int)
     parser.add_argument("--finetune-epochs", type=int)
     parser.add_argument("--first-trainable-block")
+    parser.add_argument("--deep-epochs", type=int, help="phase 3 epochs (0 skips it)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--limit-per-split", type=int, default=0, help="smoke tests: cap images")
     parser.add_argument("--steps-per-epoch", type=int, default=0, help="smoke tests: cap steps")
@@ -47,7 +48,14 @@ def main(args: argparse.Namespace) -> int:
         limit_per_split=args.limit_per_split,
         steps_per_epoch=args.steps_per_epoch,
     )
-    for name in ("head_epochs", "finetune_epochs", "first_trainable_block", "batch_size"):
+    tunables = (
+        "head_epochs",
+        "finetune_epochs",
+        "deep_epochs",
+        "first_trainable_block",
+        "batch_size",
+    )
+    for name in tunables:
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)

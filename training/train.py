@@ -50,10 +50,13 @@ class TrainConfig:
         batch_size: images per step.
         head_epochs: phase 1, head only on the frozen backbone.
         head_lr: phase 1 learning rate.
-        finetune_epochs: phase 2 maximum epochs.
+        finetune_epochs: phase 2 (top blocks) maximum epochs.
         finetune_lr: phase 2 peak learning rate (warm-up then cosine).
-        warmup_epochs: phase 2 linear warm-up length.
+        warmup_epochs: linear warm-up length of phases 2 and 3.
         first_trainable_block: lowest backbone block trained in phase 2.
+        deep_epochs: phase 3 (deeper blocks) maximum epochs; 0 skips it.
+        deep_lr: phase 3 peak learning rate.
+        deep_first_trainable_block: lowest backbone block trained in phase 3.
         weight_decay: AdamW decoupled weight decay.
         label_smoothing: label smoothing of the cross-entropy.
         class_weighting: "inverse_frequency" (n / (7 n_c)) or "none".
@@ -78,10 +81,13 @@ class TrainConfig:
     batch_size: int = 32
     head_epochs: int = 2
     head_lr: float = 1e-3
-    finetune_epochs: int = 12
+    finetune_epochs: int = 6
     finetune_lr: float = 4e-4
     warmup_epochs: float = 1.0
     first_trainable_block: str = "block11"
+    deep_epochs: int = 10
+    deep_lr: float = 2e-4
+    deep_first_trainable_block: str = "block5"
     weight_decay: float = 1e-2
     label_smoothing: float = 0.1
     class_weighting: str = "inverse_frequency"
@@ -337,12 +343,16 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
     phases = [
         ("head", cfg.head_epochs, cfg.head_lr, None),
         ("finetune", cfg.finetune_epochs, cfg.finetune_lr, cfg.first_trainable_block),
+        ("deep", cfg.deep_epochs, cfg.deep_lr, cfg.deep_first_trainable_block),
     ]
+    phases = [p for p in phases if p[1] > 0]
+    names = [p[0] for p in phases]
     for phase, epochs, peak_lr, first_block in phases:
-        if state["phase"] == "done" or [p[0] for p in phases].index(phase) < [
-            p[0] for p in phases
-        ].index(state["phase"]):
+        if state["phase"] == "done" or names.index(phase) < names.index(state["phase"]):
             continue
+        if state["epoch"] == 0 and names.index(phase) > 0 and best_path.exists():
+            # Each later phase starts from the best weights so far, not the last ones.
+            model.load_weights(best_path)
         count = set_trainable(model, backbone.block_names, first_block)
         if loaded_phase != phase:
             _compile(model, cfg, peak_lr)
@@ -351,7 +361,7 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
             "phase %s: %d trainable tensors, %d epochs of %d steps", phase, count, epochs, steps
         )
         total_steps = epochs * steps
-        warmup = int(cfg.warmup_epochs * steps) if phase == "finetune" else 0
+        warmup = int(cfg.warmup_epochs * steps) if phase != "head" else 0
 
         if state["epoch"] == 0:
             state["phase_step0"] = int(model.optimizer.iterations.numpy())
@@ -400,13 +410,12 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
             state["elapsed_s"] = elapsed_before + time.time() - started
             _save_model(model, checkpoint)
             _write_json(state_path, state)
-            if phase == "finetune" and state["bad_epochs"] >= cfg.patience:
+            if phase != "head" and state["bad_epochs"] >= cfg.patience:
                 log.info("early stop: no val improvement for %d epochs", cfg.patience)
                 break
-        next_phase = "finetune" if phase == "head" else "done"
-        state.update(
-            phase=next_phase, epoch=0, bad_epochs=0 if next_phase != "done" else state["bad_epochs"]
-        )
+        position = names.index(phase)
+        next_phase = names[position + 1] if position + 1 < len(names) else "done"
+        state.update(phase=next_phase, epoch=0, bad_epochs=0)
         _save_model(model, checkpoint)
         _write_json(state_path, state)
 
