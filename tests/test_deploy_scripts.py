@@ -192,3 +192,51 @@ def test_the_assembled_stage_carries_a_wheel_units_and_the_provisioning_script(t
     assert (share / "hardware/pi/constraints-bookworm.txt").read_text().count("numpy<2") == 1
     # The copied package lists are what provision.sh installs from on a device.
     assert (share / "hardware/image/stage-skinscan/01-skinscan/00-packages-nr").is_file()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="pi-gen's build.sh runs as root")
+def test_one_command_image_build_hands_pi_gen_the_stage_and_a_complete_config(tmp_path):
+    # A stand-in pi-gen checkout: its build.sh records what pi-gen would receive.
+    pigen = tmp_path / "pi-gen"
+    (pigen / "stage2").mkdir(parents=True)
+    (pigen / "scripts").mkdir()
+    (pigen / "scripts/common").write_text("BOOTSTRAP_ARGS+=(--arch arm64)\n")
+    (pigen / "build.sh").write_text(
+        "#!/bin/bash -e\n"
+        '[ "$1" = -c ] && source "$2"\n'
+        'echo "IMG_NAME=$IMG_NAME RELEASE=$RELEASE USER=$FIRST_USER_NAME PASS=$FIRST_USER_PASS"\n'
+        'echo "STAGE_LIST=$STAGE_LIST"\n'
+        'last="${STAGE_LIST##* }"; test -x "$last/prerun.sh"\n'
+        'ls "$last"/01-skinscan/files/share/dist/\n'
+    )
+    (pigen / "build.sh").chmod(0o755)
+    env = {**os.environ, "SKINSCAN_MAINT_PASSWORD": "not-a-real-one"}
+    result = subprocess.run(
+        [str(ROOT / "hardware/image/build.sh"), "--pi-gen", str(pigen)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "IMG_NAME=skinscan RELEASE=bookworm USER=maint PASS=not-a-real-one" in result.stdout
+    assert f"STAGE_LIST=stage0 stage1 stage2 {pigen}/stage-skinscan" in result.stdout
+    assert "skinscan-" in result.stdout and ".whl" in result.stdout
+    assert (pigen / "stage2/SKIP_IMAGES").exists()
+    # The config with the password is not left in the pi-gen folder.
+    assert not (pigen / "config-skinscan").exists()
+
+
+def test_image_build_refuses_a_32_bit_pi_gen_and_a_missing_password(tmp_path):
+    pigen = tmp_path / "pi-gen"
+    (pigen / "stage2").mkdir(parents=True)
+    (pigen / "scripts").mkdir()
+    (pigen / "scripts/common").write_text("BOOTSTRAP_ARGS+=(--arch armhf)\n")
+    (pigen / "build.sh").write_text("#!/bin/bash\n")
+    (pigen / "build.sh").chmod(0o755)
+    build = [str(ROOT / "hardware/image/build.sh"), "--pi-gen", str(pigen)]
+    env = {k: v for k, v in os.environ.items() if k != "SKINSCAN_MAINT_PASSWORD"}
+    no_password = subprocess.run(build, capture_output=True, text=True, env=env)
+    assert no_password.returncode == 1 and "SKINSCAN_MAINT_PASSWORD" in no_password.stderr
+    env["SKINSCAN_MAINT_PASSWORD"] = "x"
+    armhf = subprocess.run(build, capture_output=True, text=True, env=env)
+    assert armhf.returncode == 1 and "32-bit" in armhf.stderr

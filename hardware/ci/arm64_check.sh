@@ -41,11 +41,9 @@ die() { echo "arm64: FAIL: $*" >&2; exit 1; }
 
 cleanup() {
   local rc=$?
-  if [[ -n "$ROOTFS" ]]; then
-    mountpoint -q "$ROOTFS/proc" 2>/dev/null && umount -l "$ROOTFS/proc"
-  fi
+  if [[ -n "$ROOTFS" ]]; then leave_chroot "$ROOTFS"; fi
   if [[ -n "$WORK" && -d "$WORK" ]]; then
-    mountpoint -q "$WORK/base/proc" 2>/dev/null && umount -l "$WORK/base/proc"
+    leave_chroot "$WORK/base"
     if [[ "$KEEP" == 1 ]]; then
       echo "arm64: work folder kept: $WORK"
     else
@@ -79,18 +77,34 @@ check_host() {
 }
 
 in_chroot() {
-  # Runs a command in $1 with a clean environment. Only /proc is mounted: LiteRT 2.2
-  # and 2.3 crash in cpuinfo parsing under qemu 7.2 when /sys is there.
+  # Runs a command in $1 with a clean environment. /proc and /dev/pts (apt wants a pty)
+  # are mounted, never /sys: LiteRT 2.2 and 2.3 crash in cpuinfo parsing under qemu
+  # 7.2 when /sys is there.
   local root="$1"; shift
   mountpoint -q "$root/proc" || mount -t proc proc "$root/proc"
+  mkdir -p "$root/dev/pts"
+  mountpoint -q "$root/dev/pts" || mount --bind /dev/pts "$root/dev/pts"
   chroot "$root" /usr/bin/env -i PATH="$CHROOT_PATH" HOME=/root LANG=C.UTF-8 TERM=dumb \
     DEBIAN_FRONTEND=noninteractive PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CACHE_DIR=/var/cache/skinscan-pip "$@"
 }
 
+leave_chroot() {
+  local root="$1" m
+  for m in dev/pts proc; do
+    if mountpoint -q "$root/$m"; then umount -l "$root/$m"; fi
+  done
+}
+
 base_rootfs() {
-  local key tarball base="$WORK/base"
-  key="$(echo "$SUITE $INCLUDE $MIRROR v1" | sha256sum | cut -c1-12)"
+  # The cached base is debootstrap's rootfs plus what pi-gen's stage0 provides and the
+  # stages rely on: trusted CAs, including the host's extra roots (for pip behind a
+  # proxy), added with update-ca-certificates inside (minutes under emulation, so cached).
+  local key tarball base="$WORK/base" cas=()
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cas=(/usr/local/share/ca-certificates/*.crt)
+  fi
+  key="$( { echo "$SUITE $INCLUDE $MIRROR v2"; cat "${cas[@]}" /dev/null; } | sha256sum | cut -c1-12)"
   tarball="$CACHE/rootfs-$SUITE-arm64-$key.tar.zst"
   mkdir -p "$CACHE"
   find "$CACHE" -maxdepth 1 -name "rootfs-$SUITE-arm64-*.tar.zst" -mtime +"$CACHE_MAX_DAYS" -delete
@@ -99,24 +113,25 @@ base_rootfs() {
     mkdir -p "$base"
     tar --zstd -xpf "$tarball" --numeric-owner -C "$base"
   else
-    log "debootstrap --arch=arm64 --variant=minbase $SUITE (not cached yet: about 4 minutes)"
+    log "debootstrap --arch=arm64 --variant=minbase $SUITE (not cached yet: 4-8 minutes)"
     nice -n 10 debootstrap --arch=arm64 --variant=minbase --include="$INCLUDE" \
       "$SUITE" "$base" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
       || { tail -n 30 "$WORK/debootstrap.log" >&2; die "debootstrap failed"; }
     rm -f "$base"/var/cache/apt/archives/*.deb
+    if [[ ${#cas[@]} -gt 0 ]]; then
+      log "adding the host's ${#cas[@]} extra CA certificate(s): update-ca-certificates (arm64)"
+      cp "${cas[@]}" "$base/usr/local/share/ca-certificates/"
+      in_chroot "$base" update-ca-certificates >/dev/null 2>&1 \
+        || die "update-ca-certificates failed in the arm64 rootfs"
+      leave_chroot "$base"
+    fi
     tar --zstd -cpf "$tarball.tmp" --numeric-owner -C "$base" . && mv "$tarball.tmp" "$tarball"
     log "cached $tarball ($(du -h "$tarball" | cut -f1))"
   fi
-  # What pi-gen's stage0 provides and the stages rely on: trusted CAs (the host's
-  # extra roots too, for pip behind a proxy), name resolution and apt lists.
-  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
-    cp /usr/local/share/ca-certificates/*.crt "$base/usr/local/share/ca-certificates/"
-  fi
   cp -L /etc/resolv.conf "$base/etc/resolv.conf"
-  in_chroot "$base" update-ca-certificates >/dev/null
   log "apt-get update (arm64)"
   in_chroot "$base" apt-get update -qq >/dev/null || die "apt-get update failed in the arm64 rootfs"
-  umount -l "$base/proc"
+  leave_chroot "$base"
 }
 
 # --- 2. the pi-gen stage ---------------------------------------------------------
@@ -247,7 +262,7 @@ EOF
     --out /tmp/ci/arm64.json /tmp/ci/images/phantom1.png /tmp/ci/images/phantom2.png \
     /tmp/ci/images/phantom3.png /tmp/ci/images/phantom4.png >"$WORK/arm64.log" 2>&1 \
     || { cat "$WORK/arm64.log" >&2; die "aarch64 prediction failed"; }
-  grep -E '^(x86_64|aarch64):' "$WORK/x86.log" "$WORK/arm64.log" | sed 's/^/arm64:   /' || true
+  grep -hE '^(x86_64|aarch64):' "$WORK/x86.log" "$WORK/arm64.log" | sed 's/^/arm64:   /' || true
   python3 "$ROOT/hardware/ci/predict.py" compare "$WORK/x86.json" "$ci/arm64.json" \
     | tee "$WORK/compare.txt" | sed 's/^/arm64:   /'
   grep -q '^predictions agree' "$WORK/compare.txt" || die "aarch64 and x86 predictions differ"
@@ -278,11 +293,21 @@ boot_check() {
   mkdir -p "$ROOTFS/etc/systemd/system/skinscan.service.d"
   cat >"$ROOTFS/etc/systemd/system/skinscan.service.d/50-ci.conf" <<'EOF'
 # CI only (hardware/ci/arm64_check.sh): no camera or panel in the container, and
-# everything runs about 100x slower under qemu-user.
+# everything runs far slower under qemu-user.
 [Service]
 Environment=SKINSCAN_BACKEND=sim
 Environment=SDL_VIDEODRIVER=dummy
 TimeoutStartSec=600
+# qemu-user cannot emulate the rtnetlink calls systemd makes to bring up "lo" in a
+# new network namespace (it fails with EIO, status 225/NETWORK). A real Pi can, so
+# the shipped unit keeps PrivateNetwork=yes; everything else is tested as shipped.
+PrivateNetwork=no
+EOF
+  mkdir -p "$ROOTFS/etc/systemd/system/skinscan-poweroff.service.d"
+  cat >"$ROOTFS/etc/systemd/system/skinscan-poweroff.service.d/50-ci.conf" <<'EOF'
+# CI only: see skinscan.service.d/50-ci.conf (qemu-user and network namespaces).
+[Service]
+PrivateNetwork=no
 EOF
   if [[ -d "$ROOTFS/tmp/ci/bundle" ]]; then
     mkdir -p "$ROOTFS/opt/skinscan/ci-bundle"
@@ -292,7 +317,15 @@ EOF
   cat >"$ROOTFS/usr/local/sbin/skinscan-ci-check" <<'EOF'
 #!/bin/sh
 # Ordered after skinscan.service, so this starts once the service is READY (or failed).
-echo "ci-check: skinscan.service is $(systemctl is-active skinscan.service) after start"
+state="$(systemctl is-active skinscan.service)"
+echo "ci-check: skinscan.service is $state after start"
+if [ "$state" != active ]; then
+  echo "ci-check: FAILED to start; powering off"
+  systemctl poweroff
+  exit 1
+fi
+pid="$(systemctl show -p MainPID --value skinscan.service)"
+echo "ci-check: sandbox of the app (pid $pid):" $(grep -E '^(Uid|NoNewPrivs|CapBnd|CapEff|Seccomp):' "/proc/$pid/status" | tr -s '\t' ' ')
 # Outlive one WatchdogSec: a missing WATCHDOG=1 ping would kill the service meanwhile.
 sleep 45
 echo "ci-check: after 45 s skinscan.service is $(systemctl is-active skinscan.service)," \
@@ -300,7 +333,7 @@ echo "ci-check: after 45 s skinscan.service is $(systemctl is-active skinscan.se
 # Power off the way the app's shutdown does: the service user creates the request file.
 runuser -u skinscan -- /usr/bin/touch /run/skinscan/poweroff \
   && echo "ci-check: power-off requested as user skinscan"
-sleep 120
+sleep 90
 echo "ci-check: FALLBACK power-off: skinscan-poweroff.path did not act"
 systemctl poweroff
 EOF
@@ -319,11 +352,14 @@ ExecStart=/usr/local/sbin/skinscan-ci-check
 WantedBy=multi-user.target
 EOF
   in_chroot "$ROOTFS" systemctl enable --quiet skinscan-ci-check.service
-  umount -l "$ROOTFS/proc"
+  leave_chroot "$ROOTFS"
 
   log "boot: systemd-nspawn -b (emulated systemd; up to ${BOOT_TIMEOUT}s)"
+  # nspawn always mounts /sys. An empty /sys/devices/system/cpu makes LiteRT's cpuinfo
+  # fall back as it does in the plain chroot, instead of crashing on the host's CPU list.
   timeout --kill-after=30 "$BOOT_TIMEOUT" systemd-nspawn --register=no --keep-unit --quiet \
-    --link-journal=no --console=pipe -b -D "$ROOTFS" </dev/null >"$WORK/boot.log" 2>&1 || rc=$?
+    --link-journal=no --console=pipe --tmpfs=/sys/devices/system/cpu -b -D "$ROOTFS" \
+    </dev/null >"$WORK/boot.log" 2>&1 || rc=$?
   local jc=(journalctl --directory="$journal" --no-pager -q)
   "${jc[@]}" -o short-monotonic >"$WORK/journal.txt" 2>&1 || true
   if [[ "$rc" != 0 ]]; then
@@ -353,8 +389,17 @@ EOF
   log "boot: READY reached and powered off through skinscan-poweroff.path"
 }
 
+report_security() {
+  local unit
+  for unit in skinscan.service skinscan-poweroff.service; do
+    echo "arm64: systemd-analyze security --offline=yes $unit:" \
+      "$(systemd-analyze security --offline=yes --no-pager "$ROOT/systemd/$unit" 2>&1 | tail -n 1)"
+  done
+}
+
 main() {
   check_host
+  report_security
   WORK="$(mktemp -d /var/tmp/skinscan-arm64.XXXXXX)"
   trap cleanup EXIT
   local t
