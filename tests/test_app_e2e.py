@@ -281,8 +281,12 @@ def test_systemd_ready_watchdog_and_stopping(tmp_path, bundle_dir):
     server.bind(str(path))
     server.settimeout(2)
     try:
-        notifier = Notifier(environ={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "100000"})
-        app = make_app(tmp_path, "wait 0.4", bundle_dir=bundle_dir, notifier=notifier)
+        ticks = iter(range(0, 10_000, 10))  # each look at the clock is 10 s later
+        notifier = Notifier(
+            environ={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "30000000"},
+            clock=lambda: float(next(ticks)),
+        )
+        app = make_app(tmp_path, "capture, back", bundle_dir=bundle_dir, notifier=notifier)
         app.run()
         messages = []
         server.setblocking(False)
@@ -294,5 +298,15 @@ def test_systemd_ready_watchdog_and_stopping(tmp_path, bundle_dir):
     finally:
         server.close()
     assert messages[0].startswith("READY=1")
-    assert messages.count("WATCHDOG=1") >= 3
+    # WatchdogSec=30 -> a ping is due every 15 s; the clock moved 10 s per turn.
+    assert messages.count("WATCHDOG=1") == (app.frames + 1) // 2
+    assert app.frames >= 3
     assert messages[-1] == "STOPPING=1"
+
+
+def test_history_shows_the_saved_heatmap_with_its_legend(tmp_path, bundle_dir):
+    app = make_app(tmp_path, "capture, save, next", bundle_dir=bundle_dir)
+    app.run()
+    shown = screens_of(app, HistoryScreen)[-1].result
+    assert shown.show_heatmap and shown.overlay is not None
+    assert shown.legend is not None and len(shown.legend) > 10

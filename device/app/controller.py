@@ -314,6 +314,11 @@ def step(state: AppState, event: Event) -> tuple[AppState, Screen]:
 # ---- state -> screen --------------------------------------------------------------------------
 
 
+def _off(state: AppState) -> str:
+    """What the shutdown button does here: power off a Pi, quit the simulator."""
+    return "Power off" if state.poweroff else "Quit"
+
+
 def _hints(*pairs: tuple[str, str]) -> tuple[Hint, ...]:
     return tuple(Hint(button, action) for button, action in pairs)
 
@@ -341,7 +346,7 @@ def view(state: AppState) -> Screen:
     mode = state.mode
     if mode == "preview":
         frame = state.frame
-        hints = _hints(("capture", "Scan"), ("next", "History"), ("shutdown", "Power off"))
+        hints = _hints(("capture", "Scan"), ("next", "History"), ("shutdown", _off(state)))
         if frame is None:
             return AnalyzingScreen(frame=None, text="Starting camera…", hints=hints)
         return PreviewScreen(
@@ -387,13 +392,13 @@ def view(state: AppState) -> Screen:
         title, action = ERROR_TEXT.get(error.problem, ERROR_TEXT["analysis"])
         hints: tuple[Hint, ...]
         if error.problem == "bundle":
-            hints = _hints(("capture", "Retry"), ("next", "History"), ("shutdown", "Power off"))
+            hints = _hints(("capture", "Retry"), ("next", "History"), ("shutdown", _off(state)))
         elif error.problem in ("disk_full", "storage"):
-            hints = _hints(("back", "Back to result"), ("shutdown", "Power off"))
+            hints = _hints(("back", "Back to result"), ("shutdown", _off(state)))
         elif error.problem in ("analysis", "notice"):
-            hints = _hints(("capture", "Continue"), ("shutdown", "Power off"))
+            hints = _hints(("capture", "Continue"), ("shutdown", _off(state)))
         else:
-            hints = _hints(("shutdown", "Power off"))
+            hints = _hints(("shutdown", _off(state)))
         return ErrorScreen(
             problem=error.problem,
             title=title,

@@ -94,7 +94,9 @@ def record_from_result(
     )
 
 
-def result_from_record(record: ScanRecord, default_threshold: float = 0.5) -> ResultView:
+def result_from_record(
+    record: ScanRecord, default_threshold: float = 0.5, legend: np.ndarray | None = None
+) -> ResultView:
     """The view of a saved scan, for the history screen."""
     ranked = sorted(record.probabilities.items(), key=lambda kv: -kv[1])[:3]
     top3 = tuple(
@@ -114,7 +116,7 @@ def result_from_record(record: ScanRecord, default_threshold: float = 0.5) -> Re
         scan_key=record.scan_id[:8],
         image=record.image,
         overlay=record.heatmap if record.heatmap is not None and record.heatmap.ndim == 3 else None,
-        legend=None,
+        legend=legend,
         heatmap=None,
         label=record.label,
         top3=top3,

@@ -417,7 +417,9 @@ class App:
             threshold = self.analyzer.calibration.referral_threshold
         try:
             records = self.store.history(limit=HISTORY_LIMIT)
-            items = tuple(result_from_record(r, threshold) for r in records)
+            if self._legend is None:
+                self._legend = legend_colours()
+            items = tuple(result_from_record(r, threshold, self._legend) for r in records)
         except StorageError as exc:  # includes TamperError
             log.error("history unavailable: %s", exc)
             return Notice(f"Saved scans cannot be read: {exc}")

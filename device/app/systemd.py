@@ -55,8 +55,8 @@ class Notifier:
             return False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.connect(self.address)
-                sock.sendall(message.encode())
+                # Never block: a stalled service manager must not freeze the screen.
+                sock.sendto(message.encode(), socket.MSG_DONTWAIT, self.address)
         except OSError as exc:
             log.warning("sd_notify %r failed: %s", message, exc)
             return False

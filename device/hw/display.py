@@ -60,8 +60,13 @@ def has_desktop(environ: dict[str, str] | None = None) -> bool:
 
 
 def import_pygame() -> Any:
-    """Import pygame-ce quietly (no banner on stdout)."""
+    """Import pygame-ce quietly (no banner on stdout).
+
+    SDL would otherwise install its own SIGINT/SIGTERM handlers, which turn the
+    signals into window-close events; the app handles signals itself.
+    """
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
     import pygame
 
     return pygame

@@ -402,7 +402,12 @@ class Renderer:
             self.draw_text(surface, "low", small, MUTED, (photo.left, mid), "midleft")
             self.draw_text(surface, "high", small, MUTED, (photo.right, mid), "midright")
         else:
-            label = "Photo (heatmap off)" if screen.overlay is not None else "No heatmap"
+            if showing:
+                label = "Heatmap"
+            elif screen.overlay is not None:
+                label = "Photo (heatmap off)"
+            else:
+                label = "No heatmap"
             self.draw_text(
                 surface, label, small, MUTED, (photo.centerx, legend_top + legend_h // 2), "center"
             )
