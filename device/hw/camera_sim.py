@@ -174,11 +174,11 @@ class SimCamera:
             raise CameraError("camera stopped responding (simulated fault)")
 
     def preview_frame(self) -> np.ndarray:
-        """The current image at live-view size."""
+        """The current image at live-view size, as a new array like a real camera's buffer."""
         self._check()
         self._load()
         assert self._preview is not None
-        return self._preview
+        return self._preview.copy()
 
     def capture_still(self) -> np.ndarray:
         """The current image at full size (with any armed fault), then advance to the next."""
