@@ -373,6 +373,9 @@ EOF
     UNIT=skinscan.service JOB_RESULT=done)"
   [[ -n "$ready" ]] || { grep -E 'skinscan' "$WORK/journal.txt" | tail -n 40 >&2; \
     die "skinscan.service never reached READY"; }
+  # 7d4958e8...: "Starting ...", logged when the start job begins.
+  echo "arm64:   start: $("${jc[@]}" -o short-monotonic MESSAGE_ID=7d4958e842da4a758f6c1cdc7b36dcc5 \
+    UNIT=skinscan.service | head -n 1)"
   echo "arm64:   READY: $ready"
   started_at="$("${jc[@]}" -o cat _SYSTEMD_UNIT=skinscan.service | grep -m1 -i 'backend' || true)"
   [[ -n "$started_at" ]] && echo "arm64:   app: $started_at"
