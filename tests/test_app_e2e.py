@@ -129,7 +129,8 @@ def test_session_on_real_ham10000_images(tmp_path, bundle_dir, calibration, ham_
         check_result(screen, calibration)
     saved = store.history()
     assert 1 <= len(saved) <= 3
-    assert all(r.image.shape == (224, 224, 3) for r in saved)
+    assert all(r.image.shape == (352, 352, 3) for r in saved)
+    assert all(r.heatmap is not None and r.heatmap.shape == r.image.shape for r in saved)
     assert screens_of(app, HistoryScreen)[-1].total == len(saved)
 
 

@@ -20,6 +20,22 @@ log = logging.getLogger(__name__)
 
 _BY_CODE = {d.code: d for d in HAM10000_CLASSES}
 LEGEND_STEPS = 128
+# Side of the photo shown and saved: the analysed square cut from the full still,
+# sharper than the 224 px model input (which is upscaled from the 200 px working
+# image). 352 px is what the 800x480 panel shows at 1:1.
+PHOTO_SIDE = 352
+
+
+def roi_photo(frame: np.ndarray, roi_box: tuple[int, int, int, int], side: int = PHOTO_SIDE):
+    """The analysed square of the original still (hair and all), resized to ``side``."""
+    import cv2
+
+    x0, y0, x1, y1 = roi_box
+    crop = frame[max(0, y0) : y1, max(0, x0) : x1]
+    if crop.size == 0:
+        raise ValueError(f"empty ROI {roi_box} in a frame of shape {frame.shape}")
+    interpolation = cv2.INTER_AREA if crop.shape[0] > side else cv2.INTER_LINEAR
+    return cv2.resize(crop, (side, side), interpolation=interpolation)
 
 
 def legend_colours() -> np.ndarray:
@@ -37,9 +53,25 @@ def result_from_analysis(
     scan_key: str,
     heatmap_alpha: float = 0.5,
     legend: np.ndarray | None = None,
+    frame: np.ndarray | None = None,
 ) -> ResultView:
-    """Build the view of one analysis (``device.runtime.analyzer.Analysis``)."""
+    """Build the view of one analysis (``device.runtime.analyzer.Analysis``).
+
+    With the analysed ``frame``, the photo is the ROI cut from it at
+    :data:`PHOTO_SIDE`; without, the model input itself.
+    """
+    from device.runtime.explainer import overlay
+
     decision = analysis.decision
+    image = analysis.model_input
+    if frame is not None:
+        try:
+            image = roi_photo(frame, analysis.roi_box)
+        except ValueError as exc:
+            log.warning("showing the model input instead of the still's ROI: %s", exc)
+    heat = None
+    if analysis.heatmap is not None:
+        heat = overlay(image, analysis.heatmap, heatmap_alpha)
     top3 = tuple(
         RankedName(
             name=r.name, code=r.code, probability=float(r.probability), malignant=r.malignant
@@ -48,8 +80,8 @@ def result_from_analysis(
     )
     return ResultView(
         scan_key=scan_key,
-        image=analysis.model_input,
-        overlay=analysis.overlay(heatmap_alpha),
+        image=image,
+        overlay=heat,
         legend=legend if legend is not None else legend_colours(),
         heatmap=analysis.heatmap,
         label=decision.label,

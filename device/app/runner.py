@@ -378,6 +378,7 @@ class App:
             scan_key=f"scan{self.scans}",
             heatmap_alpha=self.heatmap_alpha,
             legend=self._legend,
+            frame=still,
         )
         log.info(
             "result: %s %.0f%%, P(malignant) %.0f%%, %s",
