@@ -73,7 +73,7 @@ ERROR_TEXT: dict[str, tuple[str, str]] = {
         "reconnect and continues by itself.",
     ),
     "bundle": (
-        "Model bundle invalid",
+        "Model bundle missing or invalid",
         "Scans cannot be analysed. Reinstall the model bundle (see the README), then "
         "press Capture to try again.",
     ),

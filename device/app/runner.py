@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from device.app.controller import AppState, initial_state, step, view
 from device.app.events import (
@@ -47,6 +47,7 @@ from device.app.results import (
 )
 from device.app.systemd import Notifier
 from device.errors import CameraError, DiskFullError, SkinScanError, StorageError
+from device.hw.buttons import BUTTON_EVENTS, button_labels
 from device.imaging.quality import QualityThresholds, assess_quality
 from device.ui.render import Renderer
 from device.ui.screens import Screen
@@ -74,7 +75,7 @@ class CaptureTimings:
 class NoButtons:
     """No input at all (headless with no script): the app runs until stopped."""
 
-    labels: dict[str, str] = {}  # noqa: RUF012 - read-only by convention
+    labels: ClassVar[dict[str, str]] = button_labels(BUTTON_EVENTS)
 
     def poll(self) -> list[str]:
         """Nothing ever arrives."""
