@@ -153,9 +153,14 @@ main() {
   printf '#!/bin/sh\nexit 101\n' >"$MNT/usr/sbin/policy-rc.d"
   chmod 755 "$MNT/usr/sbin/policy-rc.d"
 
+  # A package mirror or proxy the maintainer uses is passed on; nothing else from here.
+  local pass=() v
+  for v in PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_CERT http_proxy https_proxy no_proxy; do
+    if [[ -n "${!v:-}" ]]; then pass+=("$v=${!v}"); fi
+  done
   info "running setup.sh inside the image (emulated: 10-20 minutes)"
   chroot "$MNT" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME=/root LANG=C.UTF-8 SKINSCAN_FORCE_PI=1 \
+    HOME=/root LANG=C.UTF-8 SKINSCAN_FORCE_PI=1 "${pass[@]}" \
     /bin/bash -c 'cd /opt/skinscan/src && ./setup.sh "$@"' setup "${args[@]}" \
     || die "setup.sh failed inside the image"
   [[ -L "$MNT/etc/systemd/system/multi-user.target.wants/skinscan.service" ]] \
