@@ -155,7 +155,7 @@ class QualityConfig(_Section):
     min_sharpness: float = Field(12.0, ge=0.0, le=10000.0)
     max_dark_fraction: float = Field(0.35, ge=0.0, le=1.0)
     max_bright_fraction: float = Field(0.10, ge=0.0, le=1.0)
-    min_lesion_contrast: float = Field(0.08, ge=0.0, le=1.0)
+    min_lesion_contrast: float = Field(0.05, ge=0.0, le=1.0)
 
 
 class RecordsConfig(_Section):

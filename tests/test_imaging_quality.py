@@ -1,5 +1,7 @@
 """The quality gate passes good frames and names an actionable reason for bad ones."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -66,3 +68,11 @@ def test_metrics_dict_has_every_number():
     metrics = assess_quality(make_phantom(1).image, THRESHOLDS).metrics()
     assert set(metrics) == {"sharpness", "dark_fraction", "bright_fraction", "lesion_contrast"}
     assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_shipped_config_uses_the_calibrated_thresholds():
+    """default.toml and the pydantic defaults must not drift from QualityThresholds."""
+    from device.config import DeviceConfig, load_config
+
+    assert load_config(system_path=Path("/nonexistent")).quality_thresholds() == THRESHOLDS
+    assert DeviceConfig().quality_thresholds() == THRESHOLDS
