@@ -186,7 +186,7 @@ install_packages() {
   info "apt-get install ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-    || die "apt-get could not install ${missing[*]} (python3-picamera2 and python3-lgpio come" \
+    >/dev/null || die "apt-get could not install ${missing[*]} (python3-picamera2 and python3-lgpio come" \
       "from the Raspberry Pi archive, which Raspberry Pi OS has configured)"
 }
 
