@@ -61,7 +61,7 @@ def test_train_killed_then_resumed(synthetic_ham, tmp_path):
     ]
     first = _train(args)
     state = run / "state.json"
-    deadline = time.time() + 150
+    deadline = time.time() + 480
     while not state.exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert state.exists(), first.communicate()[0][-3000:]
