@@ -16,7 +16,9 @@
 #   SKINSCAN_CI_KEEP=1     keep the work folder for inspection
 #   SKINSCAN_CI_ARTIFACTS  copy screenshots, journals and JSON here
 #   SKINSCAN_CI_MIRROR     Debian mirror (default http://deb.debian.org/debian)
-set -euo pipefail
+set -eEuo pipefail
+# No silent exits: name the command that failed.
+trap 'echo "arm64: FAIL: line $LINENO: $BASH_COMMAND exited with $?" >&2' ERR
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${SKINSCAN_CI_CACHE:-/var/cache/skinscan-ci}"
@@ -227,7 +229,8 @@ app_check() {
   local ci="$ROOTFS/tmp/ci" bundle_arg=() x86_bundle_arg=() x86_py="$ROOT/.venv/bin/python"
   [[ -x "$x86_py" ]] || die "no x86 venv at $ROOT/.venv (run ./setup.sh first)"
   mkdir -p "$ci/images"
-  # Fixed images: deterministic phantoms, written by the x86 side.
+  # Fixed images: deterministic phantoms, written by the x86 side, and the first few
+  # real HAM10000 images when ../shared has them.
   "$x86_py" - "$ci/images" <<'EOF'
 import sys
 import cv2
@@ -236,14 +239,18 @@ for seed in (1, 2, 3, 4):
     image = make_phantom(seed).image
     cv2.imwrite(f"{sys.argv[1]}/phantom{seed}.png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 EOF
+  local ham=("$ROOT"/../shared/data/ham10000/images/ISIC_*.jpg)
+  if [[ -f "${ham[0]}" ]]; then
+    cp "${ham[@]:0:4}" "$ci/images/"
+  fi
   if [[ -f "$ROOT/device/models/default/manifest.json" ]]; then
     BUNDLE_NOTE="the shipped bundle device/models/default"
   else
     # The trained model has not landed yet: use the tiny test bundle (same contract).
     BUNDLE_NOTE="the tiny test bundle (no shipped bundle in device/models/default yet)"
-    "$x86_py" - "$ci/bundle" <<'EOF'
+    "$x86_py" - "$ci/bundle" "$ROOT/tests" <<'EOF'
 import sys
-sys.path.insert(0, "tests")
+sys.path.insert(0, sys.argv[2])
 from bundle_factory import make_bundle
 make_bundle(sys.argv[1])
 EOF
@@ -253,18 +260,20 @@ EOF
   log "app: bundle is $BUNDLE_NOTE"
   cp "$ROOT/hardware/ci/predict.py" "$ci/"
 
-  log "app: x86 prediction"
+  local images=()
+  mapfile -t images < <(cd "$ci/images" && ls)
+  log "app: x86 prediction on ${#images[@]} fixed images"
   (cd "$ROOT" && "$x86_py" "$ROOT/hardware/ci/predict.py" run "${x86_bundle_arg[@]}" \
-    --out "$WORK/x86.json" "$ci"/images/*.png) >"$WORK/x86.log" 2>&1 \
+    --out "$WORK/x86.json" "${images[@]/#/$ci/images/}") >"$WORK/x86.log" 2>&1 \
     || { cat "$WORK/x86.log" >&2; die "x86 prediction failed"; }
   log "app: aarch64 prediction (emulated)"
   in_chroot "$ROOTFS" /opt/skinscan/venv/bin/python /tmp/ci/predict.py run "${bundle_arg[@]}" \
-    --out /tmp/ci/arm64.json /tmp/ci/images/phantom1.png /tmp/ci/images/phantom2.png \
-    /tmp/ci/images/phantom3.png /tmp/ci/images/phantom4.png >"$WORK/arm64.log" 2>&1 \
+    --out /tmp/ci/arm64.json "${images[@]/#//tmp/ci/images/}" >"$WORK/arm64.log" 2>&1 \
     || { cat "$WORK/arm64.log" >&2; die "aarch64 prediction failed"; }
   grep -hE '^(x86_64|aarch64):' "$WORK/x86.log" "$WORK/arm64.log" | sed 's/^/arm64:   /' || true
   python3 "$ROOT/hardware/ci/predict.py" compare "$WORK/x86.json" "$ci/arm64.json" \
-    | tee "$WORK/compare.txt" | sed 's/^/arm64:   /'
+    >"$WORK/compare.txt" 2>&1 || true
+  sed 's/^/arm64:   /' "$WORK/compare.txt"
   grep -q '^predictions agree' "$WORK/compare.txt" || die "aarch64 and x86 predictions differ"
   grep -q '"machine": "aarch64"' "$ci/arm64.json" || die "the 'aarch64' run was not aarch64"
 
