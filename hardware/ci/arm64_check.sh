@@ -16,6 +16,7 @@
 #   SKINSCAN_CI_KEEP=1     keep the work folder for inspection
 #   SKINSCAN_CI_ARTIFACTS  copy screenshots, journals and JSON here
 #   SKINSCAN_CI_MIRROR     Debian mirror (default http://deb.debian.org/debian)
+#   SKINSCAN_CI_BUNDLE     a model bundle folder to test instead of the shipped one
 set -eEuo pipefail
 # No silent exits: name the command that failed.
 trap 'echo "arm64: FAIL: line $LINENO: $BASH_COMMAND exited with $?" >&2' ERR
@@ -243,7 +244,14 @@ EOF
   if [[ -f "${ham[0]}" ]]; then
     cp "${ham[@]:0:4}" "$ci/images/"
   fi
-  if [[ -f "$ROOT/device/models/default/manifest.json" ]]; then
+  if [[ -n "${SKINSCAN_CI_BUNDLE:-}" ]]; then
+    [[ -f "$SKINSCAN_CI_BUNDLE/manifest.json" ]] || die "SKINSCAN_CI_BUNDLE has no manifest.json"
+    BUNDLE_NOTE="$SKINSCAN_CI_BUNDLE (SKINSCAN_CI_BUNDLE)"
+    mkdir -p "$ci/bundle"
+    cp -r "$SKINSCAN_CI_BUNDLE/." "$ci/bundle/"
+    bundle_arg=(--bundle /tmp/ci/bundle)
+    x86_bundle_arg=(--bundle "$ci/bundle")
+  elif [[ -f "$ROOT/device/models/default/manifest.json" ]]; then
     BUNDLE_NOTE="the shipped bundle device/models/default"
   else
     # The trained model has not landed yet: use the tiny test bundle (same contract).
