@@ -93,11 +93,11 @@ class CameraConfig(_Section):
 class PinMap(_Section):
     """Button name -> BCM GPIO number; each button pulls its pin to ground."""
 
-    capture: int = Field(17, ge=2, le=27)
+    capture: int = Field(5, ge=2, le=27)
     toggle: int = Field(27, ge=2, le=27)
     next: int = Field(22, ge=2, le=27)
     save: int = Field(23, ge=2, le=27)
-    back: int = Field(24, ge=2, le=27)
+    back: int = Field(6, ge=2, le=27)
     power: int = Field(3, ge=2, le=27)
 
     @model_validator(mode="after")

@@ -33,7 +33,7 @@ def load(path=None, **kw):
 def test_shipped_defaults_are_valid_and_match_the_models():
     config = load()
     assert config.backend == "auto"
-    assert config.buttons.pins.capture == 17
+    assert config.buttons.pins.capture == 5
     assert config.buttons.pins.power == 3
     # The TOML file is the source of truth for pins: every button in it, nothing else.
     pins = read_toml(DEFAULT_CONFIG_PATH)["buttons"]["pins"]
@@ -88,8 +88,8 @@ def test_pin_out_of_range_names_the_pin(tmp_path):
 
 
 def test_two_buttons_on_one_pin_is_an_error(tmp_path):
-    path = write(tmp_path, "[buttons.pins]\nsave = 17\n")
-    with pytest.raises(ConfigError, match="capture and save share BCM pin 17"):
+    path = write(tmp_path, "[buttons.pins]\nsave = 5\n")
+    with pytest.raises(ConfigError, match="capture and save share BCM pin 5"):
         load(path)
 
 
