@@ -188,7 +188,7 @@ def _plot_training(path: Path, history: list[dict[str, Any]]) -> None:
     steps = np.arange(1, len(history) + 1)
     fig, ax1 = plt.subplots(figsize=(6.4, 4))
     ax1.plot(steps, [h["loss"] for h in history], c="tab:blue", marker="o", label="train loss")
-    ax1.set_xlabel("epoch (both phases)")
+    ax1.set_xlabel("epoch (all phases)")
     ax1.set_ylabel("train loss (weighted, smoothed CE)", color="tab:blue")
     ax2 = ax1.twinx()
     ax2.plot(
@@ -199,10 +199,12 @@ def _plot_training(path: Path, history: list[dict[str, Any]]) -> None:
         label="val balanced accuracy",
     )
     ax2.set_ylabel("val balanced accuracy", color="tab:orange")
-    head_epochs = sum(1 for h in history if h["phase"] == "head")
-    if head_epochs:
-        ax1.axvline(head_epochs + 0.5, c="grey", ls=":", lw=1)
-        ax1.text(head_epochs + 0.6, ax1.get_ylim()[1] * 0.95, "fine-tune ->", fontsize=8)
+    phases = [h["phase"] for h in history]
+    for index in range(1, len(phases)):
+        if phases[index] != phases[index - 1]:
+            ax1.axvline(index + 0.5, c="grey", ls=":", lw=1)
+            ax1.text(index + 0.6, ax1.get_ylim()[1], f"{phases[index]} ->", fontsize=8, va="top")
+    ax1.text(0.8, ax1.get_ylim()[1], f"{phases[0]} ->", fontsize=8, va="top")
     ax1.set_title("Training curves")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
