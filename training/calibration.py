@@ -6,14 +6,7 @@ import numpy as np
 
 from device.labels import CLASS_CODES, MALIGNANT_CODES
 from device.metrics import malignant_probability
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Numerically stable softmax of ``logits / temperature`` along the last axis."""
-    z = logits / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+from device.runtime.classifier import softmax
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:

@@ -1,0 +1,42 @@
+"""Temperature scaling and the referral threshold, fitted on validation data."""
+
+import numpy as np
+import pytest
+
+from device.labels import CLASS_CODES
+from device.metrics import malignant_probability
+from training.calibration import fit_temperature, nll, referral_threshold, softmax
+
+
+def _sampled(true_temperature: float, n: int = 4000, seed: int = 0):
+    """Labels drawn from softmax(logits / T): T is then the NLL-optimal temperature."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (n, len(CLASS_CODES)))
+    probs = softmax(logits, true_temperature)
+    labels = np.array([rng.choice(len(CLASS_CODES), p=p) for p in probs])
+    return logits, labels
+
+
+@pytest.mark.parametrize("true_temperature", [0.7, 1.0, 2.5])
+def test_fit_temperature_recovers_the_generating_temperature(true_temperature):
+    logits, labels = _sampled(true_temperature)
+    fitted = fit_temperature(logits, labels)
+    assert fitted == pytest.approx(true_temperature, rel=0.1)
+    assert nll(logits, labels, fitted) <= nll(logits, labels, 1.0) + 1e-9
+
+
+def test_referral_threshold_keeps_the_sensitivity_target():
+    logits, labels = _sampled(1.0, seed=1)
+    probs = softmax(logits)
+    threshold = referral_threshold(probs, labels, 0.9)
+    malignant = np.isin(labels, [CLASS_CODES.index(c) for c in ("akiec", "bcc", "mel")])
+    referred = malignant_probability(probs) >= threshold
+    assert referred[malignant].mean() >= 0.9
+    # the highest such threshold: a hair higher loses the target
+    assert (malignant_probability(probs) >= threshold + 1e-9)[malignant].mean() < 0.9
+
+
+def test_referral_threshold_needs_malignant_cases():
+    probs = np.full((3, len(CLASS_CODES)), 1 / len(CLASS_CODES))
+    with pytest.raises(ValueError, match="no malignant"):
+        referral_threshold(probs, np.array([5, 5, 2]), 0.9)
