@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from device.labels import CLASS_CODES, MALIGNANT_CODES
-from device.metrics import malignant_probability
+from device.metrics import is_malignant, malignant_probability
 from device.runtime.classifier import softmax
 
 
@@ -39,7 +38,7 @@ def referral_threshold(probs: np.ndarray, labels: np.ndarray, min_sensitivity: f
     Referring when ``P(malignant) >= threshold`` then meets the target on the data given.
     """
     p_malignant = malignant_probability(probs)
-    malignant = np.isin(labels, [CLASS_CODES.index(c) for c in MALIGNANT_CODES])
+    malignant = is_malignant(labels)
     scores = np.sort(p_malignant[malignant])[::-1]
     if scores.size == 0:
         raise ValueError("no malignant cases to choose a referral threshold from")

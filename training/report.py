@@ -20,6 +20,7 @@ from device.metrics import (
     confusion_matrix,
     ece,
     evaluate,
+    is_malignant,
     json_safe,
     malignant_auc,
     malignant_probability,
@@ -68,9 +69,7 @@ def subgroup_metrics(
             y, p = labels[mask], probs[mask]
             groups[group] = {
                 "n": int(mask.sum()),
-                "n_malignant": int(
-                    np.isin(y, [CLASS_CODES.index(c) for c in ("akiec", "bcc", "mel")]).sum()
-                ),
+                "n_malignant": int(is_malignant(y).sum()),
                 "balanced_accuracy": balanced_accuracy(y, p),
                 "malignant_auc": malignant_auc(y, p),
                 "sensitivity": sensitivity(y, p, threshold),
@@ -121,7 +120,7 @@ def _roc_points(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
 def _plot_roc(path: Path, labels: np.ndarray, probs: np.ndarray, threshold: float) -> None:
     import matplotlib.pyplot as plt
 
-    positive = np.isin(labels, [CLASS_CODES.index(c) for c in ("akiec", "bcc", "mel")])
+    positive = is_malignant(labels)
     scores = malignant_probability(probs)
     fpr, tpr = _roc_points(positive, scores)
     sens = sensitivity(labels, probs, threshold)
