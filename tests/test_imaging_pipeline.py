@@ -2,13 +2,15 @@
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
 from device.errors import ConfigError
 from device.imaging.io import read_image
-from device.imaging.pipeline import PreprocessSpec, preprocess
-from device.imaging.roi import CropParams, square_roi
+from device.imaging.pipeline import PreprocessSpec, preprocess, to_working_size
+from device.imaging.roi import CropParams, crop_and_resize, square_roi
+from device.imaging.segment import segment_lesion
 from device.phantoms import make_phantom
 
 
@@ -79,3 +81,62 @@ def test_real_images_preprocess(ham_dir):
         result = preprocess(read_image(path))
         assert result.model_input.shape == (224, 224, 3)
         assert result.model_input.std() > 5
+
+
+def _without_hair_removal(spec: PreprocessSpec) -> PreprocessSpec:
+    return PreprocessSpec.from_dict({**spec.to_dict(), "hair_removal": False})
+
+
+def test_v2_crops_the_full_resolution_frame():
+    frame = make_phantom(4, size=(450, 600), hair=False).image
+    spec = _without_hair_removal(PreprocessSpec())
+    result = preprocess(frame, spec)
+    assert np.array_equal(result.model_input, crop_and_resize(frame, result.roi_box, 224))
+
+
+def test_v2_keeps_detail_that_v1_blurs_away():
+    frame = make_phantom(5, size=(450, 600), hair=False).image
+    v2 = _without_hair_removal(PreprocessSpec())
+    v1 = PreprocessSpec.from_dict({**v2.to_dict(), "version": 1})
+
+    def sharpness(image):
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        return cv2.Laplacian(grey, cv2.CV_64F).var()
+
+    assert sharpness(preprocess(frame, v2).model_input) > 2 * sharpness(
+        preprocess(frame, v1).model_input
+    )
+
+
+def test_v2_inpaints_hair_inside_the_crop():
+    hairy = make_phantom(3, size=(450, 600))
+    clean = make_phantom(3, size=(450, 600), hair=False).image
+    spec = PreprocessSpec()
+    removed = preprocess(hairy.image, spec)
+    kept = preprocess(hairy.image, _without_hair_removal(spec))
+    reference = crop_and_resize(clean, removed.roi_box, 224).astype(np.float64)
+    on_hair = crop_and_resize(hairy.hair_mask.astype(np.uint8), removed.roi_box, 224) > 0
+    assert on_hair.sum() > 100
+    error_kept = np.abs(kept.model_input[on_hair] - reference[on_hair]).mean()
+    error_removed = np.abs(removed.model_input[on_hair] - reference[on_hair]).mean()
+    assert removed.hair_fraction > 0
+    assert error_removed < 0.4 * error_kept
+
+
+def test_version_1_specs_still_load_and_crop_the_working_image():
+    data = PreprocessSpec().to_dict()
+    data.update(version=1, hair_removal=False)
+    spec = PreprocessSpec.from_dict(data)
+    frame = make_phantom(6, size=(450, 600), hair=False).image
+    work, _ = to_working_size(frame, spec.work_long_side)
+    roi = square_roi(work.shape[:2], segment_lesion(work, spec.segment).box, spec.crop)
+    expected = crop_and_resize(work, roi, spec.input_size)
+    assert np.array_equal(preprocess(frame, spec).model_input, expected)
+    assert spec.to_dict()["resize_rule"] != PreprocessSpec().to_dict()["resize_rule"]
+
+
+def test_unsupported_version_is_a_config_error():
+    data = PreprocessSpec().to_dict()
+    data["version"] = 99
+    with pytest.raises(ConfigError, match="version"):
+        PreprocessSpec.from_dict(data)

@@ -50,13 +50,15 @@ class TrainConfig:
         batch_size: images per step.
         head_epochs: phase 1, head only on the frozen backbone.
         head_lr: phase 1 learning rate.
-        finetune_epochs: phase 2 (top blocks) maximum epochs.
+        finetune_epochs: phase 2 (top blocks) maximum epochs; 0 skips it.
         finetune_lr: phase 2 peak learning rate (warm-up then cosine).
         warmup_epochs: linear warm-up length of phases 2 and 3.
         first_trainable_block: lowest backbone block trained in phase 2.
         deep_epochs: phase 3 (deeper blocks) maximum epochs; 0 skips it.
         deep_lr: phase 3 peak learning rate.
         deep_first_trainable_block: lowest backbone block trained in phase 3.
+        head_lr_multiplier: in phases 2 and 3, the head's learning rate is this many
+            times the backbone's (see training.optimizer).
         weight_decay: AdamW decoupled weight decay.
         label_smoothing: label smoothing of the cross-entropy.
         class_weighting: "inverse_frequency" (n / (7 n_c)) or "none".
@@ -79,19 +81,20 @@ class TrainConfig:
     input_size: int = 224
     dropout: float = 0.3
     batch_size: int = 32
-    head_epochs: int = 2
-    head_lr: float = 1e-3
-    finetune_epochs: int = 6
+    head_epochs: int = 1
+    head_lr: float = 2e-3
+    finetune_epochs: int = 0
     finetune_lr: float = 4e-4
     warmup_epochs: float = 1.0
     first_trainable_block: str = "block11"
-    deep_epochs: int = 10
+    deep_epochs: int = 16
     deep_lr: float = 2e-4
     deep_first_trainable_block: str = "block5"
+    head_lr_multiplier: float = 10.0
     weight_decay: float = 1e-2
     label_smoothing: float = 0.1
     class_weighting: str = "inverse_frequency"
-    patience: int = 4
+    patience: int = 5
     min_sensitivity: float = 0.90
     uncertainty_threshold: float = 0.5
     limit_per_split: int = 0
@@ -183,11 +186,18 @@ def _learning_rate_callback(state: dict[str, Any], total_steps: int, warmup: int
     return LearningRate()
 
 
-def _compile(model, cfg: TrainConfig, lr: float) -> None:
+def _compile(model, cfg: TrainConfig, lr: float, head_multiplier: float) -> None:
     import keras
 
+    from training.optimizer import HeadBoostedAdamW
+
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay),
+        optimizer=HeadBoostedAdamW(
+            head_multiplier=head_multiplier,
+            head_layers=("logits",),
+            learning_rate=lr,
+            weight_decay=cfg.weight_decay,
+        ),
         loss=keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=cfg.label_smoothing
         ),
@@ -329,6 +339,8 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
     )
     if resume and state_path.exists() and checkpoint.exists():
         state = json.loads(state_path.read_text())
+        import training.optimizer  # noqa: F401  (registers the checkpoint's optimiser class)
+
         model = keras.models.load_model(checkpoint, compile=True)
         log.info("resumed %s at phase %s epoch %d", run_dir, state["phase"], state["epoch"])
         loaded_phase = state["phase"]
@@ -355,7 +367,7 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
             model.load_weights(best_path)
         count = set_trainable(model, backbone.block_names, first_block)
         if loaded_phase != phase:
-            _compile(model, cfg, peak_lr)
+            _compile(model, cfg, peak_lr, 1.0 if phase == "head" else cfg.head_lr_multiplier)
         loaded_phase = None
         log.info(
             "phase %s: %d trainable tensors, %d epochs of %d steps", phase, count, epochs, steps

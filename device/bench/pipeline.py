@@ -1,7 +1,8 @@
 """``skinscan bench pipeline``: per-stage time of the image pipeline on one core.
 
-Stages are timed on phantom frames at the camera preview size (640x480) and at
-the model input size (224x224), single-threaded, as the device runs them.
+Stages are timed on phantom frames at the camera preview size (640x480), at the
+HAM10000 image size (600x450) and at the model input size (224x224),
+single-threaded, as the device runs them.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import numpy as np
 
 from device.bench.stats import summarise_ms, time_call, write_json
 from device.imaging.hair import remove_hair
-from device.imaging.pipeline import PreprocessSpec, preprocess, to_working_size
+from device.imaging.pipeline import (
+    PreprocessSpec,
+    inpaint_hair_in_crop,
+    preprocess,
+    to_working_size,
+)
 from device.imaging.quality import QualityThresholds, assess_quality
 from device.imaging.roi import crop_and_resize, square_roi
 from device.imaging.segment import segment_lesion
 from device.phantoms import make_phantom
 
-SIZES = {"preview_640x480": (480, 640), "model_224": (224, 224)}
+SIZES = {"preview_640x480": (480, 640), "ham_600x450": (450, 600), "model_224": (224, 224)}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,10 +38,13 @@ def bench_size(shape: tuple[int, int], repeats: int) -> dict[str, dict[str, floa
     """Time each stage on a phantom of ``shape`` (height, width)."""
     spec = PreprocessSpec()
     frame = make_phantom(7, size=shape).image
-    work, _ = to_working_size(frame, spec.work_long_side)
-    clean = remove_hair(work, spec.hair).image
+    work, scale = to_working_size(frame, spec.work_long_side)
+    removal = remove_hair(work, spec.hair)
+    clean = removal.image
     box = segment_lesion(clean, spec.segment).box
-    roi = square_roi(clean.shape[:2], box, spec.crop)
+    frame_box = None if box is None else tuple(round(v * scale) for v in box)
+    roi = square_roi(frame.shape[:2], frame_box, spec.crop)
+    crop = crop_and_resize(frame, roi, spec.input_size)
     thresholds = QualityThresholds()
     return {
         "quality_gate": summarise_ms(time_call(lambda: assess_quality(frame, thresholds), repeats)),
@@ -44,7 +53,10 @@ def bench_size(shape: tuple[int, int], repeats: int) -> dict[str, dict[str, floa
             time_call(lambda: segment_lesion(clean, spec.segment), repeats)
         ),
         "crop_resize": summarise_ms(
-            time_call(lambda: crop_and_resize(clean, roi, spec.input_size), repeats)
+            time_call(lambda: crop_and_resize(frame, roi, spec.input_size), repeats)
+        ),
+        "hair_inpaint_crop": summarise_ms(
+            time_call(lambda: inpaint_hair_in_crop(crop, removal.mask, roi, scale, spec), repeats)
         ),
         "total_preprocess": summarise_ms(time_call(lambda: preprocess(frame, spec), repeats)),
     }
