@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 _BY_CODE = {d.code: d for d in HAM10000_CLASSES}
 LEGEND_STEPS = 128
 # Side of the photo shown and saved: the analysed square cut from the full still,
-# sharper than the 224 px model input (which is upscaled from the 200 px working
-# image). 352 px is what the 800x480 panel shows at 1:1.
+# without hair removal and larger than the 224 px model input. 352 px is what the
+# 800x480 panel shows at 1:1.
 PHOTO_SIDE = 352
 
 
