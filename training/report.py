@@ -241,9 +241,10 @@ def write_report(run_dir: Path, n_boot: int = 1000) -> dict[str, Any]:
             logits["val_labels"], softmax(logits["val_logits"], temperature), threshold, n_boot=0
         )
     )
-    rows = [r for r in _read_split(run_dir) if r["split"] == "test"]
-    usable = {r["image_id"] for r in rows}
-    rows = [r for r in rows if r["image_id"] in usable][: len(test_labels)]
+    skipped = _skipped(run_dir)
+    split_rows = _read_split(run_dir)
+    rows = [r for r in split_rows if r["split"] == "test" and r["image_id"] not in skipped]
+    _check_alignment(rows, test_labels)
     subgroups = json_safe(subgroup_metrics(rows, test_labels, calibrated, threshold))
     metrics = {
         "split": f"test (lesion-grouped, seed {config['seed']})",
@@ -257,6 +258,13 @@ def write_report(run_dir: Path, n_boot: int = 1000) -> dict[str, Any]:
         "subgroups": subgroups,
         "train_seconds": state.get("elapsed_s"),
         "best_epoch": state.get("best_epoch"),
+        "data": {
+            "images": {
+                split: sum(r["split"] == split and r["image_id"] not in skipped for r in split_rows)
+                for split in ("train", "val", "test")
+            },
+            "skipped": [{"image_id": k, "reason": v} for k, v in sorted(skipped.items())],
+        },
         "citation": CITATION,
     }
     (run_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
@@ -267,6 +275,24 @@ def write_report(run_dir: Path, n_boot: int = 1000) -> dict[str, Any]:
         _plot_training(run_dir / "training_curves.png", state["history"])
     (run_dir / "report.md").write_text(_markdown(metrics, config))
     return metrics
+
+
+def _skipped(run_dir: Path) -> dict[str, str]:
+    """Image ids the run skipped (unreadable, missing, unknown dx) and why."""
+    path = run_dir / "provenance.json"
+    if not path.is_file():
+        return {}
+    return {s["image_id"]: s["reason"] for s in json.loads(path.read_text()).get("skipped", [])}
+
+
+def _check_alignment(rows: list[dict[str, str]], labels: np.ndarray) -> None:
+    """Subgroups pair split rows with logits by position: refuse to pair them wrongly."""
+    expected = np.array([CLASS_CODES.index(r["dx"]) for r in rows], dtype=np.int64)
+    if len(expected) != len(labels) or not np.array_equal(expected, labels):
+        raise ValueError(
+            f"split.csv test rows ({len(expected)}) do not line up with the saved test logits "
+            f"({len(labels)}); rerun the training's final evaluation"
+        )
 
 
 def _read_split(run_dir: Path) -> list[dict[str, str]]:
@@ -318,6 +344,7 @@ def _markdown(metrics: dict[str, Any], config: dict[str, Any]) -> str:
             f"| {code} | {recall if recall is None else f'{recall:.3f}'} | "
             f"{precision if precision is None else f'{precision:.3f}'} |"
         )
+    lines += ["", *_data_and_recipe(metrics["data"], config)]
     lines += ["", "## Subgroups (test split)", ""]
     for name, groups in metrics["subgroups"].items():
         lines += [
@@ -341,3 +368,57 @@ def _markdown(metrics: dict[str, Any], config: dict[str, Any]) -> str:
         f"{metrics['best_epoch']}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _data_and_recipe(data: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """Report sections: what went in (and what was skipped), and how it was trained."""
+    images = data["images"]
+    skipped = data["skipped"]
+    lines = [
+        "## Data",
+        "",
+        f"Images used: train {images['train']}, val {images['val']}, test {images['test']}. "
+        f"Skipped: {len(skipped)}.",
+    ]
+    shown = 20
+    for item in skipped[:shown]:
+        lines.append(f"- `{item['image_id']}`: {item['reason']}")
+    if len(skipped) > shown:
+        lines.append(f"- ... and {len(skipped) - shown} more (all in provenance.json)")
+    spec = config.get("preprocessing", {})
+    phases = [
+        ("head only", config.get("head_epochs", 0), config.get("head_lr"), None),
+        (
+            f"from {config.get('first_trainable_block')}",
+            config.get("finetune_epochs", 0),
+            config.get("finetune_lr"),
+            config.get("head_lr_multiplier", 1.0),
+        ),
+        (
+            f"from {config.get('deep_first_trainable_block')}",
+            config.get("deep_epochs", 0),
+            config.get("deep_lr"),
+            config.get("head_lr_multiplier", 1.0),
+        ),
+    ]
+    lines += [
+        "",
+        "## Recipe",
+        "",
+        f"- Backbone {config.get('backbone')}, input {config.get('input_size')} px, "
+        f"preprocessing spec version {spec.get('version')} "
+        f"(hair removal {'on' if spec.get('hair_removal') else 'off'}, crop "
+        f"{spec.get('crop')}), dropout {config.get('dropout')}, batch {config.get('batch_size')}.",
+        f"- Loss: cross-entropy, class weighting `{config.get('class_weighting')}`, label "
+        f"smoothing {config.get('label_smoothing')}; AdamW weight decay "
+        f"{config.get('weight_decay')}; BatchNorm statistics frozen throughout.",
+    ]
+    for name, epochs, lr, multiplier in phases:
+        if epochs:
+            head = "" if multiplier is None else f", head at {multiplier:g}x"
+            lines.append(f"- Phase {name}: up to {epochs} epochs, peak lr {lr:g}{head}.")
+    lines.append(
+        f"- Early stopping on validation balanced accuracy, patience {config.get('patience')}; "
+        f"augmentation {config.get('augment')}."
+    )
+    return lines
