@@ -20,6 +20,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-trainable-block")
     parser.add_argument("--deep-epochs", type=int, help="phase 3 epochs (0 skips it)")
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument(
+        "--no-hair-removal", action="store_true", help="ablation: preprocess without DullRazor"
+    )
+    parser.add_argument(
+        "--crop-min-fraction",
+        type=float,
+        help="smallest ROI crop as a fraction of the short side (1.0: whole centred square)",
+    )
     parser.add_argument("--limit-per-split", type=int, default=0, help="smoke tests: cap images")
     parser.add_argument("--steps-per-epoch", type=int, default=0, help="smoke tests: cap steps")
 
@@ -59,5 +67,18 @@ def main(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
+    cfg.preprocessing = _preprocessing(cfg.preprocessing, args)
     run_training(cfg)
     return 0
+
+
+def _preprocessing(base: dict, args: argparse.Namespace) -> dict:
+    """The run's preprocessing spec with the command line's ablations applied (validated)."""
+    from device.imaging.pipeline import PreprocessSpec
+
+    data = {**base, "crop": dict(base["crop"])}
+    if args.no_hair_removal:
+        data["hair_removal"] = False
+    if args.crop_min_fraction is not None:
+        data["crop"]["min_fraction"] = args.crop_min_fraction
+    return PreprocessSpec.from_dict(data).to_dict()

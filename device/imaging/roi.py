@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from device.errors import ConfigError
+
 Box = tuple[int, int, int, int]
 
 
@@ -30,6 +32,14 @@ class CropParams:
 
     margin: float = 0.15
     min_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.margin < 0:
+            raise ConfigError(f"preprocessing.crop.margin: must be >= 0, got {self.margin}")
+        if not 0 < self.min_fraction <= 1:
+            raise ConfigError(
+                f"preprocessing.crop.min_fraction: must be in (0, 1], got {self.min_fraction}"
+            )
 
 
 def square_roi(shape: tuple[int, int], lesion_box: Box | None, params: CropParams) -> Box:

@@ -1,0 +1,35 @@
+"""`skinscan train` command line: ablation flags change the recorded preprocessing spec."""
+
+import argparse
+
+import pytest
+
+from device.errors import ConfigError
+from device.imaging.pipeline import PreprocessSpec
+from training.cli import _preprocessing, configure
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    return parser.parse_args(["--data", "x", *argv])
+
+
+def test_defaults_keep_the_shipped_spec():
+    base = PreprocessSpec().to_dict()
+    assert _preprocessing(base, _args()) == base
+
+
+def test_ablation_flags_reach_the_spec():
+    spec = _preprocessing(
+        PreprocessSpec().to_dict(), _args("--no-hair-removal", "--crop-min-fraction", "1.0")
+    )
+    assert spec["hair_removal"] is False
+    assert spec["crop"]["min_fraction"] == 1.0
+    assert PreprocessSpec.from_dict(spec).digest() != PreprocessSpec().digest()
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.5", "-0.2"])
+def test_impossible_crop_is_a_config_error(fraction):
+    with pytest.raises(ConfigError, match="min_fraction"):
+        _preprocessing(PreprocessSpec().to_dict(), _args("--crop-min-fraction", fraction))
