@@ -183,6 +183,7 @@ def _plot_reliability(path: Path, labels, raw_probs, calibrated_probs, temperatu
 
 def _plot_training(path: Path, history: list[dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     steps = np.arange(1, len(history) + 1)
     fig, ax1 = plt.subplots(figsize=(6.4, 4))
@@ -198,13 +199,38 @@ def _plot_training(path: Path, history: list[dict[str, Any]]) -> None:
         label="val balanced accuracy",
     )
     ax2.set_ylabel("val balanced accuracy", color="tab:orange")
+    # One label per phase, centred over its epochs just above the plot, so short
+    # phases (a one-epoch head phase) cannot collide with their neighbours.
     phases = [h["phase"] for h in history]
-    for index in range(1, len(phases)):
-        if phases[index] != phases[index - 1]:
-            ax1.axvline(index + 0.5, c="grey", ls=":", lw=1)
-            ax1.text(index + 0.6, ax1.get_ylim()[1], f"{phases[index]} ->", fontsize=8, va="top")
-    ax1.text(0.8, ax1.get_ylim()[1], f"{phases[0]} ->", fontsize=8, va="top")
-    ax1.set_title("Training curves")
+    starts = [i for i in range(len(phases)) if i == 0 or phases[i] != phases[i - 1]]
+    for start, end in zip(starts, [*starts[1:], len(phases)], strict=True):
+        if start:
+            ax1.axvline(start + 0.5, c="grey", ls=":", lw=1)
+        ax1.text(
+            (start + 1 + end) / 2,
+            1.01,
+            phases[start],
+            transform=ax1.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    best = int(np.argmax([h["val_balanced_accuracy"] for h in history]))
+    ax2.scatter(
+        [best + 1],
+        [history[best]["val_balanced_accuracy"]],
+        s=160,
+        facecolors="none",
+        edgecolors="tab:red",
+        zorder=3,
+    )
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax1.set_title(
+        f"Training curves: best val balanced accuracy "
+        f"{history[best]['val_balanced_accuracy']:.3f}, epoch {best + 1} (circled)",
+        pad=16,
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
