@@ -40,3 +40,34 @@ def test_referral_threshold_needs_malignant_cases():
     probs = np.full((3, len(CLASS_CODES)), 1 / len(CLASS_CODES))
     with pytest.raises(ValueError, match="no malignant"):
         referral_threshold(probs, np.array([5, 5, 2]), 0.9)
+
+
+def test_confident_threshold_is_lower_and_its_bound_meets_the_target():
+    from training.calibration import sensitivity_lower_bound
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, 3000)
+    probs = rng.dirichlet(np.ones(7), 3000)
+    point = referral_threshold(probs, labels, 0.9)
+    confident = referral_threshold(probs, labels, 0.9, confidence=0.95)
+    assert confident < point
+    p_mal = probs[:, [0, 1, 4]].sum(1)
+    malignant = np.isin(labels, [0, 1, 4])
+    detected = int((p_mal[malignant] >= confident).sum())
+    assert sensitivity_lower_bound(detected, int(malignant.sum()), 0.95) >= 0.9
+    # one fewer detection would no longer show it
+    assert sensitivity_lower_bound(detected - 1, int(malignant.sum()), 0.95) < 0.9
+
+
+def test_clopper_pearson_matches_known_values():
+    from training.calibration import sensitivity_lower_bound
+
+    # 95% one-sided lower bounds: 0.05 ** (1/n) when every case is detected.
+    assert sensitivity_lower_bound([20], 20, 0.95)[0] == pytest.approx(0.05 ** (1 / 20))
+    assert sensitivity_lower_bound([0], 20, 0.95)[0] == 0.0
+
+
+def test_too_few_cases_for_the_confidence_is_an_error():
+    probs = np.full((10, 7), 1 / 7)
+    with pytest.raises(ValueError, match="too few"):
+        referral_threshold(probs, np.array([4] * 10), 0.95, confidence=0.95)

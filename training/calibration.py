@@ -32,15 +32,48 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp((lo + hi) / 2))
 
 
-def referral_threshold(probs: np.ndarray, labels: np.ndarray, min_sensitivity: float) -> float:
-    """The highest threshold on P(malignant) whose malignant sensitivity is >= the target.
+def referral_threshold(
+    probs: np.ndarray, labels: np.ndarray, min_sensitivity: float, confidence: float = 0.0
+) -> float:
+    """The highest threshold on P(malignant) whose malignant sensitivity meets the target.
 
     Referring when ``P(malignant) >= threshold`` then meets the target on the data given.
+
+    Args:
+        probs: calibrated probabilities (N, K).
+        labels: class indices (N,).
+        min_sensitivity: the sensitivity the threshold must keep.
+        confidence: 0 asks for the point estimate to reach ``min_sensitivity``. A value
+            such as 0.95 asks for the one-sided Clopper-Pearson lower bound at that
+            confidence to reach it instead, so the target still holds, with that
+            confidence, on new patients and not only on this sample.
+
+    Raises:
+        ValueError: no malignant cases, or a target no threshold can meet.
     """
     p_malignant = malignant_probability(probs)
     malignant = is_malignant(labels)
     scores = np.sort(p_malignant[malignant])[::-1]
     if scores.size == 0:
         raise ValueError("no malignant cases to choose a referral threshold from")
-    needed = int(np.ceil(min_sensitivity * scores.size))
-    return float(scores[needed - 1])
+    if not confidence:
+        needed = int(np.ceil(min_sensitivity * scores.size))
+        return float(scores[needed - 1])
+    detected = np.arange(1, scores.size + 1)
+    lower = sensitivity_lower_bound(detected, scores.size, confidence)
+    meets = np.flatnonzero(lower >= min_sensitivity)
+    if meets.size == 0:
+        raise ValueError(
+            f"{scores.size} malignant cases are too few to show sensitivity >= "
+            f"{min_sensitivity} with confidence {confidence}"
+        )
+    return float(scores[meets[0]])
+
+
+def sensitivity_lower_bound(detected, total: int, confidence: float) -> np.ndarray:
+    """One-sided Clopper-Pearson lower confidence bound of a proportion ``detected / total``."""
+    from scipy.stats import beta
+
+    detected = np.asarray(detected, dtype=np.float64)
+    bound = beta.ppf(1 - confidence, detected, total - detected + 1)
+    return np.where(detected > 0, bound, 0.0)

@@ -21,6 +21,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deep-epochs", type=int, help="phase 3 epochs (0 skips it)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument(
+        "--threshold-confidence",
+        type=float,
+        help="choose the referral threshold so the lower confidence bound of validation "
+        "sensitivity (not its point estimate) reaches 0.90, e.g. 0.95",
+    )
+    parser.add_argument(
         "--no-hair-removal", action="store_true", help="ablation: preprocess without DullRazor"
     )
     parser.add_argument(
@@ -62,6 +68,7 @@ def main(args: argparse.Namespace) -> int:
         "deep_epochs",
         "first_trainable_block",
         "batch_size",
+        "threshold_confidence",
     )
     for name in tunables:
         value = getattr(args, name)

@@ -64,6 +64,8 @@ class TrainConfig:
         class_weighting: "inverse_frequency" (n / (7 n_c)) or "none".
         patience: early stopping patience on validation balanced accuracy.
         min_sensitivity: malignant sensitivity the referral threshold must keep on val.
+        threshold_confidence: 0 keeps the point estimate on val at min_sensitivity; e.g.
+            0.95 keeps the one-sided Clopper-Pearson lower bound there instead.
         uncertainty_threshold: top-1 calibrated confidence below which the device says
             "uncertain".
         limit_per_split: keep at most this many images per split (smoke tests).
@@ -96,6 +98,7 @@ class TrainConfig:
     class_weighting: str = "inverse_frequency"
     patience: int = 5
     min_sensitivity: float = 0.90
+    threshold_confidence: float = 0.0
     uncertainty_threshold: float = 0.5
     limit_per_split: int = 0
     steps_per_epoch: int = 0
@@ -437,12 +440,15 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
     x_test, y_test, _ = data.by_split["test"]
     test_logits = predict_logits(model, x_test)
     temperature = fit_temperature(val_logits, y_val)
-    threshold = referral_threshold(softmax(val_logits, temperature), y_val, cfg.min_sensitivity)
+    threshold = referral_threshold(
+        softmax(val_logits, temperature), y_val, cfg.min_sensitivity, cfg.threshold_confidence
+    )
     calibration = {
         "temperature": temperature,
         "referral_threshold": threshold,
         "uncertainty_threshold": cfg.uncertainty_threshold,
         "min_sensitivity_target": cfg.min_sensitivity,
+        "threshold_confidence": cfg.threshold_confidence,
         "fitted_on": "val",
     }
     _write_json(run_dir / "calibration.json", calibration)
