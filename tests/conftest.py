@@ -61,3 +61,31 @@ def write_synthetic_ham(root: Path, per_class: int = 6, lesions_with_two_images:
 def synthetic_ham(tmp_path: Path) -> Path:
     """A tiny HAM10000-layout dataset of phantoms."""
     return write_synthetic_ham(tmp_path / "ham")
+
+
+def break_three_rows(root: Path) -> dict[str, str]:
+    """Give a synthetic HAM10000 folder an unknown dx, a missing file and a corrupt JPEG.
+
+    Each is the first row of a different class, so every class keeps images.
+
+    Returns:
+        The broken image ids under "unknown", "missing" and "corrupt".
+    """
+    csv_path = root / "HAM10000_metadata.csv"
+    rows = list(csv.DictReader(csv_path.open()))
+    firsts: dict[str, dict] = {}
+    for row in rows:
+        firsts.setdefault(row["dx"], row)
+    unknown, missing, corrupt = list(firsts.values())[:3]
+    unknown["dx"] = "xyz"
+    (root / "images" / f"{missing['image_id']}.jpg").unlink()
+    (root / "images" / f"{corrupt['image_id']}.jpg").write_bytes(b"\xff\xd8garbage")
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return {
+        "unknown": unknown["image_id"],
+        "missing": missing["image_id"],
+        "corrupt": corrupt["image_id"],
+    }

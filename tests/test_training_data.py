@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import break_three_rows
 
 from device.errors import DatasetError
 from device.imaging.io import read_image
@@ -59,22 +60,15 @@ def test_split_is_seeded(synthetic_ham):
 
 
 def test_bad_rows_are_skipped_and_listed(synthetic_ham):
-    csv_path = synthetic_ham / "HAM10000_metadata.csv"
-    rows = list(csv.DictReader(csv_path.open()))
-    rows[0]["dx"] = "xyz"
-    (synthetic_ham / "images" / f"{rows[1]['image_id']}.jpg").unlink()
-    (synthetic_ham / "images" / f"{rows[2]['image_id']}.jpg").write_bytes(b"\xff\xd8garbage")
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    broken = break_three_rows(synthetic_ham)
+    rows = list(csv.DictReader((synthetic_ham / "HAM10000_metadata.csv").open()))
     samples, report = load_metadata(synthetic_ham)
     reasons = {entry["image_id"]: entry["reason"] for entry in report.skipped}
-    assert "unknown dx" in reasons[rows[0]["image_id"]]
-    assert "missing" in reasons[rows[1]["image_id"]]
+    assert "unknown dx" in reasons[broken["unknown"]]
+    assert "missing" in reasons[broken["missing"]]
     assert len(samples) == len(rows) - 2
     cache = build_cache(samples, synthetic_ham / "cache", PreprocessSpec(), workers=1)
-    assert rows[2]["image_id"] in cache.failed  # corrupt JPEG: listed, not fatal
+    assert broken["corrupt"] in cache.failed  # corrupt JPEG: listed, not fatal
 
 
 def test_missing_metadata_is_a_dataset_error(tmp_path):

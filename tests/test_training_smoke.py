@@ -1,6 +1,5 @@
 """End to end: `skinscan train` on a tiny dataset, killed mid-run, resumed to a full run folder."""
 
-import csv
 import json
 import os
 import signal
@@ -9,6 +8,7 @@ import sys
 import time
 
 import pytest
+from conftest import break_three_rows
 
 pytestmark = pytest.mark.tf
 
@@ -39,31 +39,9 @@ def _train(args, **kwargs):
     )
 
 
-def _break_three_rows(root) -> dict[str, str]:
-    """An unknown dx, a missing file and a corrupt JPEG, each in a different class."""
-    csv_path = root / "HAM10000_metadata.csv"
-    rows = list(csv.DictReader(csv_path.open()))
-    firsts: dict[str, dict] = {}
-    for row in rows:
-        firsts.setdefault(row["dx"], row)
-    unknown, missing, corrupt = list(firsts.values())[:3]
-    unknown["dx"] = "xyz"
-    (root / "images" / f"{missing['image_id']}.jpg").unlink()
-    (root / "images" / f"{corrupt['image_id']}.jpg").write_bytes(b"\xff\xd8garbage")
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return {
-        "unknown": unknown["image_id"],
-        "missing": missing["image_id"],
-        "corrupt": corrupt["image_id"],
-    }
-
-
 def test_train_killed_then_resumed(synthetic_ham, tmp_path):
     pytest.importorskip("tensorflow")
-    broken = _break_three_rows(synthetic_ham)
+    broken = break_three_rows(synthetic_ham)
     run = tmp_path / "run"
     args = [
         "--data",

@@ -18,6 +18,7 @@ from device.imaging.pipeline import (
     PreprocessSpec,
     inpaint_hair_in_crop,
     preprocess,
+    to_frame_box,
     to_working_size,
 )
 from device.imaging.quality import QualityThresholds, assess_quality
@@ -42,7 +43,7 @@ def bench_size(shape: tuple[int, int], repeats: int) -> dict[str, dict[str, floa
     removal = remove_hair(work, spec.hair)
     clean = removal.image
     box = segment_lesion(clean, spec.segment).box
-    frame_box = None if box is None else tuple(round(v * scale) for v in box)
+    frame_box = None if box is None else to_frame_box(box, scale, frame.shape[:2])
     roi = square_roi(frame.shape[:2], frame_box, spec.crop)
     crop = crop_and_resize(frame, roi, spec.input_size)
     thresholds = QualityThresholds()

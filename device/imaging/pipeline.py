@@ -144,7 +144,8 @@ def to_working_size(frame: np.ndarray, long_side: int) -> tuple[np.ndarray, floa
     return cv2.resize(frame, size, interpolation=interpolation), 1.0 / scale
 
 
-def _to_frame(box: Box, scale: float, shape: tuple[int, int]) -> Box:
+def to_frame_box(box: Box, scale: float, shape: tuple[int, int]) -> Box:
+    """Map a working-image box to frame coordinates (``scale`` frame px per working px), clamped."""
     height, width = shape
     x0, y0, x1, y1 = box
     return (
@@ -166,11 +167,11 @@ def preprocess(frame: np.ndarray, spec: PreprocessSpec | None = None) -> Preproc
         work, hair = removal.image, removal.mask
     segmentation = segment_lesion(work, spec.segment)
     shape = frame.shape[:2]
-    lesion_box = None if segmentation.box is None else _to_frame(segmentation.box, scale, shape)
+    lesion_box = None if segmentation.box is None else to_frame_box(segmentation.box, scale, shape)
     if spec.version == 1:
         roi = square_roi(work.shape[:2], segmentation.box, spec.crop)
         model_input = crop_and_resize(work, roi, spec.input_size)
-        roi_box = _to_frame(roi, scale, shape)
+        roi_box = to_frame_box(roi, scale, shape)
     else:
         roi_box = square_roi(shape, lesion_box, spec.crop)
         model_input = crop_and_resize(frame, roi_box, spec.input_size)
