@@ -108,10 +108,14 @@ def test_v2_keeps_detail_that_v1_blurs_away():
     )
 
 
+def _version(spec: PreprocessSpec, version: int, **changes) -> PreprocessSpec:
+    return PreprocessSpec.from_dict({**spec.to_dict(), "version": version, **changes})
+
+
 def test_v2_inpaints_hair_inside_the_crop():
     hairy = make_phantom(3, size=(450, 600))
     clean = make_phantom(3, size=(450, 600), hair=False).image
-    spec = PreprocessSpec()
+    spec = _version(PreprocessSpec(), 2, crop={"margin": 0.25, "min_fraction": 0.75})
     removed = preprocess(hairy.image, spec)
     kept = preprocess(hairy.image, _without_hair_removal(spec))
     reference = crop_and_resize(clean, removed.roi_box, 224).astype(np.float64)
@@ -121,6 +125,27 @@ def test_v2_inpaints_hair_inside_the_crop():
     error_removed = np.abs(removed.model_input[on_hair] - reference[on_hair]).mean()
     assert removed.hair_fraction > 0
     assert error_removed < 0.4 * error_kept
+
+
+def test_v3_removes_hair_to_segment_but_feeds_the_model_the_photographed_crop():
+    hairy = make_phantom(3, size=(450, 600))
+    crop = {"margin": 0.25, "min_fraction": 0.5}
+    v3 = _version(PreprocessSpec(), 3, crop=crop)
+    v2 = _version(v3, 2)
+    result = preprocess(hairy.image, v3)
+    assert result.hair_fraction > 0
+    assert np.array_equal(result.model_input, crop_and_resize(hairy.image, result.roi_box, 224))
+    # Same lesion box and crop as v2, whose segmentation also ran on the hair-removed image.
+    inpainted = preprocess(hairy.image, v2)
+    assert result.lesion_box == inpainted.lesion_box
+    assert result.roi_box == inpainted.roi_box
+    assert not np.array_equal(result.model_input, inpainted.model_input)
+
+
+def test_v3_default_crop_is_the_whole_short_side():
+    frame = make_phantom(2, size=(450, 600), hair=False).image
+    x0, y0, x1, y1 = preprocess(frame).roi_box
+    assert (x1 - x0, y1 - y0) == (450, 450)
 
 
 def test_version_1_specs_still_load_and_crop_the_working_image():

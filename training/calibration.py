@@ -65,7 +65,8 @@ def referral_threshold(
     if meets.size == 0:
         raise ValueError(
             f"{scores.size} malignant cases are too few to show sensitivity >= "
-            f"{min_sensitivity} with confidence {confidence}"
+            f"{min_sensitivity} with confidence {confidence} (a small run can use the point "
+            "estimate: --threshold-confidence 0)"
         )
     return float(scores[meets[0]])
 

@@ -98,7 +98,7 @@ class TrainConfig:
     class_weighting: str = "inverse_frequency"
     patience: int = 5
     min_sensitivity: float = 0.90
-    threshold_confidence: float = 0.0
+    threshold_confidence: float = 0.95
     uncertainty_threshold: float = 0.5
     limit_per_split: int = 0
     steps_per_epoch: int = 0
@@ -129,7 +129,7 @@ def make_batches(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, steps
     import keras
 
     weights = _class_weights(labels, cfg.class_weighting)
-    augment_cfg = AugmentConfig(**{**cfg.augment, "zoom": tuple(cfg.augment["zoom"])})
+    augment_cfg = AugmentConfig.from_dict(cfg.augment)
 
     class Batches(keras.utils.PyDataset):
         def __init__(self) -> None:

@@ -5,12 +5,16 @@ hair there, segment the lesion, choose a square ROI around it, and resize to the
 model input. The spec travels in the model bundle's manifest, so the device
 always preprocesses the way the model was trained.
 
-Two versions exist. Version 1 cropped the ROI from the small working image,
+Three versions exist. Version 1 cropped the ROI from the small working image,
 so a 600x450 HAM10000 image reached the 224 px model input from at most 150
 pixels, upscaled and blurred. Version 2 only *finds* things at working
 resolution: the ROI is cropped from the full-resolution frame, and the hair mask
 found at working resolution is mapped into the crop and inpainted there, so the
-model sees real detail at little extra cost.
+model sees real detail at little extra cost. Version 3 still removes hair to
+segment the lesion and to measure hair cover for the quality gate, but gives the
+model the crop as photographed: in a controlled ablation (training/reports/) the
+inpainted input cost validation balanced accuracy, since the CNN learns to ignore
+hair that it also sees in training, while inpainting smears lesion texture.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from device.imaging.roi import Box, CropParams, crop_and_resize, square_roi
 from device.imaging.segment import SegmentParams, segment_lesion
 from device.imaging.validate import ensure_rgb_uint8
 
-SPEC_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+SPEC_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 
 
 RESIZE_RULES = {
@@ -48,6 +52,13 @@ RESIZE_RULES = {
         "(nearest neighbour; Telea with inpaint_radius in model-input pixels); RGB uint8, no "
         "normalisation (the model normalises)"
     ),
+    3: (
+        "find hair and the lesion box on the frame scaled to work_long_side, segmenting the "
+        "hair-removed image; square crop of the full-resolution frame around the lesion box "
+        "with margin, clamped to [min_fraction, 1] x short side and kept inside the frame; "
+        "resize to input_size (INTER_AREA down, INTER_LINEAR up); the crop is not inpainted; "
+        "RGB uint8, no normalisation (the model normalises)"
+    ),
 }
 
 
@@ -60,7 +71,8 @@ class PreprocessSpec:
         input_size: side of the square RGB uint8 model input.
         work_long_side: long side of the working image where hair and lesion are found
             (and, in version 1 only, where the ROI is cropped).
-        hair_removal: whether DullRazor hair removal runs.
+        hair_removal: whether DullRazor hair removal runs (before segmentation; in
+            versions 1 and 2 it also inpaints the model input).
         hair: hair removal parameters.
         segment: k-means segmentation parameters.
         crop: ROI crop parameters.
@@ -72,7 +84,7 @@ class PreprocessSpec:
     hair_removal: bool = True
     hair: HairParams = field(default_factory=HairParams)
     segment: SegmentParams = field(default_factory=SegmentParams)
-    crop: CropParams = field(default_factory=lambda: CropParams(margin=0.25, min_fraction=0.75))
+    crop: CropParams = field(default_factory=lambda: CropParams(margin=0.25, min_fraction=1.0))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; includes the resize rule in words for the manifest reader."""
@@ -118,7 +130,7 @@ class Preprocessed:
         roi_box: the square crop in frame coordinates (x0, y0, x1, y1).
         lesion_box: the lesion's bounding box in frame coordinates, or None.
         mask: the lesion mask at working resolution.
-        hair_fraction: fraction of working-image pixels inpainted as hair.
+        hair_fraction: fraction of working-image pixels found to be hair.
     """
 
     model_input: np.ndarray
@@ -175,7 +187,7 @@ def preprocess(frame: np.ndarray, spec: PreprocessSpec | None = None) -> Preproc
     else:
         roi_box = square_roi(shape, lesion_box, spec.crop)
         model_input = crop_and_resize(frame, roi_box, spec.input_size)
-        if hair.any():
+        if spec.version == 2 and hair.any():
             model_input = inpaint_hair_in_crop(model_input, hair, roi_box, scale, spec)
     return Preprocessed(
         model_input=model_input,
