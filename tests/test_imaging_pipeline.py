@@ -89,14 +89,14 @@ def _without_hair_removal(spec: PreprocessSpec) -> PreprocessSpec:
 
 def test_v2_crops_the_full_resolution_frame():
     frame = make_phantom(4, size=(450, 600), hair=False).image
-    spec = _without_hair_removal(PreprocessSpec())
+    spec = _version(PreprocessSpec(), 2, hair_removal=False)
     result = preprocess(frame, spec)
     assert np.array_equal(result.model_input, crop_and_resize(frame, result.roi_box, 224))
 
 
 def test_v2_keeps_detail_that_v1_blurs_away():
     frame = make_phantom(5, size=(450, 600), hair=False).image
-    v2 = _without_hair_removal(PreprocessSpec())
+    v2 = _version(PreprocessSpec(), 2, hair_removal=False)
     v1 = PreprocessSpec.from_dict({**v2.to_dict(), "version": 1})
 
     def sharpness(image):
@@ -131,21 +131,33 @@ def test_v3_removes_hair_to_segment_but_feeds_the_model_the_photographed_crop():
     hairy = make_phantom(3, size=(450, 600))
     crop = {"margin": 0.25, "min_fraction": 0.5}
     v3 = _version(PreprocessSpec(), 3, crop=crop)
-    v2 = _version(v3, 2)
+    v1 = _version(v3, 1)
     result = preprocess(hairy.image, v3)
     assert result.hair_fraction > 0
-    assert np.array_equal(result.model_input, crop_and_resize(hairy.image, result.roi_box, 224))
-    # Same lesion box and crop as v2, whose segmentation also ran on the hair-removed image.
-    inpainted = preprocess(hairy.image, v2)
+    work, _ = to_working_size(hairy.image, v3.work_long_side)
+    x0, y0, x1, y1 = (v // 3 for v in result.roi_box)
+    assert np.array_equal(result.model_input, crop_and_resize(work, (x0, y0, x1, y1), 224))
+    # Same lesion box and crop as v1, whose segmentation also ran on the hair-removed
+    # image, but v1 feeds the inpainted pixels to the model.
+    inpainted = preprocess(hairy.image, v1)
     assert result.lesion_box == inpainted.lesion_box
     assert result.roi_box == inpainted.roi_box
     assert not np.array_equal(result.model_input, inpainted.model_input)
+
+
+def test_v3_gives_a_large_frame_the_detail_of_the_training_images():
+    # HAM10000 here is 200x150: a 600x450 camera frame must reach the model exactly as
+    # its 200x150 copy does, not sharper than anything the model was trained on.
+    frame = make_phantom(7, size=(450, 600)).image
+    copy = cv2.resize(frame, (200, 150), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(preprocess(frame).model_input, preprocess(copy).model_input)
 
 
 def test_v3_default_crop_is_the_whole_short_side():
     frame = make_phantom(2, size=(450, 600), hair=False).image
     x0, y0, x1, y1 = preprocess(frame).roi_box
     assert (x1 - x0, y1 - y0) == (450, 450)
+    assert preprocess(frame).model_input.shape == (224, 224, 3)
 
 
 def test_version_1_specs_still_load_and_crop_the_working_image():

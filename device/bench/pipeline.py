@@ -14,13 +14,7 @@ import numpy as np
 
 from device.bench.stats import summarise_ms, time_call, write_json
 from device.imaging.hair import remove_hair
-from device.imaging.pipeline import (
-    PreprocessSpec,
-    inpaint_hair_in_crop,
-    preprocess,
-    to_frame_box,
-    to_working_size,
-)
+from device.imaging.pipeline import PreprocessSpec, preprocess, to_working_size
 from device.imaging.quality import QualityThresholds, assess_quality
 from device.imaging.roi import crop_and_resize, square_roi
 from device.imaging.segment import segment_lesion
@@ -36,28 +30,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def bench_size(shape: tuple[int, int], repeats: int) -> dict[str, dict[str, float]]:
-    """Time each stage on a phantom of ``shape`` (height, width)."""
+    """Time each stage of the default (version 3) spec on a phantom of ``shape`` (height, width)."""
     spec = PreprocessSpec()
     frame = make_phantom(7, size=shape).image
-    work, scale = to_working_size(frame, spec.work_long_side)
-    removal = remove_hair(work, spec.hair)
-    clean = removal.image
-    box = segment_lesion(clean, spec.segment).box
-    frame_box = None if box is None else to_frame_box(box, scale, frame.shape[:2])
-    roi = square_roi(frame.shape[:2], frame_box, spec.crop)
-    crop = crop_and_resize(frame, roi, spec.input_size)
+    work, _ = to_working_size(frame, spec.work_long_side)
+    clean = remove_hair(work, spec.hair).image
+    roi = square_roi(work.shape[:2], segment_lesion(clean, spec.segment).box, spec.crop)
     thresholds = QualityThresholds()
     return {
         "quality_gate": summarise_ms(time_call(lambda: assess_quality(frame, thresholds), repeats)),
+        "to_working_size": summarise_ms(
+            time_call(lambda: to_working_size(frame, spec.work_long_side), repeats)
+        ),
         "hair_removal": summarise_ms(time_call(lambda: remove_hair(work, spec.hair), repeats)),
         "segmentation": summarise_ms(
             time_call(lambda: segment_lesion(clean, spec.segment), repeats)
         ),
         "crop_resize": summarise_ms(
-            time_call(lambda: crop_and_resize(frame, roi, spec.input_size), repeats)
-        ),
-        "hair_inpaint_crop": summarise_ms(
-            time_call(lambda: inpaint_hair_in_crop(crop, removal.mask, roi, scale, spec), repeats)
+            time_call(lambda: crop_and_resize(work, roi, spec.input_size), repeats)
         ),
         "total_preprocess": summarise_ms(time_call(lambda: preprocess(frame, spec), repeats)),
     }

@@ -5,16 +5,20 @@ hair there, segment the lesion, choose a square ROI around it, and resize to the
 model input. The spec travels in the model bundle's manifest, so the device
 always preprocesses the way the model was trained.
 
-Three versions exist. Version 1 cropped the ROI from the small working image,
-so a 600x450 HAM10000 image reached the 224 px model input from at most 150
-pixels, upscaled and blurred. Version 2 only *finds* things at working
-resolution: the ROI is cropped from the full-resolution frame, and the hair mask
-found at working resolution is mapped into the crop and inpainted there, so the
-model sees real detail at little extra cost. Version 3 still removes hair to
-segment the lesion and to measure hair cover for the quality gate, but gives the
-model the crop as photographed: in a controlled ablation (training/reports/) the
-inpainted input cost validation balanced accuracy, since the CNN learns to ignore
-hair that it also sees in training, while inpainting smears lesion texture.
+Three versions exist. Version 1 cropped the ROI from the working image (long
+side ``work_long_side``) after inpainting hair in it. Version 2 cropped the ROI
+from the full-resolution frame and inpainted the hair mask there. Version 3
+still removes hair, but only to segment the lesion and to measure hair cover; it
+crops the *un-inpainted* working image:
+
+- In a controlled ablation (training/reports/gpu-proxy/) inpainting the model
+  input cost about 5 points of validation balanced accuracy over 5 seeds: the CNN
+  learns to ignore hair it also sees in training, while inpainting smears lesion
+  texture (dermatofibroma suffered most).
+- The training images (the HAM10000 copies used here) are 200x150, so the model
+  only ever learns from crops of a 200 px image. Cropping a device frame at full
+  resolution would show the model sharper detail than it was trained on; cropping
+  the working image gives device frames the training images' level of detail.
 """
 
 from __future__ import annotations
@@ -53,11 +57,12 @@ RESIZE_RULES = {
         "normalisation (the model normalises)"
     ),
     3: (
-        "find hair and the lesion box on the frame scaled to work_long_side, segmenting the "
-        "hair-removed image; square crop of the full-resolution frame around the lesion box "
-        "with margin, clamped to [min_fraction, 1] x short side and kept inside the frame; "
-        "resize to input_size (INTER_AREA down, INTER_LINEAR up); the crop is not inpainted; "
-        "RGB uint8, no normalisation (the model normalises)"
+        "scale the frame so its long side is work_long_side (INTER_AREA down, INTER_LINEAR "
+        "up; the training images' resolution); find hair there and segment the hair-removed "
+        "copy; square crop of the un-inpainted working image around the lesion box with "
+        "margin, clamped to [min_fraction, 1] x short side and kept inside the image; resize "
+        "to input_size (INTER_AREA down, INTER_LINEAR up); RGB uint8, no normalisation (the "
+        "model normalises)"
     ),
 }
 
@@ -70,7 +75,8 @@ class PreprocessSpec:
         version: version of this preprocessing algorithm.
         input_size: side of the square RGB uint8 model input.
         work_long_side: long side of the working image where hair and lesion are found
-            (and, in version 1 only, where the ROI is cropped).
+            (and, in versions 1 and 3, where the ROI is cropped: the training images'
+            resolution).
         hair_removal: whether DullRazor hair removal runs (before segmentation; in
             versions 1 and 2 it also inpaints the model input).
         hair: hair removal parameters.
@@ -172,7 +178,8 @@ def preprocess(frame: np.ndarray, spec: PreprocessSpec | None = None) -> Preproc
     """Turn an RGB uint8 frame of any size into the model input, deterministically."""
     frame = ensure_rgb_uint8(frame, "frame")
     spec = spec or PreprocessSpec()
-    work, scale = to_working_size(frame, spec.work_long_side)
+    photographed, scale = to_working_size(frame, spec.work_long_side)
+    work = photographed
     hair = np.zeros(work.shape[:2], bool)
     if spec.hair_removal:
         removal = remove_hair(work, spec.hair)
@@ -180,14 +187,15 @@ def preprocess(frame: np.ndarray, spec: PreprocessSpec | None = None) -> Preproc
     segmentation = segment_lesion(work, spec.segment)
     shape = frame.shape[:2]
     lesion_box = None if segmentation.box is None else to_frame_box(segmentation.box, scale, shape)
-    if spec.version == 1:
+    if spec.version in (1, 3):
         roi = square_roi(work.shape[:2], segmentation.box, spec.crop)
-        model_input = crop_and_resize(work, roi, spec.input_size)
+        source = work if spec.version == 1 else photographed
+        model_input = crop_and_resize(source, roi, spec.input_size)
         roi_box = to_frame_box(roi, scale, shape)
     else:
         roi_box = square_roi(shape, lesion_box, spec.crop)
         model_input = crop_and_resize(frame, roi_box, spec.input_size)
-        if spec.version == 2 and hair.any():
+        if hair.any():
             model_input = inpaint_hair_in_crop(model_input, hair, roi_box, scale, spec)
     return Preprocessed(
         model_input=model_input,
