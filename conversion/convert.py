@@ -1,8 +1,10 @@
 """Turn a finished training run into a model bundle (in memory).
 
 :func:`convert_run` reads the run folder, converts the model, runs the parity
-checks, computes the bundle's own int8 metrics, writes the model card and the
-manifest, and returns every file as bytes. The caller (``skinscan convert``)
+checks, refits the temperature and the referral threshold on the int8 model's own
+validation outputs (the device runs the int8 model, so its operating point must
+be chosen for it), computes the bundle's own int8 metrics, writes the model card
+and the manifest, and returns every file as bytes. The caller (``skinscan convert``)
 writes them.
 
 Run folder contract (from ``skinscan train``)::
@@ -10,7 +12,9 @@ Run folder contract (from ``skinscan train``)::
     config.json       includes "preprocessing" (PreprocessSpec.to_dict()), "backbone", "seed"
     split.csv         image_id, lesion_id, dx, split (train/val/test), sex, age, localization
     model.keras       float model: input 0..255 RGB, layers feature_map, gap, dropout, logits
-    calibration.json  temperature, referral_threshold, uncertainty_threshold
+    calibration.json  temperature, referral_threshold, uncertainty_threshold (fitted on the
+                      float model's validation logits), min_sensitivity_target and
+                      threshold_confidence (the rule; both optional)
     metrics.json      float test metrics (optional)
     provenance.json   run_id, data_hash, split_hash, backbone, weights_source, weights_licence
 """
@@ -40,6 +44,7 @@ from device.runtime.classifier import Classifier, softmax
 from device.runtime.explainer import Explainer
 from device.runtime.interpreter import create_model
 from device.runtime.manifest import GRADCAM_FILE, MODEL_FILE, Manifest, Provenance
+from training.calibration import fit_temperature, referral_threshold
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +185,34 @@ def _subgroups(
     return metrics.json_safe(subgroup_metrics(rows, labels, probs, threshold))
 
 
+def refit_for_int8(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    calibration: dict[str, float],
+    rule: dict[str, Any],
+) -> dict[str, float]:
+    """Temperature and referral threshold refitted on the int8 model's validation logits.
+
+    The threshold follows the run's own rule (``min_sensitivity_target``, default 0.90;
+    ``threshold_confidence``, default 0: the point estimate). The uncertainty threshold
+    is kept.
+
+    Raises:
+        ConversionError: the validation split cannot support the rule.
+    """
+    temperature = fit_temperature(logits, labels)
+    try:
+        threshold = referral_threshold(
+            softmax(logits, temperature),
+            labels,
+            float(rule.get("min_sensitivity_target", 0.90)),
+            float(rule.get("threshold_confidence", 0.0)),
+        )
+    except ValueError as exc:
+        raise ConversionError(f"referral threshold for the int8 model: {exc}") from exc
+    return {**calibration, "temperature": temperature, "referral_threshold": threshold}
+
+
 def convert_run(
     run_dir: str | Path,
     *,
@@ -285,6 +318,25 @@ def convert_run(
     f_val = tflite.float_logits(model, x_val)
     q_val, q_fm = parity.int8_logits(classifier, x_val)
     report["classifier_val"] = parity.classifier_parity(f_val, q_val, y_val, temperature, threshold)
+    calibration = refit_for_int8(q_val, y_val, calibration, calibration_raw)
+    report["calibration"] = {
+        "float_fitted": {"temperature": temperature, "referral_threshold": threshold},
+        "int8_fitted": calibration,
+        "rule": {
+            "min_sensitivity_target": float(calibration_raw.get("min_sensitivity_target", 0.90)),
+            "threshold_confidence": float(calibration_raw.get("threshold_confidence", 0.0)),
+        },
+        "fitted_on": f"val ({len(y_val)} images), int8 logits",
+    }
+    temperature, threshold = calibration["temperature"], calibration["referral_threshold"]
+    draft = build_manifest(
+        files,
+        bundle_id=draft.bundle_id,
+        preprocessing=config["preprocessing"],
+        calibration=calibration,
+        provenance=provenance,
+        created_at=draft.created_at,
+    )
 
     log.info("parity: Grad-CAM against the float GradientTape reference")
     m = min(gradcam_images, len(x_val))

@@ -68,6 +68,16 @@ def _subgroup_tables(subgroups: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _rule(metrics: dict) -> str:
+    """The referral-threshold rule in words, from the conversion report."""
+    fitted = metrics.get("parity", {}).get("calibration", {}).get("rule", {})
+    target = fitted.get("min_sensitivity_target", 0.90)
+    confidence = fitted.get("threshold_confidence", 0.0)
+    if confidence:
+        return f">= {target:.2f} at the {confidence:.0%} lower confidence bound"
+    return f">= {target:.2f}"
+
+
 def render_model_card(manifest: Manifest) -> str:
     """Render the model card of a bundle from its manifest.
 
@@ -118,7 +128,14 @@ def render_model_card(manifest: Manifest) -> str:
         f"submodel (`gradcam.tflite`) on the {fm[1]}x{fm[2]}x{fm[3]} last conv feature map.",
         f"- Calibration: softmax temperature {cal.temperature:.3f}; refer when P(malignant) >= "
         f'{cal.referral_threshold:.3f}; "uncertain" when the top-1 probability < '
-        f"{cal.uncertainty_threshold:.2f}. Both were fitted on the validation split.",
+        f"{cal.uncertainty_threshold:.2f}. Temperature and referral threshold were fitted on "
+        "the validation split"
+        + (
+            " with this int8 model's own outputs (the threshold keeps malignant sensitivity "
+            f"{_rule(m)})."
+            if (parity.get("calibration") or {}).get("int8_fitted")
+            else "."
+        ),
         "- Classes: "
         + ", ".join(f"`{c}` {n}" for c, n in names.items())
         + ". Malignant: "

@@ -125,6 +125,16 @@ def test_int8_matches_float_on_validation(converted: tuple[Any, Path]) -> None:
     assert val["balanced_accuracy_float"] >= 0.7
 
 
+def test_bundle_calibration_is_refitted_on_the_int8_outputs(converted: tuple[Any, Path]) -> None:
+    result, _ = converted
+    fitted = result.report["calibration"]
+    assert fitted["float_fitted"] == {"temperature": 1.3, "referral_threshold": 0.35}
+    cal = result.manifest.calibration
+    assert cal.temperature == fitted["int8_fitted"]["temperature"] != 1.3
+    assert cal.referral_threshold == fitted["int8_fitted"]["referral_threshold"]
+    assert result.manifest.metrics["int8_test"]["referral_threshold"] == cal.referral_threshold
+
+
 def test_gradcam_matches_float_gradient_tape_reference(converted: tuple[Any, Path]) -> None:
     cam = converted[0].report["gradcam"]
     assert cam["n"] >= 40
@@ -199,7 +209,8 @@ def test_manifest_records_provenance_metrics_and_card(converted: tuple[Any, Path
     assert manifest.provenance.data_source == "synthetic lesions"
     assert manifest.provenance.extra["best_epoch"] == "finetune-3"
     assert "tensorflow" in manifest.provenance.converter
-    assert manifest.calibration.referral_threshold == 0.35
+    fitted = result.report["calibration"]["int8_fitted"]
+    assert manifest.calibration.referral_threshold == fitted["referral_threshold"]
     int8 = manifest.metrics["int8_test"]
     assert int8["n_images"] == SPLIT_SIZES["test"]
     assert set(int8["ci95"]) >= {"balanced_accuracy", "malignant_auc", "sensitivity"}
@@ -214,6 +225,7 @@ def test_manifest_records_provenance_metrics_and_card(converted: tuple[Any, Path
     ):
         assert heading in card
     assert "not a diagnosis" in card
+    assert "int8 model's own outputs" in card
     assert f"{int8['balanced_accuracy']:.3f}" in card
     assert "By sex" in card
     assert result.report["representative"]["n"] == 300
