@@ -17,6 +17,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from conversion.convert import DEFAULT_REPRESENTATIVE
 from device.errors import SkinScanError
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--representative",
         type=int,
-        default=300,
+        default=DEFAULT_REPRESENTATIVE,
         metavar="N",
-        help="training images used to calibrate int8 ranges (>= 300, all classes; default 300)",
+        help="training images used to calibrate int8 ranges (>= 300, all classes; "
+        f"default {DEFAULT_REPRESENTATIVE})",
     )
     parser.add_argument(
         "--parity-limit",

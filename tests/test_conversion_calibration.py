@@ -1,9 +1,11 @@
 """The bundle's temperature and referral threshold are refitted on the int8 model's outputs."""
 
+import json
+
 import numpy as np
 import pytest
 
-from conversion.convert import ConversionError, refit_for_int8
+from conversion.convert import ConversionError, convert_run, refit_for_int8
 from device import metrics
 from device.labels import CLASS_CODES
 from device.runtime.classifier import softmax
@@ -48,3 +50,9 @@ def test_too_few_malignant_cases_is_a_conversion_error() -> None:
     logits, labels = noisy_logits(12, 2)
     with pytest.raises(ConversionError, match="int8"):
         refit_for_int8(logits, labels, FLOAT_FITTED, {"threshold_confidence": 0.95})
+
+
+def test_an_invalid_preprocessing_spec_is_refused_before_converting(tmp_path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"preprocessing": {"version": 99}}))
+    with pytest.raises(ConversionError, match="version"):
+        convert_run(tmp_path)

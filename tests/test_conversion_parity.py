@@ -61,7 +61,14 @@ def model(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> Any:
 def write_run(run_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(
-        json.dumps({"preprocessing": PreprocessSpec().to_dict(), "backbone": "tiny", "seed": 0})
+        json.dumps(
+            {
+                # Words from an older release: the bundle must restate the current rule.
+                "preprocessing": {**PreprocessSpec().to_dict(), "resize_rule": "stale words"},
+                "backbone": "tiny",
+                "seed": 0,
+            }
+        )
     )
     (run_dir / "calibration.json").write_text(
         json.dumps(
@@ -226,9 +233,10 @@ def test_manifest_records_provenance_metrics_and_card(converted: tuple[Any, Path
         assert heading in card
     assert "not a diagnosis" in card
     assert "int8 model's own outputs" in card
+    assert manifest.preprocessing["resize_rule"] == PreprocessSpec().to_dict()["resize_rule"]
     assert f"{int8['balanced_accuracy']:.3f}" in card
     assert "By sex" in card
-    assert result.report["representative"]["n"] == 300
+    assert result.report["representative"]["n"] == SPLIT_SIZES["train"]  # all of a small split
     assert result.report["representative"]["classes"] == list(CLASS_CODES)
 
 
