@@ -8,8 +8,8 @@ always preprocesses the way the model was trained.
 Three versions exist. Version 1 cropped the ROI from the working image (long
 side ``work_long_side``) after inpainting hair in it. Version 2 cropped the ROI
 from the full-resolution frame and inpainted the hair mask there. Version 3
-still removes hair, but only to segment the lesion and to measure hair cover; it
-crops the *un-inpainted* working image:
+still removes hair, but only so that segmentation finds the lesion and not the
+hair; it crops the *un-inpainted* working image:
 
 - In a controlled ablation (training/reports/gpu-proxy/) inpainting the model
   input cost about 5 points of validation balanced accuracy over 5 seeds: the CNN
