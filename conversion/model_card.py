@@ -121,9 +121,10 @@ def render_model_card(manifest: Manifest) -> str:
         "",
         f"- Backbone: {prov.backbone}; pretrained weights: {prov.weights_source} "
         f"({prov.weights_licence}).",
-        f"- Input: {size}x{size} RGB uint8 after the device's preprocessing (hair removal, "
-        "lesion segmentation, ROI crop of the full-resolution frame; spec version "
-        f"{manifest.preprocessing.get('version', '?')}); the spec is stored in manifest.json.",
+        f"- Input: {size}x{size} RGB uint8 after the device's preprocessing, spec version "
+        f"{manifest.preprocessing.get('version', '?')}: "
+        f"{manifest.preprocessing.get('resize_rule', 'see manifest.json')}. The spec is "
+        "stored in manifest.json.",
         "- Full-integer int8 TFLite (`model.tflite`); Grad-CAM from a precomputed gradient "
         f"submodel (`gradcam.tflite`) on the {fm[1]}x{fm[2]}x{fm[3]} last conv feature map.",
         f"- Calibration: softmax temperature {cal.temperature:.3f}; refer when P(malignant) >= "
