@@ -198,6 +198,23 @@ def render_model_card(manifest: Manifest) -> str:
         f"{fm[1]}x{fm[2]} resolution; it is not a segmentation and not a reason.",
         "- Thresholds were set on validation data from the same source as the test data; "
         "field prevalence differs, so sensitivity and specificity will too.",
+        *_missed_lines(int8),
         "",
     ]
     return "\n".join(lines)
+
+
+def _missed_lines(int8: dict) -> list[str]:
+    """The share of malignant lesions and melanomas the referral threshold let through."""
+    lines = []
+    for key, what in (("sensitivity", "malignant lesions"), ("melanoma_sensitivity", "melanomas")):
+        value = int8.get(key)
+        if not isinstance(value, float):
+            continue
+        low, high = (int8.get("ci95") or {}).get(key, (value, value))
+        lines.append(
+            f"- **{1 - value:.0%} of the test split's {what} were not referred** "
+            f'(95% CI {1 - high:.0%}-{1 - low:.0%}): a "monitor" result never rules out '
+            "cancer."
+        )
+    return lines

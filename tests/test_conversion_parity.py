@@ -233,6 +233,8 @@ def test_manifest_records_provenance_metrics_and_card(converted: tuple[Any, Path
         assert heading in card
     assert "not a diagnosis" in card
     assert "int8 model's own outputs" in card
+    missed = 1 - int8["melanoma_sensitivity"]
+    assert f"{missed:.0%} of the test split's melanomas were not referred" in card
     assert manifest.preprocessing["resize_rule"] == PreprocessSpec().to_dict()["resize_rule"]
     assert f"{int8['balanced_accuracy']:.3f}" in card
     assert "By sex" in card
