@@ -354,8 +354,14 @@ def _markdown(metrics: dict[str, Any], config: dict[str, Any]) -> str:
     lines += [
         "",
         f"Referral threshold on P(malignant): {metrics['referral_threshold']:.3f} "
-        f"(chosen for sensitivity >= {config['min_sensitivity']} on validation). "
-        f"Temperature {metrics['temperature']:.3f}: ECE {metrics['ece_before_temperature']:.3f} "
+        f"(chosen for sensitivity >= {config['min_sensitivity']} on validation"
+        + (
+            f", at the one-sided {config['threshold_confidence']:.0%} Clopper-Pearson "
+            "lower bound). "
+            if config.get("threshold_confidence")
+            else "). "
+        )
+        + f"Temperature {metrics['temperature']:.3f}: ECE {metrics['ece_before_temperature']:.3f} "
         f"before, {metrics['ece_after_temperature']:.3f} after.",
         "",
         "## Per class",
