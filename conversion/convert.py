@@ -188,6 +188,15 @@ def _subgroups(
     return metrics.json_safe(subgroup_metrics(rows, labels, probs, threshold))
 
 
+def threshold_rule(calibration_raw: dict[str, Any]) -> dict[str, float]:
+    """The run's referral-threshold rule: ``min_sensitivity_target`` (default 0.90) and
+    ``threshold_confidence`` (default 0: the point estimate), for runs that predate them."""
+    return {
+        "min_sensitivity_target": float(calibration_raw.get("min_sensitivity_target", 0.90)),
+        "threshold_confidence": float(calibration_raw.get("threshold_confidence", 0.0)),
+    }
+
+
 def refit_for_int8(
     logits: np.ndarray,
     labels: np.ndarray,
@@ -196,9 +205,8 @@ def refit_for_int8(
 ) -> dict[str, float]:
     """Temperature and referral threshold refitted on the int8 model's validation logits.
 
-    The threshold follows the run's own rule (``min_sensitivity_target``, default 0.90;
-    ``threshold_confidence``, default 0: the point estimate). The uncertainty threshold
-    is kept.
+    The threshold follows the run's rule (:func:`threshold_rule`). The uncertainty
+    threshold is kept.
 
     Raises:
         ConversionError: the validation split cannot support the rule.
@@ -208,8 +216,8 @@ def refit_for_int8(
         threshold = referral_threshold(
             softmax(logits, temperature),
             labels,
-            float(rule.get("min_sensitivity_target", 0.90)),
-            float(rule.get("threshold_confidence", 0.0)),
+            rule["min_sensitivity_target"],
+            rule["threshold_confidence"],
         )
     except ValueError as exc:
         raise ConversionError(f"referral threshold for the int8 model: {exc}") from exc
@@ -329,14 +337,12 @@ def convert_run(
     f_val = tflite.float_logits(model, x_val)
     q_val, q_fm = parity.int8_logits(classifier, x_val)
     report["classifier_val"] = parity.classifier_parity(f_val, q_val, y_val, temperature, threshold)
-    calibration = refit_for_int8(q_val, y_val, calibration, calibration_raw)
+    rule = threshold_rule(calibration_raw)
+    calibration = refit_for_int8(q_val, y_val, calibration, rule)
     report["calibration"] = {
         "float_fitted": {"temperature": temperature, "referral_threshold": threshold},
         "int8_fitted": calibration,
-        "rule": {
-            "min_sensitivity_target": float(calibration_raw.get("min_sensitivity_target", 0.90)),
-            "threshold_confidence": float(calibration_raw.get("threshold_confidence", 0.0)),
-        },
+        "rule": rule,
         "fitted_on": f"val ({len(y_val)} images), int8 logits",
     }
     temperature, threshold = calibration["temperature"], calibration["referral_threshold"]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conversion.convert import ConversionError, convert_run, refit_for_int8
+from conversion.convert import ConversionError, convert_run, refit_for_int8, threshold_rule
 from device import metrics
 from device.labels import CLASS_CODES
 from device.runtime.classifier import softmax
@@ -25,7 +25,7 @@ def noisy_logits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_refit_meets_the_rule_on_the_int8_outputs(confidence: float) -> None:
     logits, labels = noisy_logits(1400, 0)
     rule = {"min_sensitivity_target": 0.9, "threshold_confidence": confidence}
-    fitted = refit_for_int8(logits, labels, FLOAT_FITTED, rule)
+    fitted = refit_for_int8(logits, labels, FLOAT_FITTED, threshold_rule(rule))
     probs = softmax(logits, fitted["temperature"])
     achieved = metrics.sensitivity(labels, probs, fitted["referral_threshold"])
     assert achieved >= 0.9
@@ -41,15 +41,19 @@ def test_refit_meets_the_rule_on_the_int8_outputs(confidence: float) -> None:
 
 def test_confidence_rule_is_stricter_than_the_point_estimate() -> None:
     logits, labels = noisy_logits(1400, 1)
-    point = refit_for_int8(logits, labels, FLOAT_FITTED, {"threshold_confidence": 0.0})
-    bound = refit_for_int8(logits, labels, FLOAT_FITTED, {"threshold_confidence": 0.95})
+    point = refit_for_int8(
+        logits, labels, FLOAT_FITTED, threshold_rule({"threshold_confidence": 0.0})
+    )
+    bound = refit_for_int8(
+        logits, labels, FLOAT_FITTED, threshold_rule({"threshold_confidence": 0.95})
+    )
     assert bound["referral_threshold"] < point["referral_threshold"]
 
 
 def test_too_few_malignant_cases_is_a_conversion_error() -> None:
     logits, labels = noisy_logits(12, 2)
     with pytest.raises(ConversionError, match="int8"):
-        refit_for_int8(logits, labels, FLOAT_FITTED, {"threshold_confidence": 0.95})
+        refit_for_int8(logits, labels, FLOAT_FITTED, threshold_rule({"threshold_confidence": 0.95}))
 
 
 def test_an_invalid_preprocessing_spec_is_refused_before_converting(tmp_path) -> None:
