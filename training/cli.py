@@ -14,7 +14,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="RUN", help="resume an interrupted run folder")
     parser.add_argument("--report-only", metavar="RUN", help="rewrite the report of a finished run")
     parser.add_argument("--cache", default="", help="preprocessed-image cache folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="initialisation and augmentation seed")
+    parser.add_argument(
+        "--split-seed", type=int, help="seed of the lesion-grouped split (default: --seed)"
+    )
     parser.add_argument("--head-epochs", type=int)
     parser.add_argument("--finetune-epochs", type=int)
     parser.add_argument("--first-trainable-block")
@@ -59,6 +62,7 @@ def main(args: argparse.Namespace) -> int:
         run_dir=args.run,
         cache_dir=args.cache,
         seed=args.seed,
+        split_seed=args.split_seed,
         limit_per_split=args.limit_per_split,
         steps_per_epoch=args.steps_per_epoch,
     )

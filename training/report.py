@@ -273,7 +273,7 @@ def write_report(run_dir: Path, n_boot: int = 1000) -> dict[str, Any]:
     _check_alignment(rows, test_labels)
     subgroups = json_safe(subgroup_metrics(rows, test_labels, calibrated, threshold))
     metrics = {
-        "split": f"test (lesion-grouped, seed {config['seed']})",
+        "split": f"test (lesion-grouped, seed {_split_seed(config)})",
         "model": "float Keras",
         "temperature": temperature,
         "referral_threshold": threshold,
@@ -454,3 +454,9 @@ def _data_and_recipe(data: dict[str, Any], config: dict[str, Any]) -> list[str]:
         f"augmentation {config.get('augment')}."
     )
     return lines
+
+
+def _split_seed(config: dict) -> int:
+    """The seed the run's split was drawn with (``split_seed``, else ``seed``)."""
+    split_seed = config.get("split_seed")
+    return config["seed"] if split_seed is None else split_seed

@@ -43,7 +43,10 @@ class TrainConfig:
         data_dir: HAM10000 folder (metadata CSV + images/).
         run_dir: output folder.
         cache_dir: where preprocessed model inputs are cached, keyed by spec hash.
-        seed: seed of the split, shuffling and augmentation.
+        seed: seed of the initialisation, shuffling and augmentation (and of the
+            split, unless split_seed is set).
+        split_seed: seed of the lesion-grouped split; None uses ``seed``. Members of
+            an ensemble share a split and differ in ``seed``.
         backbone: name in training.backbones.BACKBONES.
         input_size: model input side (224 gives a 7x7 Grad-CAM grid).
         dropout: dropout before the logits.
@@ -79,6 +82,7 @@ class TrainConfig:
     run_dir: str
     cache_dir: str = ""
     seed: int = 0
+    split_seed: int | None = None
     backbone: str = "efficientnet_lite0"
     input_size: int = 224
     dropout: float = 0.3
@@ -105,6 +109,10 @@ class TrainConfig:
     workers: int = 2
     preprocessing: dict[str, Any] = field(default_factory=lambda: PreprocessSpec().to_dict())
     augment: dict[str, Any] = field(default_factory=lambda: AugmentConfig().to_dict())
+
+
+def _split_seed(cfg: TrainConfig) -> int:
+    return cfg.seed if cfg.split_seed is None else cfg.split_seed
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -237,7 +245,7 @@ class _Data:
         samples, load_report = load_metadata(cfg.data_dir)
         split_path = run_dir / "split.csv"
         if not split_path.is_file():
-            write_split_csv(split_path, samples, grouped_split(samples, seed=cfg.seed))
+            write_split_csv(split_path, samples, grouped_split(samples, seed=_split_seed(cfg)))
         assignment = {r["image_id"]: r["split"] for r in read_split_csv(split_path)}
         samples = [s for s in samples if s.image_id in assignment]
         if cfg.limit_per_split:
