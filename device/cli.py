@@ -20,6 +20,7 @@ from device.errors import SkinScanError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("device.app.cli", "run the scanner (simulator on a non-Pi machine)"),
     "train": ("training.cli", "train a model on HAM10000 (desktop, needs TensorFlow)"),
+    "ensemble": ("training.ensemble_cli", "average runs on one split into one model (desktop)"),
     "convert": ("conversion.cli", "convert a training run into an int8 model bundle"),
     "eval": ("device.evaluation.cli", "evaluate a bundle on a labelled image folder"),
     "bench": ("device.bench.cli", "benchmarks: pipeline, segmentation, device"),

@@ -36,17 +36,14 @@ def test_impossible_crop_is_a_config_error(fraction):
 
 
 def test_split_seed_defaults_to_the_seed_and_can_be_held_fixed():
-    from training.train import TrainConfig, _split_seed
+    from dataclasses import asdict
+
+    from training.data import split_seed_of
+    from training.train import TrainConfig
 
     assert _args("--seed", "3").split_seed is None
-    assert _split_seed(TrainConfig(data_dir="x", run_dir="r", seed=3)) == 3
+    assert split_seed_of(asdict(TrainConfig(data_dir="x", run_dir="r", seed=3))) == 3
     member = TrainConfig(data_dir="x", run_dir="r", seed=1, split_seed=0)
-    assert _split_seed(member) == 0
+    assert split_seed_of(asdict(member)) == 0
+    assert split_seed_of({"seed": 2}) == 2  # configs written before split_seed existed
     assert _args("--seed", "1", "--split-seed", "0").split_seed == 0
-
-
-def test_report_names_the_split_seed():
-    from training.report import _split_seed
-
-    assert _split_seed({"seed": 1, "split_seed": 0}) == 0
-    assert _split_seed({"seed": 2}) == 2

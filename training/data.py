@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -167,6 +168,12 @@ def grouped_split(
             for sample in members[group]:
                 assignment[sample.image_id] = split
     return assignment
+
+
+def split_seed_of(config: dict[str, Any]) -> int:
+    """The seed a run's split is drawn with: ``split_seed`` when set, else ``seed``."""
+    split_seed = config.get("split_seed")
+    return config["seed"] if split_seed is None else split_seed
 
 
 def write_split_csv(path: Path, samples: list[Sample], assignment: dict[str, str]) -> None:

@@ -28,6 +28,7 @@ from device.metrics import (
     specificity,
 )
 from training.calibration import softmax
+from training.data import split_seed_of
 
 CITATION = (
     "Trained and evaluated on HAM10000 (Tschandl, Rosendahl & Kittler, *Scientific Data* 5, "
@@ -273,7 +274,7 @@ def write_report(run_dir: Path, n_boot: int = 1000) -> dict[str, Any]:
     _check_alignment(rows, test_labels)
     subgroups = json_safe(subgroup_metrics(rows, test_labels, calibrated, threshold))
     metrics = {
-        "split": f"test (lesion-grouped, seed {_split_seed(config)})",
+        "split": f"test (lesion-grouped, seed {split_seed_of(config)})",
         "model": "float Keras",
         "temperature": temperature,
         "referral_threshold": threshold,
@@ -454,9 +455,3 @@ def _data_and_recipe(data: dict[str, Any], config: dict[str, Any]) -> list[str]:
         f"augmentation {config.get('augment')}."
     )
     return lines
-
-
-def _split_seed(config: dict) -> int:
-    """The seed the run's split was drawn with (``split_seed``, else ``seed``)."""
-    split_seed = config.get("split_seed")
-    return config["seed"] if split_seed is None else split_seed

@@ -111,10 +111,6 @@ class TrainConfig:
     augment: dict[str, Any] = field(default_factory=lambda: AugmentConfig().to_dict())
 
 
-def _split_seed(cfg: TrainConfig) -> int:
-    return cfg.seed if cfg.split_seed is None else cfg.split_seed
-
-
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
@@ -239,13 +235,16 @@ class _Data:
             grouped_split,
             load_metadata,
             read_split_csv,
+            split_seed_of,
             write_split_csv,
         )
 
         samples, load_report = load_metadata(cfg.data_dir)
         split_path = run_dir / "split.csv"
         if not split_path.is_file():
-            write_split_csv(split_path, samples, grouped_split(samples, seed=_split_seed(cfg)))
+            write_split_csv(
+                split_path, samples, grouped_split(samples, seed=split_seed_of(asdict(cfg)))
+            )
         assignment = {r["image_id"]: r["split"] for r in read_split_csv(split_path)}
         samples = [s for s in samples if s.image_id in assignment]
         if cfg.limit_per_split:
