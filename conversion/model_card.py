@@ -78,6 +78,19 @@ def _rule(metrics: dict) -> str:
     return f">= {target:.2f}"
 
 
+def _ensemble_lines(members: list[dict] | None) -> list[str]:
+    """The model-card line for an ensemble bundle (none for a single model)."""
+    if not members:
+        return []
+    runs = ", ".join(f"`{m.get('run_id')}` (seed {m.get('seed')})" for m in members)
+    return [
+        f"- Ensemble of {len(members)} members trained on the same split with different "
+        f"initialisation seeds: {runs}. The logits are the members' mean, computed as one "
+        "GAP -> Dense head on their concatenated feature maps, so the heatmap is the mean of "
+        "the members' class activation maps."
+    ]
+
+
 def render_model_card(manifest: Manifest) -> str:
     """Render the model card of a bundle from its manifest.
 
@@ -125,6 +138,7 @@ def render_model_card(manifest: Manifest) -> str:
         f"{manifest.preprocessing.get('version', '?')}: "
         f"{manifest.preprocessing.get('resize_rule', 'see manifest.json')}. The spec is "
         "stored in manifest.json.",
+        *_ensemble_lines(prov.extra.get("members")),
         "- Full-integer int8 TFLite (`model.tflite`); Grad-CAM from a precomputed gradient "
         f"submodel (`gradcam.tflite`) on the {fm[1]}x{fm[2]}x{fm[3]} last conv feature map.",
         f"- Calibration: softmax temperature {cal.temperature:.3f}; refer when P(malignant) >= "

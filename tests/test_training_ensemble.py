@@ -190,6 +190,8 @@ def test_ensemble_run_converts_to_a_bundle_the_device_runs(member_runs, splits, 
     assert analysis.heatmap is not None and analysis.heatmap.max() == pytest.approx(1.0)
     assert result.report["gradcam"]["corr_float_min"] >= 0.99
     assert result.report["oracle_max_error"] <= 1e-5
+    card = result.files["MODEL_CARD.md"].decode()
+    assert "Ensemble of 2 members" in card and "`run-seed2` (seed 2)" in card
 
 
 def test_cli_refuses_a_single_run_with_a_clear_error(member_runs, tmp_path, capsys):
