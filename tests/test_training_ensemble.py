@@ -155,6 +155,15 @@ def test_incompatible_members_are_refused(member_runs, change, match):
         check_compatible([first, altered])
 
 
+def test_members_whose_spec_differs_only_in_its_wording_are_accepted(member_runs):
+    first, second = (Member.load(run) for run in member_runs)
+    spec = {**second.config["preprocessing"], "resize_rule": "older words"}
+    reworded = Member(
+        second.run_dir, {**second.config, "preprocessing": spec}, second.split_csv, second.logits
+    )
+    check_compatible([first, reworded])
+
+
 def test_one_member_or_an_unfinished_run_is_refused(member_runs, tmp_path):
     with pytest.raises(ConfigError, match="at least two"):
         check_compatible([Member.load(member_runs[0])])

@@ -34,7 +34,6 @@ LOGITS_LAYER = "logits"
 SHARED_CONFIG_KEYS = (
     "data_dir",
     "input_size",
-    "preprocessing",
     "min_sensitivity",
     "threshold_confidence",
     "uncertainty_threshold",
@@ -89,6 +88,9 @@ def check_compatible(members: list[Member]) -> None:
                 f"{other.run_dir} and {first.run_dir} use different splits: averaging them "
                 "would test on images a member trained on (use --split-seed to share a split)"
             )
+        # The spec's digest, not its dict: runs from older releases word the rule differently.
+        if _spec_digest(other) != _spec_digest(first):
+            raise ConfigError(f"{other.run_dir} differs from {first.run_dir} in 'preprocessing'")
         for key in SHARED_CONFIG_KEYS:
             if other.config.get(key) != first.config.get(key):
                 raise ConfigError(f"{other.run_dir} differs from {first.run_dir} in {key!r}")
@@ -98,6 +100,12 @@ def check_compatible(members: list[Member]) -> None:
     seeds = [m.config.get("seed") for m in members]
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"members share a seed {seeds}: they would be the same model")
+
+
+def _spec_digest(member: Member) -> str:
+    from device.imaging.pipeline import PreprocessSpec
+
+    return PreprocessSpec.from_dict(member.config["preprocessing"]).digest()
 
 
 def mean_logits(members: list[Member], split: str) -> np.ndarray:
