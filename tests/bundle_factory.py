@@ -25,6 +25,7 @@ classified as its class after the device's preprocessing.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -41,6 +42,7 @@ if str(ROOT) not in sys.path:
 
 from conversion.manifest import build_manifest, write_bundle  # noqa: E402
 from device.imaging.pipeline import PreprocessSpec, preprocess  # noqa: E402
+from device.labels import CLASS_CODES  # noqa: E402
 from device.runtime.manifest import GRADCAM_FILE, MODEL_FILE  # noqa: E402
 
 PREBUILT_DIR = Path(__file__).resolve().parent / "data" / "tiny_bundle"
@@ -255,3 +257,15 @@ if __name__ == "__main__":
         sys.exit(0)
     print(rebuild_prebuilt())
     shutil.rmtree(ROOT / "tests" / "data" / "tiny_bundle" / "__pycache__", ignore_errors=True)
+
+
+def write_split_csv(path: Path, splits: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """A run's split.csv for synthetic ``{split: (images, labels)}``, with subgroup columns."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "lesion_id", "dx", "split", "sex", "age", "localization"])
+        for name, (_, labels) in splits.items():
+            for i, c in enumerate(labels):
+                sex = "male" if i % 2 else "female"
+                row = [f"{name}{i}", f"L{name}{i}", CLASS_CODES[c], name, sex, 40, "back"]
+                writer.writerow(row)

@@ -7,14 +7,13 @@ class, so its predictions have real margins, like a trained model's.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from bundle_factory import N_CLASSES, synthetic_frame, tiny_keras_model
+from bundle_factory import N_CLASSES, synthetic_frame, tiny_keras_model, write_split_csv
 
 pytestmark = pytest.mark.tf
 tf = pytest.importorskip("tensorflow")
@@ -94,15 +93,7 @@ def write_run(run_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -
             }
         )
     )
-    with (run_dir / "split.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image_id", "lesion_id", "dx", "split", "sex", "age", "localization"])
-        for name, (_, labels) in splits.items():
-            for i, c in enumerate(labels):
-                sex = "male" if i % 2 else "female"
-                writer.writerow(
-                    [f"{name}{i}", f"L{name}{i}", CLASS_CODES[c], name, sex, 40, "back"]
-                )
+    write_split_csv(run_dir / "split.csv", splits)
     return run_dir
 
 

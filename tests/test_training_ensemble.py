@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from bundle_factory import N_CLASSES, synthetic_frame, train_tiny_model
+from bundle_factory import N_CLASSES, synthetic_frame, train_tiny_model, write_split_csv
 
 pytestmark = pytest.mark.tf
 pytest.importorskip("tensorflow")
 
 from device.errors import ConfigError, DatasetError  # noqa: E402
 from device.imaging.pipeline import PreprocessSpec  # noqa: E402
-from device.labels import CLASS_CODES  # noqa: E402
 from training.ensemble import (  # noqa: E402
     Member,
     build_ensemble,
@@ -77,15 +75,7 @@ def _write_member(run_dir: Path, model: Any, seed: int, splits: dict[str, Any]) 
     (run_dir / "state.json").write_text(
         json.dumps({"elapsed_s": 60.0 * seed, "best_epoch": f"deep-{seed}"})
     )
-    with (run_dir / "split.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image_id", "lesion_id", "dx", "split", "sex", "age", "localization"])
-        for name, (_, labels) in splits.items():
-            for i, c in enumerate(labels):
-                sex = "male" if i % 2 else "female"
-                writer.writerow(
-                    [f"{name}{i}", f"L{name}{i}", CLASS_CODES[c], name, sex, 40, "back"]
-                )
+    write_split_csv(run_dir / "split.csv", splits)
     logits = {
         f"{name}_logits": model.predict(splits[name][0].astype(np.float32), verbose=0)
         for name in ("val", "test")

@@ -24,12 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from conversion.tflite import FEATURE_MAP_LAYER, LOGITS_LAYER
 from device.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
-FEATURE_MAP_LAYER = "feature_map"
-LOGITS_LAYER = "logits"
 # Config keys that must agree for members to be averaged without a leak or a mismatch.
 SHARED_CONFIG_KEYS = (
     "data_dir",
@@ -181,11 +180,12 @@ def ensemble_runs(member_dirs: list[Path], out_dir: Path) -> EnsembleSummary:
         DatasetError: a member that is not a finished run.
         RunExistsError: ``out_dir`` already holds a run.
     """
+    from conversion.convert import load_keras_model
     from device.metrics import balanced_accuracy
-    from training.calibration import fit_temperature, referral_threshold, softmax
+    from training.calibration import softmax
     from training.data import split_seed_of
     from training.report import write_report
-    from training.train import RunExistsError, _write_json
+    from training.train import RunExistsError, _write_json, write_calibration
 
     started = time.time()
     out_dir = Path(out_dir)
@@ -196,7 +196,6 @@ def ensemble_runs(member_dirs: list[Path], out_dir: Path) -> EnsembleSummary:
     config = dict(members[0].config)
     val_labels = members[0].logits["val_labels"]
     val_logits = mean_logits(members, "val")
-    test_logits = mean_logits(members, "test")
     scores = {
         str(m.run_dir): balanced_accuracy(val_labels, softmax(m.logits["val_logits"]))
         for m in members
@@ -205,33 +204,18 @@ def ensemble_runs(member_dirs: list[Path], out_dir: Path) -> EnsembleSummary:
     log.info("validation balanced accuracy: %s", scores)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = build_ensemble([_load_model(m.run_dir / "model.keras") for m in members])
+    model = build_ensemble([load_keras_model(m.run_dir / "model.keras") for m in members])
     model.save(out_dir / "model.keras")
     shutil.copyfile(members[0].run_dir / "split.csv", out_dir / "split.csv")
-    temperature = fit_temperature(val_logits, val_labels)
-    threshold = referral_threshold(
-        softmax(val_logits, temperature),
-        val_labels,
+    calibration = write_calibration(
+        out_dir,
+        {
+            "val": (val_logits, val_labels),
+            "test": (mean_logits(members, "test"), members[0].logits["test_labels"]),
+        },
         config["min_sensitivity"],
         config.get("threshold_confidence", 0.0),
-    )
-    _write_json(
-        out_dir / "calibration.json",
-        {
-            "temperature": temperature,
-            "referral_threshold": threshold,
-            "uncertainty_threshold": config["uncertainty_threshold"],
-            "min_sensitivity_target": config["min_sensitivity"],
-            "threshold_confidence": config.get("threshold_confidence", 0.0),
-            "fitted_on": "val",
-        },
-    )
-    np.savez(
-        out_dir / "logits.npz",
-        val_logits=val_logits,
-        val_labels=val_labels,
-        test_logits=test_logits,
-        test_labels=members[0].logits["test_labels"],
+        config["uncertainty_threshold"],
     )
     states = [_read_json(m.run_dir / "state.json", {}) for m in members]
     train_seconds = float(sum(s.get("elapsed_s", 0.0) for s in states))
@@ -245,8 +229,8 @@ def ensemble_runs(member_dirs: list[Path], out_dir: Path) -> EnsembleSummary:
             "concatenated feature maps)",
             "val_balanced_accuracy": scores,
         },
+        split_seed=split_seed_of(members[0].config),
     )
-    config["split_seed"] = split_seed_of(members[0].config)
     _write_json(out_dir / "config.json", config)
     provenance = _read_json(members[0].run_dir / "provenance.json", {})
     provenance.update(
@@ -279,8 +263,8 @@ def ensemble_runs(member_dirs: list[Path], out_dir: Path) -> EnsembleSummary:
         run_dir=str(out_dir),
         members=[str(m.run_dir) for m in members],
         val_balanced_accuracy=scores,
-        temperature=temperature,
-        referral_threshold=threshold,
+        temperature=calibration["temperature"],
+        referral_threshold=calibration["referral_threshold"],
         train_seconds=train_seconds,
     )
     log.info("ensemble written: %s", json.dumps(asdict(summary)))
@@ -289,13 +273,3 @@ def ensemble_runs(member_dirs: list[Path], out_dir: Path) -> EnsembleSummary:
 
 def _read_json(path: Path, default: Any) -> Any:
     return json.loads(path.read_text()) if path.is_file() else default
-
-
-def _load_model(path: Path) -> Any:
-    import importlib
-
-    import keras
-
-    for name in ("training.backbones", "training.model"):
-        importlib.import_module(name)  # registers any custom layers before loading
-    return keras.models.load_model(path, compile=False)

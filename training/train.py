@@ -119,6 +119,52 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_calibration(
+    run_dir: Path,
+    logits: dict[str, tuple[np.ndarray, np.ndarray]],
+    min_sensitivity: float,
+    threshold_confidence: float,
+    uncertainty_threshold: float,
+) -> dict[str, Any]:
+    """Fit temperature and referral threshold on validation; write calibration.json and
+    logits.npz.
+
+    Args:
+        run_dir: the run folder.
+        logits: ``{"val": (logits, labels), "test": (logits, labels)}``.
+        min_sensitivity, threshold_confidence: the referral-threshold rule.
+        uncertainty_threshold: recorded for the device.
+
+    Returns:
+        The calibration written.
+    """
+    from training.calibration import fit_temperature, referral_threshold, softmax
+
+    val_logits, val_labels = logits["val"]
+    temperature = fit_temperature(val_logits, val_labels)
+    threshold = referral_threshold(
+        softmax(val_logits, temperature), val_labels, min_sensitivity, threshold_confidence
+    )
+    calibration = {
+        "temperature": temperature,
+        "referral_threshold": threshold,
+        "uncertainty_threshold": uncertainty_threshold,
+        "min_sensitivity_target": min_sensitivity,
+        "threshold_confidence": threshold_confidence,
+        "fitted_on": "val",
+    }
+    _write_json(run_dir / "calibration.json", calibration)
+    test_logits, test_labels = logits["test"]
+    np.savez(
+        run_dir / "logits.npz",
+        val_logits=val_logits,
+        val_labels=val_labels,
+        test_logits=test_logits,
+        test_labels=test_labels,
+    )
+    return calibration
+
+
 def _class_weights(labels: np.ndarray, mode: str) -> np.ndarray:
     counts = np.bincount(labels, minlength=len(CLASS_CODES)).astype(np.float64)
     if mode == "none":
@@ -304,7 +350,7 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
     import keras
 
     from training.backbones import build_backbone
-    from training.calibration import fit_temperature, referral_threshold, softmax
+    from training.calibration import softmax
     from training.model import build_classifier, set_trainable
 
     run_dir = Path(cfg.run_dir)
@@ -446,25 +492,12 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
     val_logits = predict_logits(model, x_val)
     x_test, y_test, _ = data.by_split["test"]
     test_logits = predict_logits(model, x_test)
-    temperature = fit_temperature(val_logits, y_val)
-    threshold = referral_threshold(
-        softmax(val_logits, temperature), y_val, cfg.min_sensitivity, cfg.threshold_confidence
-    )
-    calibration = {
-        "temperature": temperature,
-        "referral_threshold": threshold,
-        "uncertainty_threshold": cfg.uncertainty_threshold,
-        "min_sensitivity_target": cfg.min_sensitivity,
-        "threshold_confidence": cfg.threshold_confidence,
-        "fitted_on": "val",
-    }
-    _write_json(run_dir / "calibration.json", calibration)
-    np.savez(
-        run_dir / "logits.npz",
-        val_logits=val_logits,
-        val_labels=y_val,
-        test_logits=test_logits,
-        test_labels=y_test,
+    write_calibration(
+        run_dir,
+        {"val": (val_logits, y_val), "test": (test_logits, y_test)},
+        cfg.min_sensitivity,
+        cfg.threshold_confidence,
+        cfg.uncertainty_threshold,
     )
     state["elapsed_s"] = elapsed_before + time.time() - started
     _write_json(state_path, state)
