@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,10 @@ def test_ensemble_run_converts_to_a_bundle_the_device_runs(member_runs, splits, 
         np.testing.assert_allclose(logits["test_logits"], np.mean(members, axis=0), atol=1e-6)
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["test"]["balanced_accuracy"] <= 1.0
+    # an ensemble has no training history, so its report links only the charts it has
+    report = (out / "report.md").read_text()
+    for chart in re.findall(r"\]\(([^)]+\.png)\)", report):
+        assert (out / chart).is_file(), chart
     with pytest.raises(FileExistsError):
         ensemble_runs(member_runs, out)
 

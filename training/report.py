@@ -298,9 +298,10 @@ def write_report(run_dir: Path, n_boot: int = 1000) -> dict[str, Any]:
     _plot_confusion(run_dir / "confusion_matrix.png", test_labels, calibrated)
     _plot_roc(run_dir / "roc_malignant.png", test_labels, calibrated, threshold)
     _plot_reliability(run_dir / "reliability.png", test_labels, raw, calibrated, temperature)
-    if state.get("history"):
+    has_history = bool(state.get("history"))
+    if has_history:
         _plot_training(run_dir / "training_curves.png", state["history"])
-    (run_dir / "report.md").write_text(_markdown(metrics, config))
+    (run_dir / "report.md").write_text(_markdown(metrics, config, training_curves=has_history))
     return metrics
 
 
@@ -328,7 +329,9 @@ def _read_split(run_dir: Path) -> list[dict[str, str]]:
     return read_split_csv(run_dir / "split.csv")
 
 
-def _markdown(metrics: dict[str, Any], config: dict[str, Any]) -> str:
+def _markdown(
+    metrics: dict[str, Any], config: dict[str, Any], training_curves: bool = True
+) -> str:
     test = metrics["test"]
     lines = [
         f"# Evaluation report: {Path(config['run_dir']).name}",
@@ -395,7 +398,8 @@ def _markdown(metrics: dict[str, Any], config: dict[str, Any]) -> str:
         "## Charts",
         "",
         "![confusion](confusion_matrix.png) ![roc](roc_malignant.png)",
-        "![reliability](reliability.png) ![training](training_curves.png)",
+        "![reliability](reliability.png)"
+        + (" ![training](training_curves.png)" if training_curves else ""),
         "",
         f"Training time: {(metrics['train_seconds'] or 0) / 60:.1f} min; best epoch "
         f"{metrics['best_epoch']}.",
