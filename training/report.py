@@ -329,9 +329,7 @@ def _read_split(run_dir: Path) -> list[dict[str, str]]:
     return read_split_csv(run_dir / "split.csv")
 
 
-def _markdown(
-    metrics: dict[str, Any], config: dict[str, Any], training_curves: bool = True
-) -> str:
+def _markdown(metrics: dict[str, Any], config: dict[str, Any], training_curves: bool = True) -> str:
     test = metrics["test"]
     lines = [
         f"# Evaluation report: {Path(config['run_dir']).name}",
