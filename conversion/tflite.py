@@ -95,7 +95,9 @@ def convert_classifier(
 
     The result has one uint8 input (the raw RGB pixels) and two int8 outputs:
     the ``feature_map`` activation and the ``logits``. Only ``TFLITE_BUILTINS_INT8``
-    ops are allowed, so it runs on LiteRT and tflite-runtime without Flex.
+    ops are allowed, so it runs on LiteRT and tflite-runtime without Flex. The input
+    normalisation is rewritten so that its int8 form keeps every pixel level
+    (``conversion.normalisation``).
 
     Args:
         model: the trained Keras model (see the module docstring for its contract).
@@ -112,8 +114,10 @@ def convert_classifier(
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {quantization!r}; supported: {QUANTIZATIONS}")
+    from conversion.normalisation import integer_friendly
+
     tf = _tf()
-    both = two_output_model(model)
+    both = two_output_model(integer_friendly(model))
 
     def gen() -> Iterator[list[np.ndarray]]:
         for image in representative():
