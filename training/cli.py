@@ -18,6 +18,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split-seed", type=int, help="seed of the lesion-grouped split (default: --seed)"
     )
+    from training.backbones import BACKBONES
+
+    parser.add_argument(
+        "--backbone",
+        choices=sorted(BACKBONES),
+        help="ImageNet backbone (default efficientnet_lite0)",
+    )
     parser.add_argument("--head-epochs", type=int)
     parser.add_argument("--finetune-epochs", type=int)
     parser.add_argument("--first-trainable-block")
@@ -67,6 +74,7 @@ def main(args: argparse.Namespace) -> int:
         steps_per_epoch=args.steps_per_epoch,
     )
     tunables = (
+        "backbone",
         "head_epochs",
         "finetune_epochs",
         "deep_epochs",
