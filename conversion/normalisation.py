@@ -44,16 +44,26 @@ def _centred(layer: Any) -> Any | None:
     return CentredRescaling(scale, offset / scale, name=layer.name)
 
 
+def _layers(model: Any) -> list[Any]:
+    """Every layer of ``model``, inside nested models too (an ensemble nests its members)."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(_layers(layer))
+    return found
+
+
 def integer_friendly(model: Any) -> Any:
     """A copy of a functional ``model`` (same layer names and weights) whose scalar
-    ``Rescaling`` layers subtract before they scale. Returns ``model`` itself when it
-    has none."""
-    if not any(_centred(layer) is not None for layer in model.layers):
+    ``Rescaling`` layers, nested ones included, subtract before they scale. Returns
+    ``model`` itself when it has none."""
+    if not any(_centred(layer) is not None for layer in _layers(model)):
         return model
 
     def clone(layer: Any) -> Any:
         return _centred(layer) or layer.__class__.from_config(layer.get_config())
 
-    copy = keras.models.clone_model(model, clone_function=clone)
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
     copy.set_weights(model.get_weights())
     return copy

@@ -29,6 +29,19 @@ def test_rewritten_model_computes_the_same_function(model) -> None:
         np.testing.assert_array_equal(a, b)
 
 
+def test_nested_models_are_rewritten_too(model) -> None:
+    import keras
+
+    inputs = keras.Input(model.inputs[0].shape[1:])
+    outer = keras.Model(inputs, model(inputs))
+    friendly = integer_friendly(outer)
+    assert friendly is not outer
+    nested = [layer for layer in friendly.layers if isinstance(layer, keras.Model)]
+    assert isinstance(nested[0].get_layer("normalise"), CentredRescaling)
+    x = synthetic_model_inputs(4, seed=5)[0].astype(np.float32)
+    np.testing.assert_allclose(np.asarray(friendly(x)), np.asarray(outer(x)), atol=1e-5)
+
+
 def test_model_without_rescaling_is_returned_unchanged() -> None:
     import keras
 
