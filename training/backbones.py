@@ -80,6 +80,64 @@ def _bn_weights(state: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
     return [state[f"{prefix}.{n}"] for n in ("weight", "bias", "running_mean", "running_var")]
 
 
+def _inverted_residual_blocks(
+    x, stages: list[tuple[int, int, int, int, int]], bn_epsilon: float, symmetric_padding: bool
+):
+    """The stacked inverted-residual blocks shared by EfficientNet-Lite0 and MobileNetV2.
+
+    Args:
+        x: the stem's output (32 channels).
+        stages: (expand ratio, kernel, first stride, output channels, repeats) per stage.
+        bn_epsilon: BatchNorm epsilon of the source framework.
+        symmetric_padding: pad strided depthwise convolutions by (k - 1) / 2 on every side,
+            as torch does, instead of Keras' "same" (asymmetric at stride 2).
+
+    Returns:
+        The last block's output and the block names, "stem" first.
+    """
+    from keras import layers
+
+    channels = x.shape[-1]
+    block_names = ["stem"]
+    for expand, kernel, stride, out_channels, repeats in stages:
+        for repeat in range(repeats):
+            block_stride = stride if repeat == 0 else 1
+            name = f"block{len(block_names) - 1}"
+            shortcut = x
+            if expand != 1:
+                x = layers.Conv2D(channels * expand, 1, use_bias=False, name=f"{name}_expand_conv")(
+                    x
+                )
+                x = layers.BatchNormalization(epsilon=bn_epsilon, name=f"{name}_expand_bn")(x)
+                x = layers.ReLU(6.0, name=f"{name}_expand_relu")(x)
+            padding = "same"
+            if symmetric_padding and block_stride != 1:
+                x = layers.ZeroPadding2D((kernel - 1) // 2, name=f"{name}_dw_pad")(x)
+                padding = "valid"
+            x = layers.DepthwiseConv2D(
+                kernel, block_stride, padding=padding, use_bias=False, name=f"{name}_dw_conv"
+            )(x)
+            x = layers.BatchNormalization(epsilon=bn_epsilon, name=f"{name}_dw_bn")(x)
+            x = layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
+            x = layers.Conv2D(out_channels, 1, use_bias=False, name=f"{name}_project_conv")(x)
+            x = layers.BatchNormalization(epsilon=bn_epsilon, name=f"{name}_project_bn")(x)
+            if block_stride == 1 and channels == out_channels:
+                x = layers.Add(name=f"{name}_add")([x, shortcut])
+            channels = out_channels
+            block_names.append(name)
+    block_names.append("head")
+    return x, block_names
+
+
+def _head(x, bn_epsilon: float):
+    """The 1x1 conv to 1280 channels, BatchNorm and ReLU6: the ``feature_map`` layer."""
+    from keras import layers
+
+    x = layers.Conv2D(1280, 1, use_bias=False, name="head_conv")(x)
+    x = layers.BatchNormalization(epsilon=bn_epsilon, name="head_bn")(x)
+    return layers.ReLU(6.0, name=FEATURE_LAYER)(x)
+
+
 def build_efficientnet_lite0(input_size: int = 224, weights: bool = True) -> Backbone:
     """EfficientNet-Lite0 (no squeeze-excite, ReLU6) with Google's ImageNet weights.
 
@@ -94,41 +152,13 @@ def build_efficientnet_lite0(input_size: int = 224, weights: bool = True) -> Bac
     x = layers.Conv2D(32, 3, 2, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
-    channels = 32
-    block_names = ["stem"]
-    index = 0
-    for expand, kernel, stride, out_channels, repeats in EFFICIENTNET_LITE0_STAGES:
-        for repeat in range(repeats):
-            block_stride = stride if repeat == 0 else 1
-            name = f"block{index}"
-            shortcut = x
-            if expand != 1:
-                x = layers.Conv2D(channels * expand, 1, use_bias=False, name=f"{name}_expand_conv")(
-                    x
-                )
-                x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_expand_bn")(x)
-                x = layers.ReLU(6.0, name=f"{name}_expand_relu")(x)
-            x = layers.DepthwiseConv2D(
-                kernel, block_stride, padding="same", use_bias=False, name=f"{name}_dw_conv"
-            )(x)
-            x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_dw_bn")(x)
-            x = layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
-            x = layers.Conv2D(out_channels, 1, use_bias=False, name=f"{name}_project_conv")(x)
-            x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_project_bn")(x)
-            if block_stride == 1 and channels == out_channels:
-                x = layers.Add(name=f"{name}_add")([x, shortcut])
-            channels = out_channels
-            block_names.append(name)
-            index += 1
-    x = layers.Conv2D(1280, 1, use_bias=False, name="head_conv")(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name="head_bn")(x)
-    x = layers.ReLU(6.0, name=FEATURE_LAYER)(x)
-    block_names.append("head")
+    x, block_names = _inverted_residual_blocks(
+        x, list(EFFICIENTNET_LITE0_STAGES), BN_EPSILON, symmetric_padding=False
+    )
+    x = _head(x, BN_EPSILON)
     model = keras.Model(inputs, x, name="efficientnet_lite0")
 
-    imagenet_head = None
-    if weights:
-        imagenet_head = _load_lite0_weights(model, index)
+    imagenet_head = _load_lite0_weights(model, len(block_names) - 2) if weights else None
     return Backbone(
         model=model,
         block_names=block_names,
@@ -190,49 +220,14 @@ def build_mobilenet_v2(input_size: int = 224, weights: bool = True) -> Backbone:
     x = layers.Conv2D(32, 3, 2, padding="valid", use_bias=False, name="stem_conv")(x)
     x = layers.BatchNormalization(epsilon=MOBILENET_V2_BN_EPSILON, name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
-    channels = 32
-    block_names = ["stem"]
-    index = 0
-    for expand, out_channels, repeats, stride in MOBILENET_V2_STAGES:
-        for repeat in range(repeats):
-            block_stride = stride if repeat == 0 else 1
-            name = f"block{index}"
-            shortcut = x
-            if expand != 1:
-                x = layers.Conv2D(channels * expand, 1, use_bias=False, name=f"{name}_expand_conv")(
-                    x
-                )
-                x = layers.BatchNormalization(
-                    epsilon=MOBILENET_V2_BN_EPSILON, name=f"{name}_expand_bn"
-                )(x)
-                x = layers.ReLU(6.0, name=f"{name}_expand_relu")(x)
-            if block_stride == 1:
-                x = layers.DepthwiseConv2D(
-                    3, 1, padding="same", use_bias=False, name=f"{name}_dw_conv"
-                )(x)
-            else:
-                x = layers.ZeroPadding2D(1, name=f"{name}_dw_pad")(x)
-                x = layers.DepthwiseConv2D(
-                    3, block_stride, padding="valid", use_bias=False, name=f"{name}_dw_conv"
-                )(x)
-            x = layers.BatchNormalization(epsilon=MOBILENET_V2_BN_EPSILON, name=f"{name}_dw_bn")(x)
-            x = layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
-            x = layers.Conv2D(out_channels, 1, use_bias=False, name=f"{name}_project_conv")(x)
-            x = layers.BatchNormalization(
-                epsilon=MOBILENET_V2_BN_EPSILON, name=f"{name}_project_bn"
-            )(x)
-            if block_stride == 1 and channels == out_channels:
-                x = layers.Add(name=f"{name}_add")([x, shortcut])
-            channels = out_channels
-            block_names.append(name)
-            index += 1
-    x = layers.Conv2D(1280, 1, use_bias=False, name="head_conv")(x)
-    x = layers.BatchNormalization(epsilon=MOBILENET_V2_BN_EPSILON, name="head_bn")(x)
-    x = layers.ReLU(6.0, name=FEATURE_LAYER)(x)
-    block_names.append("head")
+    stages = [(e, 3, s, c, n) for e, c, n, s in MOBILENET_V2_STAGES]
+    x, block_names = _inverted_residual_blocks(
+        x, stages, MOBILENET_V2_BN_EPSILON, symmetric_padding=True
+    )
+    x = _head(x, MOBILENET_V2_BN_EPSILON)
     model = keras.Model(inputs, x, name="mobilenet_v2")
 
-    imagenet_head = _load_mobilenet_v2_weights(model, index) if weights else None
+    imagenet_head = _load_mobilenet_v2_weights(model, len(block_names) - 2) if weights else None
     return Backbone(
         model=model,
         block_names=block_names,
