@@ -12,6 +12,7 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,8 +82,8 @@ def _bn_weights(state: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
 
 
 def _inverted_residual_blocks(
-    x, stages: list[tuple[int, int, int, int, int]], bn_epsilon: float, symmetric_padding: bool
-):
+    x: Any, stages: list[tuple[int, int, int, int, int]], bn_epsilon: float, symmetric_padding: bool
+) -> tuple[Any, list[str]]:
     """The stacked inverted-residual blocks shared by EfficientNet-Lite0 and MobileNetV2.
 
     Args:
@@ -129,7 +130,7 @@ def _inverted_residual_blocks(
     return x, block_names
 
 
-def _head(x, bn_epsilon: float):
+def _head(x: Any, bn_epsilon: float) -> Any:
     """The 1x1 conv to 1280 channels, BatchNorm and ReLU6: the ``feature_map`` layer."""
     from keras import layers
 
