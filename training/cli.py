@@ -18,12 +18,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split-seed", type=int, help="seed of the lesion-grouped split (default: --seed)"
     )
-    from training.backbones import BACKBONES
-
     parser.add_argument(
         "--backbone",
-        choices=sorted(BACKBONES),
-        help="ImageNet backbone (default efficientnet_lite0)",
+        type=_backbone_name,
+        metavar="NAME",
+        help="ImageNet backbone registered in training/backbones.py (default efficientnet_lite0)",
     )
     parser.add_argument("--head-epochs", type=int)
     parser.add_argument("--finetune-epochs", type=int)
@@ -46,6 +45,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit-per-split", type=int, default=0, help="smoke tests: cap images")
     parser.add_argument("--steps-per-epoch", type=int, default=0, help="smoke tests: cap steps")
+
+
+def _backbone_name(name: str) -> str:
+    """A registered backbone name. The registry is imported only when the option is
+    given, so building the parser (every ``skinscan`` start, the device's too) stays free."""
+    from training.backbones import BACKBONES
+
+    if name not in BACKBONES:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {name!r} (choose from {', '.join(sorted(BACKBONES))})"
+        )
+    return name
 
 
 def main(args: argparse.Namespace) -> int:
