@@ -8,7 +8,7 @@ import pytest
 
 from device.errors import ConfigError
 from device.imaging.io import read_image
-from device.imaging.pipeline import PreprocessSpec, preprocess, to_working_size
+from device.imaging.pipeline import PreprocessSpec, default_spec, preprocess, to_working_size
 from device.imaging.roi import CropParams, crop_and_resize, square_roi
 from device.imaging.segment import segment_lesion
 from device.phantoms import make_phantom
@@ -89,14 +89,14 @@ def _without_hair_removal(spec: PreprocessSpec) -> PreprocessSpec:
 
 def test_v2_crops_the_full_resolution_frame():
     frame = make_phantom(4, size=(450, 600), hair=False).image
-    spec = _version(PreprocessSpec(), 2, hair_removal=False)
+    spec = _version(2, hair_removal=False)
     result = preprocess(frame, spec)
     assert np.array_equal(result.model_input, crop_and_resize(frame, result.roi_box, 224))
 
 
 def test_v2_keeps_detail_that_v1_blurs_away():
     frame = make_phantom(5, size=(450, 600), hair=False).image
-    v2 = _version(PreprocessSpec(), 2, hair_removal=False)
+    v2 = _version(2, hair_removal=False)
     v1 = PreprocessSpec.from_dict({**v2.to_dict(), "version": 1})
 
     def sharpness(image):
@@ -108,14 +108,15 @@ def test_v2_keeps_detail_that_v1_blurs_away():
     )
 
 
-def _version(spec: PreprocessSpec, version: int, **changes) -> PreprocessSpec:
-    return PreprocessSpec.from_dict({**spec.to_dict(), "version": version, **changes})
+def _version(version: int, **changes) -> PreprocessSpec:
+    """A spec of an older ``version``: that version's defaults with ``changes``."""
+    return PreprocessSpec.from_dict({**default_spec(version).to_dict(), **changes})
 
 
 def test_v2_inpaints_hair_inside_the_crop():
     hairy = make_phantom(3, size=(450, 600))
     clean = make_phantom(3, size=(450, 600), hair=False).image
-    spec = _version(PreprocessSpec(), 2, crop={"margin": 0.25, "min_fraction": 0.75})
+    spec = _version(2, crop={"margin": 0.25, "min_fraction": 0.75})
     removed = preprocess(hairy.image, spec)
     kept = preprocess(hairy.image, _without_hair_removal(spec))
     reference = crop_and_resize(clean, removed.roi_box, 224).astype(np.float64)
@@ -130,8 +131,8 @@ def test_v2_inpaints_hair_inside_the_crop():
 def test_v3_removes_hair_to_segment_but_feeds_the_model_the_photographed_crop():
     hairy = make_phantom(3, size=(450, 600))
     crop = {"margin": 0.25, "min_fraction": 0.5}
-    v3 = _version(PreprocessSpec(), 3, crop=crop)
-    v1 = _version(v3, 1)
+    v3 = _version(3, crop=crop)
+    v1 = _version(1, crop=crop)
     result = preprocess(hairy.image, v3)
     assert result.hair_fraction > 0
     work, _ = to_working_size(hairy.image, v3.work_long_side)
@@ -155,13 +156,13 @@ def test_v3_gives_a_large_frame_the_detail_of_the_training_images():
 
 def test_v3_default_crop_is_the_whole_short_side():
     frame = make_phantom(2, size=(450, 600), hair=False).image
-    x0, y0, x1, y1 = preprocess(frame).roi_box
+    x0, y0, x1, y1 = preprocess(frame, default_spec(3)).roi_box
     assert (x1 - x0, y1 - y0) == (450, 450)
-    assert preprocess(frame).model_input.shape == (224, 224, 3)
+    assert preprocess(frame, default_spec(3)).model_input.shape == (224, 224, 3)
 
 
 def test_version_1_specs_still_load_and_crop_the_working_image():
-    data = PreprocessSpec().to_dict()
+    data = default_spec(3).to_dict()
     data.update(version=1, hair_removal=False)
     spec = PreprocessSpec.from_dict(data)
     frame = make_phantom(6, size=(450, 600), hair=False).image

@@ -5,6 +5,11 @@ Dermoscopy has no canonical orientation, so rotation covers the full circle and
 all flips are allowed. A random resized crop (a window of random area and aspect
 ratio, stretched back to the full input) varies scale and framing, as a
 hand-held dermoscope does.
+
+The acquisition transforms stand in for cameras HAM10000 never saw: a residual
+colour cast per channel (what colour constancy leaves), gamma (another tone
+curve), optical blur or a lower optical resolution, and JPEG compression.
+Missing from a run's config (runs before spec 4), they are off.
 """
 
 from __future__ import annotations
@@ -31,17 +36,29 @@ class AugmentConfig:
         contrast: max relative contrast change.
         hue: max hue shift, in OpenCV hue units (0-180 is the full circle).
         saturation: max relative saturation change.
+        channel_gain: max per-channel gain change, as a log factor (0.1 is about +-10%).
+        gamma: (min, max) gamma of the tone curve, drawn log-uniformly.
+        blur_probability: chance of an optical blur or resolution loss.
+        blur_sigma: max Gaussian sigma of that blur, in model-input pixels.
+        jpeg_probability: chance of re-encoding as JPEG.
+        jpeg_quality: (min, max) JPEG quality of that re-encoding.
     """
 
     flip: bool = True
     rotate: bool = True
     crop_scale: tuple[float, float] = (0.5, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    zoom: tuple[float, float] = (1.0, 1.1)
+    zoom: tuple[float, float] = (0.85, 1.15)
     brightness: float = 20.0
     contrast: float = 0.2
     hue: float = 4.0
     saturation: float = 0.15
+    channel_gain: float = 0.08
+    gamma: tuple[float, float] = (0.75, 1.35)
+    blur_probability: float = 0.3
+    blur_sigma: float = 1.5
+    jpeg_probability: float = 0.25
+    jpeg_quality: tuple[float, float] = (30.0, 90.0)
 
     def to_dict(self) -> dict:
         """JSON-ready dict for the run folder."""
@@ -54,17 +71,30 @@ class AugmentConfig:
         A run configured before the random resized crop existed did not crop, so a
         missing crop range means no crop and an old run resumes as it started.
         """
-        data = {"crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0), **data}
+        off = {
+            "crop_scale": (1.0, 1.0),
+            "crop_ratio": (1.0, 1.0),
+            "channel_gain": 0.0,
+            "gamma": (1.0, 1.0),
+            "blur_probability": 0.0,
+            "jpeg_probability": 0.0,
+        }
+        data = {**off, **data}
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ConfigError(f"augment: unknown keys {unknown}")
-        for key in ("crop_scale", "crop_ratio", "zoom"):
+        for key in ("crop_scale", "crop_ratio", "zoom", "gamma", "jpeg_quality"):
             low, high = (float(v) for v in data[key])
             if not 0 < low <= high:
                 raise ConfigError(f"augment.{key}: need 0 < min <= max, got {data[key]}")
             data[key] = (low, high)
         if data["crop_scale"][1] > 1:
             raise ConfigError(f"augment.crop_scale: max must be <= 1, got {data['crop_scale']}")
+        for key in ("blur_probability", "jpeg_probability"):
+            if not 0 <= float(data[key]) <= 1:
+                raise ConfigError(f"augment.{key}: must be in [0, 1], got {data[key]}")
+        if data["jpeg_quality"][1] > 100:
+            raise ConfigError(f"augment.jpeg_quality: max must be <= 100, got {data['jpeg_quality']}")
         return cls(**data)
 
 
@@ -122,10 +152,37 @@ def random_colour(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def random_acquisition(
+    image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig
+) -> np.ndarray:
+    """Another camera: channel gains, gamma, blur or lower resolution, JPEG compression."""
+    if cfg.channel_gain > 0 or cfg.gamma != (1.0, 1.0):
+        gains = np.exp(rng.uniform(-cfg.channel_gain, cfg.channel_gain, 3)).astype(np.float32)
+        gamma = float(np.exp(rng.uniform(np.log(cfg.gamma[0]), np.log(cfg.gamma[1]))))
+        scaled = np.clip(image.astype(np.float32) / 255.0 * gains, 0.0, 1.0)
+        image = (np.power(scaled, gamma) * 255.0 + 0.5).astype(np.uint8)
+    if cfg.blur_probability > 0 and rng.random() < cfg.blur_probability:
+        sigma = rng.uniform(0.3, cfg.blur_sigma)
+        if rng.random() < 0.5:
+            image = cv2.GaussianBlur(image, (0, 0), sigma)
+        else:
+            size = image.shape[0]
+            small = max(8, int(round(size / (1.0 + sigma))))
+            image = cv2.resize(image, (small, small), interpolation=cv2.INTER_AREA)
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    if cfg.jpeg_probability > 0 and rng.random() < cfg.jpeg_probability:
+        quality = int(rng.uniform(*cfg.jpeg_quality))
+        ok, encoded = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:
+            image = np.ascontiguousarray(cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1])
+    return image
+
+
 def augment(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     """Apply every configured random transform to one uint8 RGB image."""
     image = random_resized_crop(image, rng, cfg.crop_scale, cfg.crop_ratio)
     if cfg.flip:
         image = random_flip(image, rng)
     image = random_rotate_zoom(image, rng, cfg.rotate, cfg.zoom)
+    image = random_acquisition(image, rng, cfg)
     return random_colour(image, rng, cfg)

@@ -27,15 +27,18 @@ PHOTO_SIDE = 352
 
 
 def roi_photo(frame: np.ndarray, roi_box: tuple[int, int, int, int], side: int = PHOTO_SIDE):
-    """The analysed square of the original still (hair and all), resized to ``side``."""
-    import cv2
+    """The analysed square of the original still (hair and all), resized to ``side``.
+
+    A square that reaches past the still (spec 4, a lesion filling the frame) is
+    padded the way the model input was, so the heatmap lies on what the model saw.
+    """
+    from device.imaging.roi import crop_and_resize
 
     x0, y0, x1, y1 = roi_box
-    crop = frame[max(0, y0) : y1, max(0, x0) : x1]
-    if crop.size == 0:
+    height, width = frame.shape[:2]
+    if x1 <= max(0, x0) or y1 <= max(0, y0) or x0 >= width or y0 >= height:
         raise ValueError(f"empty ROI {roi_box} in a frame of shape {frame.shape}")
-    interpolation = cv2.INTER_AREA if crop.shape[0] > side else cv2.INTER_LINEAR
-    return cv2.resize(crop, (side, side), interpolation=interpolation)
+    return crop_and_resize(frame, roi_box, side)
 
 
 def legend_colours() -> np.ndarray:

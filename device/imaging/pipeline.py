@@ -19,6 +19,14 @@ hair; it crops the *un-inpainted* working image:
   only ever learns from crops of a 200 px image. Cropping a device frame at full
   resolution would show the model sharper detail than it was trained on; cropping
   the working image gives device frames the training images' level of detail.
+
+Version 4 is version 3 made robust to the acquisition: Shades-of-Gray colour
+constancy on the working image (:mod:`device.imaging.colour`) before anything
+else looks at it, so another camera's colour balance reaches the model
+normalised; and a crop that follows the lesion's size within [0.8, 1.5] x the
+short side, padded by reflection past the frame, so a lesion photographed from
+closer or further away fills a similar share of the model input, and a lesion
+that touches the border keeps its whole extent.
 """
 
 from __future__ import annotations
@@ -32,13 +40,14 @@ import cv2
 import numpy as np
 
 from device.errors import ConfigError
+from device.imaging.colour import NO_COLOUR_CONSTANCY, ColourParams, normalise_colour
 from device.imaging.hair import HairParams, remove_hair
 from device.imaging.roi import Box, CropParams, crop_and_resize, square_roi
 from device.imaging.segment import SegmentParams, segment_lesion
 from device.imaging.validate import ensure_rgb_uint8
 
-SPEC_VERSION = 3
-SUPPORTED_VERSIONS = (1, 2, 3)
+SPEC_VERSION = 4
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 
 
 RESIZE_RULES = {
@@ -64,6 +73,16 @@ RESIZE_RULES = {
         "to input_size (INTER_AREA down, INTER_LINEAR up); RGB uint8, no normalisation (the "
         "model normalises)"
     ),
+    4: (
+        "scale the frame so its long side is work_long_side (INTER_AREA down, INTER_LINEAR "
+        "up); divide out the Shades-of-Gray illuminant estimate (colour; dark and clipped "
+        "pixels ignored, gains clamped); find hair there and segment the hair-removed copy; "
+        "square crop of the colour-normalised, un-inpainted working image around the lesion "
+        "box with margin, clamped to [min_fraction, max_fraction] x short side, shifted "
+        "inside the image where it fits and padded by reflection where it does not; resize "
+        "to input_size (INTER_AREA down, INTER_LINEAR up); RGB uint8, no normalisation (the "
+        "model normalises)"
+    ),
 }
 
 
@@ -82,6 +101,7 @@ class PreprocessSpec:
         hair: hair removal parameters.
         segment: k-means segmentation parameters.
         crop: ROI crop parameters.
+        colour: colour constancy on the working image (version 4; none before).
     """
 
     version: int = SPEC_VERSION
@@ -89,8 +109,20 @@ class PreprocessSpec:
     work_long_side: int = 200
     hair_removal: bool = True
     hair: HairParams = field(default_factory=HairParams)
-    segment: SegmentParams = field(default_factory=SegmentParams)
-    crop: CropParams = field(default_factory=lambda: CropParams(margin=0.25, min_fraction=1.0))
+    segment: SegmentParams = field(default_factory=lambda: SegmentParams(min_contrast=8.0))
+    crop: CropParams = field(
+        default_factory=lambda: CropParams(margin=0.2, min_fraction=0.8, max_fraction=1.5)
+    )
+    colour: ColourParams = field(default_factory=ColourParams)
+
+    def __post_init__(self) -> None:
+        if self.version < 4 and (
+            self.colour.method != "none" or self.crop.max_fraction != 1.0
+        ):
+            raise ConfigError(
+                f"preprocessing: version {self.version} has no colour constancy and no "
+                "crop past the frame (use version 4)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; includes the resize rule in words for the manifest reader."""
@@ -100,8 +132,13 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
-        """Build a spec from :meth:`to_dict` output. Raises ConfigError on unknown keys."""
+        """Build a spec from :meth:`to_dict` output. Raises ConfigError on unknown keys.
+
+        Specs written before version 4 have no ``colour`` entry: they had none.
+        """
         data = dict(data)
+        if "colour" not in data:
+            data["colour"] = asdict(NO_COLOUR_CONSTANCY)
         data.pop("resize_rule", None)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -112,7 +149,12 @@ class PreprocessSpec:
                 f"preprocessing.version: {data['version']} is not supported "
                 f"(supported: {list(SUPPORTED_VERSIONS)})"
             )
-        nested = {"hair": HairParams, "segment": SegmentParams, "crop": CropParams}
+        nested = {
+            "hair": HairParams,
+            "segment": SegmentParams,
+            "crop": CropParams,
+            "colour": ColourParams,
+        }
         try:
             for key, kind in nested.items():
                 if key in data:
@@ -125,6 +167,24 @@ class PreprocessSpec:
         """A short stable hash of the spec: the key of preprocessed caches."""
         text = json.dumps(asdict(self), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def default_spec(version: int = SPEC_VERSION) -> PreprocessSpec:
+    """The default spec of a version: what ``skinscan train`` used when it was current.
+
+    Versions 1-3 had no colour constancy, no minimum lesion contrast and no crop
+    past the frame; version 3's crop was the whole short side.
+    """
+    if version == SPEC_VERSION:
+        return PreprocessSpec()
+    if version not in SUPPORTED_VERSIONS:
+        raise ConfigError(f"preprocessing.version: {version} is not supported")
+    return PreprocessSpec(
+        version=version,
+        segment=SegmentParams(),
+        crop=CropParams(margin=0.25, min_fraction=1.0),
+        colour=NO_COLOUR_CONSTANCY,
+    )
 
 
 @dataclass(frozen=True)
@@ -162,10 +222,15 @@ def to_working_size(frame: np.ndarray, long_side: int) -> tuple[np.ndarray, floa
     return cv2.resize(frame, size, interpolation=interpolation), 1.0 / scale
 
 
-def to_frame_box(box: Box, scale: float, shape: tuple[int, int]) -> Box:
-    """Map a working-image box to frame coordinates (``scale`` frame px per working px), clamped."""
+def to_frame_box(box: Box, scale: float, shape: tuple[int, int], clamp: bool = True) -> Box:
+    """Map a working-image box to frame coordinates (``scale`` frame px per working px).
+
+    Clamped to the frame unless ``clamp`` is False (a crop padded past the frame).
+    """
     height, width = shape
     x0, y0, x1, y1 = box
+    if not clamp:
+        return tuple(int(round(v * scale)) for v in box)  # type: ignore[return-value]
     return (
         max(0, int(round(x0 * scale))),
         max(0, int(round(y0 * scale))),
@@ -179,6 +244,7 @@ def preprocess(frame: np.ndarray, spec: PreprocessSpec | None = None) -> Preproc
     frame = ensure_rgb_uint8(frame, "frame")
     spec = spec or PreprocessSpec()
     photographed, scale = to_working_size(frame, spec.work_long_side)
+    photographed = normalise_colour(photographed, spec.colour)
     work = photographed
     hair = np.zeros(work.shape[:2], bool)
     if spec.hair_removal:
@@ -187,11 +253,11 @@ def preprocess(frame: np.ndarray, spec: PreprocessSpec | None = None) -> Preproc
     segmentation = segment_lesion(work, spec.segment)
     shape = frame.shape[:2]
     lesion_box = None if segmentation.box is None else to_frame_box(segmentation.box, scale, shape)
-    if spec.version in (1, 3):
+    if spec.version != 2:
         roi = square_roi(work.shape[:2], segmentation.box, spec.crop)
         source = work if spec.version == 1 else photographed
         model_input = crop_and_resize(source, roi, spec.input_size)
-        roi_box = to_frame_box(roi, scale, shape)
+        roi_box = to_frame_box(roi, scale, shape, clamp=spec.crop.max_fraction == 1.0)
     else:
         roi_box = square_roi(shape, lesion_box, spec.crop)
         model_input = crop_and_resize(frame, roi_box, spec.input_size)
