@@ -109,6 +109,7 @@ def render_model_card(manifest: Manifest) -> str:
     parity = m.get("parity") or {}
     cls_val = parity.get("classifier_val") or {}
     cam = parity.get("gradcam") or {}
+    gates = parity.get("thresholds") or {}
     fm = manifest.classifier.feature_map.shape
     size = manifest.classifier.input_size
     recall = int8.get("per_class_recall") or {}
@@ -182,8 +183,12 @@ def render_model_card(manifest: Manifest) -> str:
         "",
         "### Conversion parity (validation split)",
         "",
-        f"- int8 vs float top-1 agreement: {_num(cls_val.get('top1_agreement'))}; "
-        f"balanced-accuracy drop: {_num(cls_val.get('balanced_accuracy_drop'))} "
+        f"- int8 vs float referral-decision agreement: "
+        f"{_num(cls_val.get('referral_agreement'))} (gate >= "
+        f"{_num(gates.get('min_referral_agreement'))}); balanced-accuracy drop: "
+        f"{_num(cls_val.get('balanced_accuracy_drop'))} (gate <= "
+        f"{_num(gates.get('max_balanced_accuracy_drop'))}); top-1 agreement "
+        f"{_num(cls_val.get('top1_agreement'))}, reported, not gated "
         f"(n = {cls_val.get('n', 'n/a')}).",
         f"- Grad-CAM vs the float GradientTape reference: correlation "
         f"{_num(cam.get('corr_float_mean'))} with the float backbone, mean "

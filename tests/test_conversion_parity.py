@@ -118,6 +118,7 @@ def test_int8_matches_float_on_validation(converted: tuple[Any, Path]) -> None:
     val = result.report["classifier_val"]
     assert val["n"] == SPLIT_SIZES["val"]
     assert val["top1_agreement"] >= 0.98
+    assert val["referral_agreement"] >= 0.97
     assert val["balanced_accuracy_drop"] <= 0.01
     # The model learned the task, so agreement is not the agreement of two coin flips.
     assert val["balanced_accuracy_float"] >= 0.7
@@ -184,6 +185,7 @@ def test_runtimes_agree_within_quantization_tolerance(converted: tuple[Any, Path
     assert "ai_edge_litert" in runtimes
     for name, r in runtimes.items():
         assert r["top1_agreement"] >= 0.98, name
+        assert r["referral_agreement"] >= 0.97, name
         assert r["max_logit_diff_steps"] <= 8, name
 
 
@@ -254,18 +256,32 @@ def test_representative_sample_covers_every_class() -> None:
 
 def test_parity_failures_are_reported() -> None:
     report = {
-        "classifier_val": {"top1_agreement": 0.9, "balanced_accuracy_drop": 0.03},
+        "classifier_val": {
+            "top1_agreement": 0.9,
+            "referral_agreement": 0.96,
+            "balanced_accuracy_drop": 0.03,
+        },
         "gradcam": {"corr_float_min": 0.5, "corr_int8_mean": 0.4},
         "oracle_max_error": 0.1,
-        "runtimes": {"x": {"top1_agreement": 0.5, "max_logit_diff_steps": 20.0}},
+        "runtimes": {
+            "x": {"top1_agreement": 0.5, "referral_agreement": 0.9, "max_logit_diff_steps": 20.0}
+        },
     }
     lines = parity.failures(report, parity.ParityThresholds())
     assert len(lines) == 7
+    assert any("referral agreement 0.960" in line for line in lines)
+    # Top-1 agreement is reported, not gated: the referral decision is what matters.
     ok = {
-        "classifier_val": {"top1_agreement": 0.99, "balanced_accuracy_drop": 0.0},
+        "classifier_val": {
+            "top1_agreement": 0.95,
+            "referral_agreement": 0.975,
+            "balanced_accuracy_drop": 0.009,
+        },
         "gradcam": {"corr_float_min": 1.0, "corr_int8_mean": 0.95},
         "oracle_max_error": 0.0,
-        "runtimes": {"x": {"top1_agreement": 1.0, "max_logit_diff_steps": 1.0}},
+        "runtimes": {
+            "x": {"top1_agreement": 0.95, "referral_agreement": 0.98, "max_logit_diff_steps": 1.0}
+        },
     }
     assert parity.failures(ok, parity.ParityThresholds()) == []
 
