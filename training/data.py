@@ -1,7 +1,8 @@
 """HAM10000 loading, lesion-grouped stratified splits, and the preprocessed-image cache.
 
 The loader reads the official layout (``HAM10000_metadata.csv`` and
-``images/<image_id>.jpg``) from a folder the user names. Rows it cannot use are
+``images/<image_id>.jpg``) from a folder the user names, or an ISIC archive / plain
+labels CSV (training.archives). Rows it cannot use are
 skipped and listed, never fatal. The split groups every image of a lesion, and
 byte-identical files, onto one side, so no near-copy leaks into the test set.
 """
@@ -13,9 +14,11 @@ import hashlib
 import json
 import logging
 import os
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+import shutil
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,8 @@ class LoadReport:
 
     kept: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
+    layout: str = "ham10000"
+    grouping: str = "lesion_id"
 
     def skip(self, image_id: str, reason: str) -> None:
         """Record one skipped row."""
@@ -72,9 +77,15 @@ def load_metadata(data_dir: str | Path) -> tuple[list[Sample], LoadReport]:
     data_dir = Path(data_dir)
     csv_path = data_dir / METADATA_FILE
     if not csv_path.is_file():
+        from training.archives import find_labels_csv
+
+        found = None if not data_dir.exists() else find_labels_csv(data_dir)
+        if found is not None:
+            return _load_archive(data_dir, *found)
         raise DatasetError(
             f"{csv_path} not found: expected the HAM10000 layout "
-            f"({METADATA_FILE} and images/<image_id>.jpg)"
+            f"({METADATA_FILE} and images/<image_id>.jpg), an ISIC *GroundTruth*.csv "
+            f"or a labels.csv (image_id,dx[,lesion_id][,patient_id])"
         )
     report = LoadReport()
     samples: list[Sample] = []
@@ -104,6 +115,52 @@ def load_metadata(data_dir: str | Path) -> tuple[list[Sample], LoadReport]:
                     )
                 )
     report.kept = len(samples)
+    return samples, report
+
+
+def _load_archive(data: Path, csv_path: Path, layout: str) -> tuple[list[Sample], LoadReport]:
+    """Samples of an ISIC one-hot or plain labels CSV (see training.archives)."""
+    from training.archives import IMAGE_LEVEL_WARNING, find_image, grouping_of, read_archive_rows
+
+    root = data if data.is_dir() else data.parent
+    rows, rejected = read_archive_rows(csv_path, layout)
+    report = LoadReport(layout=layout)
+    for image_id, reason in rejected:
+        report.skip(image_id, reason)
+    samples: list[Sample] = []
+    kept_rows: list[dict[str, str]] = []
+    for row in rows:
+        path = find_image(root, row["image_id"])
+        if path is None:
+            report.skip(row["image_id"], "image file missing")
+            continue
+        kept_rows.append(row)
+        group = row["group"]
+        samples.append(
+            Sample(
+                image_id=row["image_id"],
+                lesion_id=group.removeprefix("lesion:") if group else row["image_id"],
+                dx=row["dx"],
+                path=path,
+                sex=row["sex"],
+                age=row["age"],
+                localization=row["localization"],
+            )
+        )
+    report.kept = len(samples)
+    report.grouping = grouping_of(kept_rows)
+    reasons = Counter(entry["reason"] for entry in report.skipped)
+    log.info(
+        "%s (%s): kept %d, skipped %d %s; split grouped by %s",
+        csv_path,
+        layout,
+        report.kept,
+        len(report.skipped),
+        dict(reasons),
+        report.grouping,
+    )
+    if report.grouping.startswith("image"):
+        log.warning("%s: %s", csv_path, IMAGE_LEVEL_WARNING)
     return samples, report
 
 
@@ -243,7 +300,8 @@ def build_cache(
 
     The cache folder is keyed by ``spec.digest()`` and a hash of the image list. It is
     written under a temporary name and renamed when complete, so an interrupted run
-    leaves no half-written cache behind.
+    leaves no half-written cache behind. Processes sharing ``cache_root`` (the workers
+    of a distributed run) build it once: the first holds a lock, the others wait and read.
     """
     ids = [s.image_id for s in samples]
     key = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
@@ -252,7 +310,42 @@ def build_cache(
         meta = json.loads((folder / "index.json").read_text())
         images = np.load(folder / "images.npy", mmap_mode="r")
         return PreprocessedCache(images, meta["image_ids"], meta["failed"])
+    cache_root.mkdir(parents=True, exist_ok=True)
+    # Several training processes (the workers of a distributed run) may share the cache:
+    # one builds it while the others wait on the lock, then all read the finished folder.
+    with _locked(cache_root / f"{folder.name}.lock"):
+        if (folder / "index.json").is_file():
+            return build_cache(samples, cache_root, spec, workers, progress)
+        _write_cache(samples, folder, spec, workers, progress)
+    return build_cache(samples, cache_root, spec, workers, progress)
 
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (fcntl; a no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux
+        yield
+        return
+    with path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _write_cache(
+    samples: list[Sample],
+    folder: Path,
+    spec: PreprocessSpec,
+    workers: int,
+    progress: Callable[[Iterable], Iterable] | None,
+) -> None:
+    """Preprocess into a temporary folder and rename it to ``folder`` when complete."""
+    ids = [s.image_id for s in samples]
+    cache_root = folder.parent
     tmp = cache_root / f"{folder.name}.tmp-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
     size = spec.input_size
@@ -274,8 +367,13 @@ def build_cache(
     images.flush()
     del images
     (tmp / "index.json").write_text(json.dumps({"image_ids": ids, "failed": failed}))
-    os.replace(tmp, folder)
-    return build_cache(samples, cache_root, spec, workers, progress)
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        # A process without the lock (another host on a shared disk) finished first.
+        if not (folder / "index.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def dataset_hash(samples: list[Sample]) -> str:
