@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SkinScan one-command set-up.
 #
-#   ./setup.sh                 desktop/laptop/CI: .venv with device + training + test extras
+#   ./setup.sh                 desktop/laptop/CI: .venv with device + training + clinic + test extras
 #   ./setup.sh --device-only   desktop without TensorFlow (simulator and eval only)
 #   ./setup.sh                 on a Raspberry Pi (64-bit OS): full device install + service
 #   ./setup.sh --uninstall     on a Pi: remove the install, keep the records
@@ -71,8 +71,9 @@ desktop_install() {
 
   if [[ "$(uname -s)" == "Linux" && "$PROFILE" == "full" ]] && command -v apt-get >/dev/null && [[ $EUID -eq 0 ]]; then
     # Test-time tools: systemd-analyze for unit checks, shellcheck for the scripts,
-    # fonts for legible screens.
-    apt_install systemd shellcheck fonts-dejavu-core
+    # fonts for legible screens, chromium for the clinic web app's browser test
+    # (driven by Playwright through /usr/bin/chromium; no browser is downloaded).
+    apt_install systemd shellcheck fonts-dejavu-core chromium
     if [[ "${CI:-}" == "true" ]]; then
       # CI's arm64 stage (hardware/ci/arm64_check.sh): an emulated arm64 userland.
       apt_install qemu-user-static binfmt-support debootstrap systemd-container zstd
@@ -86,7 +87,7 @@ desktop_install() {
   local pip=("$ROOT/.venv/bin/python" -m pip --disable-pip-version-check -q)
   "${pip[@]}" install --upgrade pip setuptools wheel >/dev/null
   local extras="device,dev"
-  [[ "$PROFILE" == "full" ]] && extras="device,train,dev"
+  [[ "$PROFILE" == "full" ]] && extras="device,train,clinic,dev"
   info "installing skinscan[$extras] into .venv (first run downloads TensorFlow: a few minutes)"
   "${pip[@]}" install -e "${ROOT}[$extras]"
   if [[ "$PROFILE" == "full" ]]; then

@@ -943,6 +943,12 @@ class SqliteScanStore:
         with self._lock:
             return int(self._db().execute("SELECT COUNT(*) FROM scans").fetchone()[0])
 
+    def __contains__(self, scan_id: object) -> bool:
+        """Whether a record with this scan id is saved (nothing is decrypted)."""
+        with self._lock:
+            row = self._db().execute("SELECT 1 FROM scans WHERE scan_id = ?", (scan_id,))
+            return row.fetchone() is not None
+
     def _filters(
         self, patient_ref: str | None, body_site: str | None, since: datetime | None
     ) -> tuple[str, list[Any]]:
@@ -1175,6 +1181,10 @@ class MemoryScanStore:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def __contains__(self, scan_id: object) -> bool:
+        """Whether a record with this scan id is saved."""
+        return scan_id in self._records
 
     def close(self) -> None:
         """Forget nothing, but refuse further use."""

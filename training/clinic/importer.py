@@ -1,0 +1,151 @@
+"""Importing sealed exports (``skinscan records export``) into the clinic store.
+
+The export is opened with :func:`device.records.export.open_export`, the same
+code as ``skinscan records open``. Every part is decrypted and every record is
+validated *before* the first one is saved, so a tampered, foreign or malformed
+export imports nothing. Records already in the store (same scan id) are
+skipped, so importing an export twice adds nothing the second time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from device.errors import StorageError, TamperError
+from device.records.api import InvalidRecordError
+from device.records.export import MAGIC, SUFFIX, OpenedExport, open_export
+from device.records.store import validate_record
+from training.clinic.store import ClinicStore
+
+log = logging.getLogger(__name__)
+
+
+class ImportRefusedError(StorageError, ValueError):
+    """An export cannot be imported: not an export, wrong key, altered or malformed.
+
+    Nothing was imported. The message says why in plain words.
+    """
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did.
+
+    Attributes:
+        export_id: the export's id.
+        device_id: the scanner that made it.
+        parts: number of parts read.
+        added: scan ids newly stored.
+        already_present: scan ids that were stored before (skipped).
+    """
+
+    export_id: str
+    device_id: str
+    parts: int
+    added: tuple[str, ...]
+    already_present: tuple[str, ...]
+
+
+def open_checked(path: str | Path, clinic_private_key: bytes) -> OpenedExport:
+    """Open and validate an export (a ``.sealed`` file or a folder of parts).
+
+    Raises:
+        ImportRefusedError: it is not an export, was not sealed to this clinic's
+            key, was altered, or holds a malformed record.
+    """
+    try:
+        opened = open_export(path, clinic_private_key)
+    except TamperError as exc:
+        raise ImportRefusedError(
+            f"refused: {exc}. It was sealed to another clinic's key or altered on the way; "
+            "nothing was imported"
+        ) from None
+    except StorageError as exc:
+        raise ImportRefusedError(f"refused: {exc}; nothing was imported") from None
+    except (zipfile.BadZipFile, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        # Sealed to our key but not the format a scanner writes.
+        raise ImportRefusedError(
+            f"refused: the export's contents are malformed ({type(exc).__name__}); "
+            "nothing was imported"
+        ) from None
+    for record in opened.records:
+        try:
+            validate_record(record)
+        except InvalidRecordError as exc:
+            raise ImportRefusedError(
+                f"refused: scan {str(record.scan_id)[:8]} in the export is invalid ({exc}); "
+                "nothing was imported"
+            ) from None
+    return opened
+
+
+def import_export(
+    store: ClinicStore, path: str | Path, clinic_private_key: bytes, *, imported_by: str
+) -> ImportReport:
+    """Import an export into ``store``; records already there are skipped.
+
+    Args:
+        store: the clinic store.
+        path: a ``.sealed`` file or a folder holding the parts of one export.
+        clinic_private_key: the clinic's 32-byte private key.
+        imported_by: the account doing the import, for the import log.
+
+    Raises:
+        ImportRefusedError: the export was refused; nothing was imported.
+        StorageError: saving failed (records saved so far stay; importing again resumes).
+    """
+    opened = open_checked(path, clinic_private_key)
+    added: list[str] = []
+    present: list[str] = []
+    for record in opened.records:
+        (added if store.add_scan(record) else present).append(record.scan_id)
+    store.log_import(imported_by, opened.export_id, opened.device_id, len(added), len(present))
+    log.info(
+        "imported export %s from %s: %d added, %d already present",
+        opened.export_id,
+        opened.device_id,
+        len(added),
+        len(present),
+    )
+    return ImportReport(
+        opened.export_id, opened.device_id, opened.parts, tuple(added), tuple(present)
+    )
+
+
+def import_uploaded(
+    store: ClinicStore,
+    files: Sequence[tuple[str, bytes]],
+    clinic_private_key: bytes,
+    *,
+    imported_by: str,
+) -> ImportReport:
+    """Import the parts of one export uploaded through the web page.
+
+    Args:
+        files: (file name, contents) of each uploaded part.
+
+    Raises:
+        ImportRefusedError: no file, a file that is not an export, or a refused export.
+    """
+    if not files:
+        raise ImportRefusedError("no export file was given")
+    folder = store.temp_path()
+    folder.mkdir()
+    try:
+        for number, (name, data) in enumerate(files):
+            if not data.startswith(MAGIC):
+                raise ImportRefusedError(
+                    f"refused: {Path(name).name or 'the file'} is not a SkinScan export "
+                    f"(a {SUFFIX} file from 'skinscan records export'); nothing was imported"
+                )
+            # Our own names: the uploaded name is never used as a path.
+            (folder / f"part-{number:03d}{SUFFIX}").write_bytes(data)
+        return import_export(store, folder, clinic_private_key, imported_by=imported_by)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
