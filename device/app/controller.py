@@ -332,6 +332,7 @@ def _result_screen(result: ResultView, show_heatmap: bool, title: str, hints) ->
         p_malignant=result.p_malignant,
         referral_threshold=result.referral_threshold,
         risk_tier=result.risk_tier,
+        unfamiliar=result.unfamiliar,
         legend=result.legend,
         saved="Saved" if result.saved_id else "Not saved yet",
         is_saved=result.saved_id is not None,

@@ -36,6 +36,8 @@ class ResultView:
         quality: quality metric name -> value for the analysed still.
         saved_id: the record's scan id once saved, else None.
         created_at: ISO-8601 UTC time of a saved record ("" until saved).
+        unfamiliar: the bundle's familiarity check found the frame unlike the training
+            images (the tier is then "uncertain", unless it is "refer").
     """
 
     scan_key: str
@@ -52,6 +54,7 @@ class ResultView:
     quality: Mapping[str, float] = field(default_factory=dict)
     saved_id: str | None = None
     created_at: str = ""
+    unfamiliar: bool = False
 
 
 @dataclass(frozen=True)

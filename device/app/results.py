@@ -94,6 +94,7 @@ def result_from_analysis(
         risk_tier=decision.risk_tier,
         referral_threshold=float(referral_threshold),
         quality=dict(quality),
+        unfamiliar=bool(getattr(decision, "unfamiliar", False)),
     )
 
 
@@ -125,7 +126,10 @@ def record_from_result(
         bundle_id=bundle_id,
         bundle_sha256=bundle_sha256,
         app_version=__version__,
-        extra={"referral_threshold": f"{result.referral_threshold:.6f}"},
+        extra={
+            "referral_threshold": f"{result.referral_threshold:.6f}",
+            "unfamiliar": "1" if result.unfamiliar else "0",
+        },
     )
 
 
@@ -162,4 +166,5 @@ def result_from_record(
         quality=dict(record.quality),
         saved_id=record.scan_id,
         created_at=record.created_at,
+        unfamiliar=record.extra.get("unfamiliar") == "1",
     )

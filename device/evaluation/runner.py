@@ -47,6 +47,7 @@ class EvalRun:
         image_ids: ids of the evaluated images, in CSV order.
         labels: their true class indices.
         probabilities: calibrated probabilities (N, 7).
+        unfamiliar: per image, whether the bundle's out-of-distribution check fired.
         skipped: ``{"image_id", "reason"}`` for rows that could not be evaluated.
         seconds: wall-clock time of the analysis stage (worker start-up included).
         workers: number of worker processes used.
@@ -55,6 +56,7 @@ class EvalRun:
     image_ids: list[str]
     labels: np.ndarray
     probabilities: np.ndarray
+    unfamiliar: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     skipped: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     workers: int = 1
@@ -135,31 +137,36 @@ def _init_worker(bundle_dir: str, runtime: str | None) -> None:
     _worker_analyzer = Analyzer.from_path(bundle_dir, runtime=runtime, num_threads=1)
 
 
-def _analyze_one(item: Item) -> tuple[np.ndarray | None, str]:
+def _analyze_one(job: tuple[Item, str, int]) -> tuple[np.ndarray | None, bool, str]:
+    """Analyse one (item, shift name, seed) job: (probabilities, unfamiliar, skip reason)."""
+    from device.evaluation.shifts import UNSHIFTED, image_seed, shift_by_name
     from device.imaging.io import read_image
 
+    item, shift_name, seed = job
     if not os.path.isfile(item.path):
-        return None, "image file not found"
+        return None, False, "image file not found"
     try:
         frame = read_image(item.path)
+        if shift_name != UNSHIFTED.name:
+            frame = shift_by_name(shift_name).apply(frame, image_seed(item.image_id, seed))
         analysis = _worker_analyzer.analyze(frame, explain=False)
     except ImageError as exc:
-        return None, str(exc)
-    return analysis.probabilities.astype(np.float64), ""
+        return None, False, str(exc)
+    return analysis.probabilities.astype(np.float64), analysis.decision.unfamiliar, ""
 
 
 def _results(
-    items: Sequence[Item], bundle_dir: str, workers: int, runtime: str | None
-) -> Iterator[tuple[np.ndarray | None, str]]:
-    if workers <= 1 or len(items) < 2:
+    jobs: Sequence[tuple[Item, str, int]], bundle_dir: str, workers: int, runtime: str | None
+) -> Iterator[tuple[np.ndarray | None, bool, str]]:
+    if workers <= 1 or len(jobs) < 2:
         _init_worker(bundle_dir, runtime)
-        yield from (_analyze_one(item) for item in items)
+        yield from (_analyze_one(job) for job in jobs)
         return
     # spawn, not fork: the parent may hold runtime or OpenCV threads.
     context = multiprocessing.get_context("spawn")
-    chunksize = max(1, min(32, len(items) // (4 * workers)))
+    chunksize = max(1, min(32, len(jobs) // (4 * workers)))
     with context.Pool(workers, initializer=_init_worker, initargs=(bundle_dir, runtime)) as pool:
-        yield from pool.imap(_analyze_one, items, chunksize=chunksize)
+        yield from pool.imap(_analyze_one, jobs, chunksize=chunksize)
 
 
 def default_workers() -> int:
@@ -176,6 +183,8 @@ def run_images(
     *,
     workers: int | None = None,
     runtime: str | None = None,
+    shift: str = "none",
+    seed: int = 0,
 ) -> EvalRun:
     """Analyse every item with the bundle; unreadable images are skipped with a reason.
 
@@ -184,35 +193,63 @@ def run_images(
         items: images to analyse.
         workers: worker processes (default: the usable CPUs).
         runtime: force a TFLite runtime.
+        shift: name of an acquisition shift applied to each frame first
+            (:mod:`device.evaluation.shifts`; "none" for the frames as they are).
+        seed: seed of the shifts that draw per image.
 
     Returns:
         The probabilities of the images that could be analysed.
     """
+    return run_shifted(bundle_dir, items, (shift,), workers=workers, runtime=runtime, seed=seed)[
+        shift
+    ]
+
+
+def run_shifted(
+    bundle_dir: str | Path,
+    items: Sequence[Item],
+    shifts: Sequence[str],
+    *,
+    workers: int | None = None,
+    runtime: str | None = None,
+    seed: int = 0,
+) -> dict[str, EvalRun]:
+    """Analyse every item under each named shift, in one pool of workers.
+
+    Returns:
+        Shift name -> its :class:`EvalRun` (``seconds`` is the shared wall time).
+    """
+    jobs = [(item, name, seed) for name in shifts for item in items]
     workers = workers or default_workers()
-    workers = max(1, min(workers, len(items)))
+    workers = max(1, min(workers, len(jobs)))
     started = time.perf_counter()
-    ids: list[str] = []
-    labels: list[int] = []
-    probs: list[np.ndarray] = []
-    skipped: list[dict[str, str]] = []
-    for item, (p, reason) in zip(
-        items, _results(items, str(bundle_dir), workers, runtime), strict=True
+    collected: dict[str, tuple[list, list, list, list, list]] = {
+        name: ([], [], [], [], []) for name in shifts
+    }
+    for (item, name, _), (p, unfamiliar, reason) in zip(
+        jobs, _results(jobs, str(bundle_dir), workers, runtime), strict=True
     ):
+        ids, labels, probs, flags, skipped = collected[name]
         if p is None:
             skipped.append({"image_id": item.image_id, "reason": reason})
             continue
         ids.append(item.image_id)
         labels.append(item.label)
         probs.append(p)
+        flags.append(unfamiliar)
     seconds = time.perf_counter() - started
-    return EvalRun(
-        image_ids=ids,
-        labels=np.array(labels, dtype=np.int64),
-        probabilities=np.stack(probs) if probs else np.zeros((0, len(CLASS_CODES))),
-        skipped=skipped,
-        seconds=seconds,
-        workers=workers,
-    )
+    return {
+        name: EvalRun(
+            image_ids=ids,
+            labels=np.array(labels, dtype=np.int64),
+            probabilities=np.stack(probs) if probs else np.zeros((0, len(CLASS_CODES))),
+            unfamiliar=np.array(flags, dtype=bool),
+            skipped=skipped,
+            seconds=seconds,
+            workers=workers,
+        )
+        for name, (ids, labels, probs, flags, skipped) in collected.items()
+    }
 
 
 def evaluate_folder(

@@ -129,7 +129,9 @@ class Analyzer:
         t1 = time.perf_counter()
         out = self.bundle.classifier.classify(pre.model_input)
         t2 = time.perf_counter()
-        decision = decide(out.probabilities, self.labels, self.calibration)
+        familiarity = self.bundle.familiarity
+        unfamiliar = familiarity is not None and familiarity.is_unfamiliar(out.feature_map)
+        decision = decide(out.probabilities, self.labels, self.calibration, unfamiliar=unfamiliar)
         timings = {"preprocess": t1 - t0, "classify": t2 - t1}
         gradcam = heatmap = None
         if explain:

@@ -42,6 +42,7 @@ from device.imaging.pipeline import PreprocessSpec
 from device.labels import HAM10000_CLASSES
 from device.runtime.classifier import Classifier
 from device.runtime.explainer import Explainer
+from device.runtime.familiarity import FeatureDensity
 from device.runtime.interpreter import create_model
 from device.runtime.manifest import MANIFEST_NAME, Manifest
 
@@ -197,6 +198,7 @@ class Bundle:
         preprocess: the preprocessing spec the model was trained with.
         classifier: runs model.tflite.
         explainer: runs gradcam.tflite.
+        familiarity: the out-of-distribution check, or None for bundles without one.
     """
 
     path: Path
@@ -204,6 +206,7 @@ class Bundle:
     preprocess: PreprocessSpec
     classifier: Classifier
     explainer: Explainer
+    familiarity: FeatureDensity | None = None
 
     @property
     def bundle_id(self) -> str:
@@ -266,6 +269,17 @@ def load_bundle(
         contents[cam_spec.file], label=cam_spec.file, runtime=runtime, num_threads=num_threads
     )
     explainer = Explainer(gradcam, cam_spec)
+    familiarity = None
+    if manifest.familiarity is not None:
+        name = manifest.familiarity.file
+        familiarity = FeatureDensity.from_bytes(contents[name], label=name).with_threshold(
+            manifest.familiarity.threshold
+        )
+        if familiarity.mean.shape[0] != cls_spec.feature_map.shape[-1]:
+            raise TensorMismatchError(
+                f"{name}: fitted on {familiarity.mean.shape[0]} features but the feature map "
+                f"has {cls_spec.feature_map.shape[-1]} channels"
+            )
     log.info(
         "loaded bundle %s from %s (%s, input %d)",
         manifest.bundle_id,
@@ -279,4 +293,5 @@ def load_bundle(
         preprocess=spec,
         classifier=classifier,
         explainer=explainer,
+        familiarity=familiarity,
     )

@@ -3,8 +3,10 @@
 Risk tiers, checked in this order:
     * ``"refer"``: P(malignant) >= the bundle's referral threshold. Referral wins
       over uncertainty: a possibly malignant lesion is never just "uncertain".
-    * ``"uncertain"``: the top-1 calibrated confidence is below the bundle's
-      uncertainty threshold.
+    * ``"uncertain"``: the frame is unlike the training images (the bundle's
+      familiarity check, :mod:`device.runtime.familiarity`: "Uncertain — refer"),
+      or the top-1 calibrated confidence is below the bundle's uncertainty
+      threshold ("Uncertain — retake or refer").
     * ``"monitor"``: otherwise.
 """
 
@@ -58,6 +60,7 @@ class Decision:
         risk_tier: "refer", "uncertain" or "monitor".
         top3: the three most probable classes, most probable first.
         probabilities: class code -> calibrated probability, all classes.
+        unfamiliar: the frame's features lie outside what the model was trained on.
     """
 
     label: str
@@ -67,6 +70,7 @@ class Decision:
     risk_tier: RiskTier
     top3: tuple[RankedClass, ...]
     probabilities: dict[str, float]
+    unfamiliar: bool = False
 
     @property
     def label_index(self) -> int:
@@ -75,7 +79,10 @@ class Decision:
 
 
 def decide(
-    probabilities: np.ndarray, labels: Sequence[LabelSpec], calibration: Calibration
+    probabilities: np.ndarray,
+    labels: Sequence[LabelSpec],
+    calibration: Calibration,
+    unfamiliar: bool = False,
 ) -> Decision:
     """Turn calibrated probabilities into a label, a confidence and a risk tier.
 
@@ -83,6 +90,7 @@ def decide(
         probabilities: calibrated class probabilities, shape (K,), in label order.
         labels: the bundle's labels (code, name, malignant flag).
         calibration: the bundle's thresholds.
+        unfamiliar: the familiarity check fired on this frame.
 
     Returns:
         The decision, with the top-3 classes named for a health worker.
@@ -107,7 +115,7 @@ def decide(
     tier: RiskTier
     if p_malignant >= calibration.referral_threshold:
         tier = "refer"
-    elif top.probability < calibration.uncertainty_threshold:
+    elif unfamiliar or top.probability < calibration.uncertainty_threshold:
         tier = "uncertain"
     else:
         tier = "monitor"
@@ -119,4 +127,5 @@ def decide(
         risk_tier=tier,
         top3=ranked,
         probabilities={label.code: float(p[i]) for i, label in enumerate(labels)},
+        unfamiliar=bool(unfamiliar),
     )

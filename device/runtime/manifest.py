@@ -15,6 +15,8 @@ Layout (schema version 1)::
                      weights and cam outputs
     preprocessing    PreprocessSpec.to_dict() of the training run
     calibration      softmax temperature, referral and uncertainty thresholds
+    familiarity      optional (bundles from spec 4 on): the out-of-distribution check,
+                     {file, threshold, components, fitted_on, validation_fire_rate}
     provenance       run id, data and split hashes, backbone, weights source and licence
     metrics          evaluation figures of this bundle (free-form JSON)
     files            file name -> {sha256, size} for every other file in the bundle
@@ -131,6 +133,16 @@ class Calibration(_Strict):
     uncertainty_threshold: float = Field(ge=0, le=1)
 
 
+class FamiliaritySpec(_Strict):
+    """``familiarity.npz``: the feature-density check behind "Uncertain — refer"."""
+
+    file: FileName
+    threshold: float
+    components: int = Field(gt=0)
+    fitted_on: str
+    validation_fire_rate: float = Field(ge=0, le=1)
+
+
 class Provenance(_Strict):
     """Where the model came from."""
 
@@ -167,6 +179,7 @@ class Manifest(_Strict):
     provenance: Provenance
     metrics: dict[str, JsonValue] = Field(default_factory=dict)
     files: dict[FileName, FileEntry]
+    familiarity: FamiliaritySpec | None = None
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Manifest:
@@ -190,7 +203,10 @@ class Manifest(_Strict):
             raise ValueError(f"gradcam.cam.shape must be [1, {fm[1]}, {fm[2]}]")
         if self.gradcam.weights.shape != (1, fm[3]):
             raise ValueError(f"gradcam.weights.shape must be [1, {fm[3]}]")
-        for role, spec in (("classifier", self.classifier), ("gradcam", self.gradcam)):
+        roles: list[tuple[str, Any]] = [("classifier", self.classifier), ("gradcam", self.gradcam)]
+        if self.familiarity is not None:
+            roles.append(("familiarity", self.familiarity))
+        for role, spec in roles:
             if spec.file not in self.files:
                 raise ValueError(f"{role}.file {spec.file!r} has no entry in files")
         if MANIFEST_NAME in self.files:

@@ -19,6 +19,8 @@ TIER_ACTIONS: dict[str, str] = {
     "monitor": "Monitor",
     "uncertain": "Uncertain — retake or refer",
 }
+# The familiarity check fired: a retake with the same camera will look the same.
+UNFAMILIAR_ACTION = "Uncertain — refer (unfamiliar image)"
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class ResultScreen:
         p_malignant: P(mel) + P(bcc) + P(akiec).
         referral_threshold: the bundle's referral threshold on P(malignant).
         risk_tier: "refer", "monitor" or "uncertain".
+        unfamiliar: the frame is unlike the training images.
         legend: colormap colours from low to high evidence, shape (N, 3) uint8.
         saved: the save status line ("Saved", "Not saved yet"), or "" for none.
         is_saved: whether the scan is in the record store.
@@ -110,6 +113,7 @@ class ResultScreen:
     p_malignant: float
     referral_threshold: float
     risk_tier: str
+    unfamiliar: bool = False
     legend: np.ndarray | None = None
     saved: str = ""
     is_saved: bool = False
@@ -122,6 +126,8 @@ class ResultScreen:
     @property
     def action(self) -> str:
         """What the health worker should do, from the risk tier."""
+        if self.unfamiliar and self.risk_tier == "uncertain":
+            return UNFAMILIAR_ACTION
         return TIER_ACTIONS.get(self.risk_tier, TIER_ACTIONS["uncertain"])
 
     @property
