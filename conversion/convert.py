@@ -43,6 +43,12 @@ from device.imaging.pipeline import PreprocessSpec
 from device.labels import CLASS_CODES
 from device.runtime.classifier import Classifier, softmax
 from device.runtime.explainer import Explainer
+from device.runtime.familiarity import (
+    FAMILIARITY_FILE,
+    VALIDATION_QUANTILE,
+    fit_feature_density,
+    pooled,
+)
 from device.runtime.interpreter import create_model
 from device.runtime.manifest import GRADCAM_FILE, MODEL_FILE, Manifest, Provenance
 from training.calibration import fit_temperature, referral_threshold
@@ -367,14 +373,37 @@ def convert_run(
         else None
     )
     report["runtimes"] = parity.runtime_parity(model_bytes, draft, x_val[:64])
+
+    log.info("familiarity: feature density of the training images, threshold on validation")
+    _, rep_fm = parity.int8_logits(classifier, rep_images)
+    density = fit_feature_density(pooled(rep_fm), pooled(q_fm))
+    del rep_fm
+    files[FAMILIARITY_FILE] = density.to_bytes()
+    familiarity = {
+        "file": FAMILIARITY_FILE,
+        "threshold": density.threshold,
+        "components": int(density.components.shape[1]),
+        "fitted_on": (
+            f"int8 pooled features of {len(rep_images)} training images; threshold at the "
+            f"{100 * VALIDATION_QUANTILE:.1f}th percentile of {len(y_val)} validation images"
+        ),
+        "validation_fire_rate": float(np.mean(density.scores(pooled(q_fm)) > density.threshold)),
+    }
     del x_val, q_fm
 
     log.info("metrics: int8 and float on the test split")
     x_test, y_test = load(run_dir, "test")
     x_test = np.asarray(x_test, dtype=np.uint8)
     f_test = tflite.float_logits(model, x_test)
-    q_test, _ = parity.int8_logits(classifier, x_test)
+    q_test, test_fm = parity.int8_logits(classifier, x_test)
     p_test = softmax(q_test, temperature)
+    test_unfamiliar = density.scores(pooled(test_fm)) > density.threshold
+    del test_fm
+    report["familiarity"] = {
+        **familiarity,
+        "test_fire_rate": float(np.mean(test_unfamiliar)),
+        "test_fire_rate_malignant": float(np.mean(test_unfamiliar[metrics.is_malignant(y_test)])),
+    }
     report["classifier_test"] = parity.classifier_parity(
         f_test, q_test, y_test, temperature, threshold
     )
@@ -416,5 +445,6 @@ def convert_run(
         provenance=draft.provenance,
         metrics=bundle_metrics,
         created_at=draft.created_at,
+        familiarity=familiarity,
     )
     return ConversionResult(files=files, manifest=manifest, report=report, failures=failed)

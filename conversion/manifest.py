@@ -22,6 +22,7 @@ from device.runtime.manifest import (
     SCHEMA_VERSION,
     Calibration,
     ClassifierSpec,
+    FamiliaritySpec,
     FileEntry,
     GradcamSpec,
     LabelSpec,
@@ -92,6 +93,7 @@ def build_manifest(
     provenance: Provenance | Mapping[str, Any],
     metrics: Mapping[str, Any] | None = None,
     created_at: str | None = None,
+    familiarity: FamiliaritySpec | Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Build and validate the manifest for a bundle's files.
 
@@ -104,6 +106,7 @@ def build_manifest(
         provenance: run id, data/split hashes, backbone, weights source and licence.
         metrics: evaluation figures (JSON-ready).
         created_at: ISO-8601 time; now by default.
+        familiarity: the out-of-distribution check's spec (its file must be in ``files``).
 
     Returns:
         The validated manifest.
@@ -128,6 +131,15 @@ def build_manifest(
             provenance.model_dump() if isinstance(provenance, Provenance) else dict(provenance)
         ),
         metrics=dict(metrics or {}),
+        familiarity=(
+            None
+            if familiarity is None
+            else FamiliaritySpec.model_validate(
+                familiarity.model_dump()
+                if isinstance(familiarity, FamiliaritySpec)
+                else dict(familiarity)
+            )
+        ),
         files={
             name: FileEntry(sha256=sha256_bytes(data), size=len(data))
             for name, data in sorted(files.items())

@@ -133,7 +133,9 @@ def _closer(image: np.ndarray, value: float, rng: np.random.Generator) -> np.nda
     """Zoom on the lesion until it spans a random 60-90% of the frame."""
     height, width = image.shape[:2]
     found = segment_lesion(image).box
-    x0, y0, x1, y1 = found if found is not None else (width / 4, height / 4, 3 * width / 4, 3 * height / 4)
+    x0, y0, x1, y1 = (
+        found if found is not None else (width / 4, height / 4, 3 * width / 4, 3 * height / 4)
+    )
     extent = max((x1 - x0) / width, (y1 - y0) / height)
     zoom = max(1.0, rng.uniform(0.6, value) / max(extent, 1e-3))
     win_w, win_h = width / zoom, height / zoom
@@ -178,7 +180,9 @@ UNSHIFTED = Shift("none", "none", "the frame as it is", "identity", 0.0)
 
 SHIFTS: tuple[Shift, ...] = (
     UNSHIFTED,
-    Shift("colour-3000K", "colour", "warm light (3000 K, incandescent)", "colour_temperature", 3000),
+    Shift(
+        "colour-3000K", "colour", "warm light (3000 K, incandescent)", "colour_temperature", 3000
+    ),
     Shift("colour-4000K", "colour", "warm-white LED (4000 K)", "colour_temperature", 4000),
     Shift("colour-8000K", "colour", "cool LED / shade (8000 K)", "colour_temperature", 8000),
     Shift("colour-10000K", "colour", "very cool light (10000 K)", "colour_temperature", 10000),
@@ -188,8 +192,8 @@ SHIFTS: tuple[Shift, ...] = (
     Shift("exposure-1.5", "tone", "over-exposed (1.5x light, clipped)", "exposure", 1.5),
     Shift("vignetting", "vignetting", "lens fall-off to 45% at the corners", "vignetting", 0.45),
     Shift("jpeg-q30", "compression", "JPEG quality 30", "jpeg", 30),
-    Shift("resolution-3x", "resolution", "sharper sensor: 3x pixels, optical blur", "upscale_blur", 3),
-    Shift("resolution-4x", "resolution", "sharper sensor: 4x pixels, optical blur", "upscale_blur", 4),
+    Shift("resolution-3x", "resolution", "sharper sensor: 3x pixels, blur", "upscale_blur", 3),
+    Shift("resolution-4x", "resolution", "sharper sensor: 4x pixels, blur", "upscale_blur", 4),
     Shift("scale-closer", "scale", "closer: lesion spans 60-90% of the frame", "closer", 0.9),
     Shift("scale-further", "scale", "further: frame shrunk to 60% in skin", "further", 0.6),
     Shift("rotation-45", "rotation", "rotated 45 degrees", "rotation", 45),

@@ -116,9 +116,7 @@ class PreprocessSpec:
     colour: ColourParams = field(default_factory=ColourParams)
 
     def __post_init__(self) -> None:
-        if self.version < 4 and (
-            self.colour.method != "none" or self.crop.max_fraction != 1.0
-        ):
+        if self.version < 4 and (self.colour.method != "none" or self.crop.max_fraction != 1.0):
             raise ConfigError(
                 f"preprocessing: version {self.version} has no colour constancy and no "
                 "crop past the frame (use version 4)"
