@@ -1,0 +1,60 @@
+"""Serving the clinic app with waitress, in the foreground or in a background thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundServer:
+    """The app served by waitress from a daemon thread, for tests and benchmarks.
+
+    Args:
+        app: the WSGI app.
+        host: address to bind (default loopback only).
+        port: port; 0 picks a free one.
+        threads: waitress worker threads.
+
+    Attributes:
+        url: the server's base URL, e.g. ``http://127.0.0.1:40123``.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, threads: int = 4) -> None:
+        from waitress.server import create_server
+
+        self._server = create_server(app, host=host, port=port, threads=threads, ident="skinscan")
+        self.port = int(self._server.effective_port)
+        self.url = f"http://{host}:{self.port}"
+        self._thread = threading.Thread(target=self._run, name="waitress", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._server.run()
+        except OSError as exc:  # the socket closed under the loop at shutdown
+            log.debug("waitress loop ended: %s", exc)
+
+    def start(self) -> BackgroundServer:
+        """Start serving; returns self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, finish the worker threads and wait for the loop to end."""
+        self._server.close()
+        self._server.task_dispatcher.shutdown()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
