@@ -289,9 +289,39 @@ def _load_mobilenet_v2_weights(model, block_count: int) -> tuple[np.ndarray, np.
     return state["classifier.1.weight"].T.copy(), state["classifier.1.bias"].copy()
 
 
+def build_tiny_cnn(input_size: int = 224, weights: bool = True) -> Backbone:
+    """A two-block random-init CNN (about 2k weights) for tests and mechanism benchmarks.
+
+    It has the production contract (float RGB [0, 255] in, ``feature_map`` out, blocks
+    ``block1``, ``block2``) and trains in milliseconds a step, so end-to-end tests of the
+    training machinery (distributed runs, resume) fit in CI. It has no pretrained
+    weights (``weights`` is ignored) and is not a model to ship.
+    """
+    import keras
+    from keras import layers
+
+    del weights
+    inputs = keras.Input((input_size, input_size, 3), name="pixels")
+    x = layers.Rescaling(1 / 128.0, offset=-127 / 128.0, name="normalise")(inputs)
+    x = layers.AveragePooling2D(4, name="stem_pool")(x)
+    for index, channels in enumerate((8, 16), start=1):
+        x = layers.Conv2D(
+            channels, 3, 2, padding="same", use_bias=False, name=f"block{index}_conv"
+        )(x)
+        x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"block{index}_bn")(x)
+        x = layers.ReLU(6.0, name=FEATURE_LAYER if index == 2 else f"block{index}_relu")(x)
+    return Backbone(
+        model=keras.Model(inputs, x, name="tiny_cnn"),
+        block_names=["block1", "block2"],
+        weights_source="random init (tiny_cnn: tests and benchmarks only)",
+        weights_licence="n/a",
+    )
+
+
 BACKBONES: dict[str, Callable[..., Backbone]] = {
     "efficientnet_lite0": build_efficientnet_lite0,
     "mobilenet_v2": build_mobilenet_v2,
+    "tiny_cnn": build_tiny_cnn,
 }
 
 

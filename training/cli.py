@@ -45,6 +45,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit-per-split", type=int, default=0, help="smoke tests: cap images")
     parser.add_argument("--steps-per-epoch", type=int, default=0, help="smoke tests: cap steps")
+    parser.add_argument("--dropout", type=float, help="dropout before the logits (default 0.3)")
+    parser.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    parser.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="turn every random augmentation off (deterministic inputs)",
+    )
+    distributed = parser.add_argument_group("multi-worker training (TF_CONFIG names the cluster)")
+    distributed.add_argument(
+        "--distributed",
+        action="store_true",
+        help="train with tf.distribute.MultiWorkerMirroredStrategy; --batch-size is per replica",
+    )
+    distributed.add_argument(
+        "--lr-scaling",
+        choices=("linear", "none"),
+        help="multiply learning rates by the number of replicas (linear, default) or not",
+    )
+    distributed.add_argument(
+        "--collective-timeout",
+        type=float,
+        dest="collective_timeout_s",
+        metavar="SECONDS",
+        help="stop with an error when a worker is silent this long (default 120)",
+    )
+    distributed.add_argument(
+        "--record-shards",
+        metavar="DIR",
+        help="each worker writes the image ids it trained on to DIR/worker-<rank>.jsonl",
+    )
 
 
 def _backbone_name(name: str) -> str:
@@ -92,14 +122,47 @@ def main(args: argparse.Namespace) -> int:
         "first_trainable_block",
         "batch_size",
         "threshold_confidence",
+        "dropout",
+        "patience",
+        "lr_scaling",
+        "collective_timeout_s",
+        "record_shards",
     )
     for name in tunables:
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
     cfg.preprocessing = _preprocessing(cfg.preprocessing, args)
+    cfg.distributed = bool(args.distributed)
+    if args.no_augment:
+        cfg.augment = no_augmentation()
     run_training(cfg)
     return 0
+
+
+def no_augmentation() -> dict:
+    """Augmentation ranges that leave every image as it is (deterministic runs, checks)."""
+    from training.augment import AugmentConfig
+
+    off = {
+        "flip": False,
+        "rotate": False,
+        "crop_scale": (1.0, 1.0),
+        "crop_ratio": (1.0, 1.0),
+        "zoom": (1.0, 1.0),
+        "brightness": 0.0,
+        "contrast": 0.0,
+        "hue": 0.0,
+        "saturation": 0.0,
+        "channel_gain": 0.0,
+        "gamma": (1.0, 1.0),
+        "blur_probability": 0.0,
+        "jpeg_probability": 0.0,
+    }
+    base = AugmentConfig().to_dict()
+    return AugmentConfig.from_dict(
+        {**base, **{k: v for k, v in off.items() if k in base}}
+    ).to_dict()
 
 
 def _preprocessing(base: dict, args: argparse.Namespace) -> dict:

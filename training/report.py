@@ -291,6 +291,7 @@ def write_report(run_dir: Path, n_boot: int = 1000) -> dict[str, Any]:
                 for split in ("train", "val", "test")
             },
             "skipped": [{"image_id": k, "reason": v} for k, v in sorted(skipped.items())],
+            **_layout(run_dir),
         },
         "citation": CITATION,
     }
@@ -303,6 +304,16 @@ def write_report(run_dir: Path, n_boot: int = 1000) -> dict[str, Any]:
         _plot_training(run_dir / "training_curves.png", state["history"])
     (run_dir / "report.md").write_text(_markdown(metrics, config, training_curves=has_history))
     return metrics
+
+
+def _layout(run_dir: Path) -> dict[str, str]:
+    """The data layout and what the split was grouped by (older runs: HAM10000, lesions)."""
+    path = run_dir / "provenance.json"
+    raw = json.loads(path.read_text()) if path.is_file() else {}
+    return {
+        "layout": raw.get("data_layout", "ham10000"),
+        "split_grouping": raw.get("split_grouping", "lesion_id"),
+    }
 
 
 def _skipped(run_dir: Path) -> dict[str, str]:
@@ -420,6 +431,12 @@ def _data_and_recipe(data: dict[str, Any], config: dict[str, Any]) -> list[str]:
         lines.append(f"- `{item['image_id']}`: {item['reason']}")
     if len(skipped) > shown:
         lines.append(f"- ... and {len(skipped) - shown} more (all in provenance.json)")
+    grouping = data.get("split_grouping", "lesion_id")
+    lines += ["", f"Data layout `{data.get('layout', 'ham10000')}`; split grouped by `{grouping}`."]
+    if grouping != "lesion_id" and grouping != "patient_id":
+        from training.archives import IMAGE_LEVEL_WARNING
+
+        lines += ["", f"**WARNING: {IMAGE_LEVEL_WARNING}.**"]
     spec = config.get("preprocessing", {})
     phases = [
         ("head only", config.get("head_epochs", 0), config.get("head_lr"), None),
@@ -448,6 +465,14 @@ def _data_and_recipe(data: dict[str, Any], config: dict[str, Any]) -> list[str]:
         f"smoothing {config.get('label_smoothing')}; AdamW weight decay "
         f"{config.get('weight_decay')}; BatchNorm statistics frozen throughout.",
     ]
+    distribution = config.get("distribution")
+    if distribution:
+        lines.append(
+            f"- Distributed: {distribution['strategy']} over {distribution['workers']} workers, "
+            f"{distribution['replicas']} replicas; global batch "
+            f"{distribution['global_batch_size']}, learning rates x{distribution['lr_scale']:g} "
+            f"({distribution['lr_scaling']} scaling; the peak rates below are before scaling)."
+        )
     for name, epochs, lr, multiplier in phases:
         if epochs:
             head = "" if multiplier is None else f", head at {multiplier:g}x"

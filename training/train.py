@@ -76,6 +76,17 @@ class TrainConfig:
         workers: processes for preprocessing.
         preprocessing: the device preprocessing spec (dict form).
         augment: augmentation ranges (dict form).
+        distributed: train with tf.distribute.MultiWorkerMirroredStrategy across the
+            workers named by TF_CONFIG (training.distributed); ``batch_size`` is then per
+            replica.
+        lr_scaling: "linear" multiplies every learning rate by the number of replicas
+            (the global batch grows with it); "none" keeps them.
+        collective_timeout_s: a distributed run stops with an error when a collective
+            op (gradient all-reduce) or a worker heartbeat waits longer than this.
+        record_shards: folder where each worker of a distributed run writes the training
+            rows it read, per epoch (checks and debugging); empty: not recorded.
+        distribution: filled in by a distributed run: workers, replicas, global batch
+            and learning-rate scale actually used.
     """
 
     data_dir: str
@@ -109,6 +120,11 @@ class TrainConfig:
     workers: int = 2
     preprocessing: dict[str, Any] = field(default_factory=lambda: PreprocessSpec().to_dict())
     augment: dict[str, Any] = field(default_factory=lambda: AugmentConfig().to_dict())
+    distributed: bool = False
+    lr_scaling: str = "linear"
+    collective_timeout_s: float = 120.0
+    record_shards: str = ""
+    distribution: dict[str, Any] | None = None
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -307,6 +323,7 @@ class _Data:
             load_report.skip(image_id, reason)
         self.samples = [s for s in samples if s.image_id not in cache.failed]
         self.skipped = load_report.skipped
+        self.layout, self.grouping = load_report.layout, load_report.grouping
         self.data_hash = dataset_hash(self.samples)
         self.split_hash = _file_hash(split_path)
         self.by_split: dict[str, tuple[np.ndarray, np.ndarray, list]] = {}
@@ -347,6 +364,10 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
     Returns:
         The run folder.
     """
+    if cfg.distributed:
+        from training.distributed import run_distributed_training
+
+        return run_distributed_training(cfg, resume=resume)
     import keras
 
     from training.backbones import build_backbone
@@ -487,6 +508,23 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
         _save_model(model, checkpoint)
         _write_json(state_path, state)
 
+    finish_run(cfg, run_dir, model, data, state, backbone, elapsed_before, started)
+    return run_dir
+
+
+def finish_run(
+    cfg: TrainConfig,
+    run_dir: Path,
+    model: Any,
+    data: _Data,
+    state: dict[str, Any],
+    backbone: Any,
+    elapsed_before: float,
+    started: float,
+) -> None:
+    """Write the final model (best weights), calibration, provenance and report of a run."""
+    best_path = run_dir / "checkpoints" / "best.weights.h5"
+    x_val, y_val, _ = data.by_split["val"]
     model.load_weights(best_path)
     _save_model(model, run_dir / "model.keras")
     val_logits = predict_logits(model, x_val)
@@ -500,7 +538,7 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
         cfg.uncertainty_threshold,
     )
     state["elapsed_s"] = elapsed_before + time.time() - started
-    _write_json(state_path, state)
+    _write_json(run_dir / "state.json", state)
     _write_json(
         run_dir / "provenance.json",
         {
@@ -510,7 +548,11 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
             "backbone": cfg.backbone,
             "weights_source": backbone.weights_source,
             "weights_licence": backbone.weights_licence,
-            "dataset": HAM10000_CITATION,
+            "dataset": HAM10000_CITATION
+            if data.layout == "ham10000"
+            else f"{data.layout} archive {cfg.data_dir}",
+            "data_layout": data.layout,
+            "split_grouping": data.grouping,
             "skipped": data.skipped,
             "train_seconds": state["elapsed_s"],
             "best_epoch": state["best_epoch"],
@@ -520,4 +562,3 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
 
     write_report(run_dir)
     log.info("run finished in %.1f min: %s", state["elapsed_s"] / 60, run_dir)
-    return run_dir
