@@ -112,7 +112,9 @@ def _quality_rows(quality: Mapping[str, float], thresholds: Any) -> list[dict[st
         "lesion_contrast": (">=", thresholds.min_lesion_contrast),
     }
     rows = []
-    for name, value in quality.items():
+    order = [n for n in QUALITY_LABELS if n in quality] + sorted(set(quality) - set(QUALITY_LABELS))
+    for name in order:
+        value = quality[name]
         op, limit = limits.get(name, (None, None))
         passed = None if op is None else (value >= limit if op == ">=" else value <= limit)
         rows.append(
