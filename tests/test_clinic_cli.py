@@ -1,0 +1,93 @@
+"""``skinscan serve``, ``skinscan serve adduser`` and ``skinscan bench serve``."""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from device import cli
+from device.records.export import generate_clinic_keypair
+
+pytest.importorskip("flask")
+pytest.importorskip("waitress")
+pytest.importorskip("argon2")
+
+PASSWORD = "correct horse battery"
+
+
+def test_serve_is_a_subcommand_and_its_module_imports_nothing_heavy():
+    parser = cli.build_parser()
+    args = parser.parse_args(["serve", "--clinic-key", "k", "--data", "d"])
+    assert args._module == "training.clinic.cli"
+    assert (args.host, args.port) == ("127.0.0.1", 8080)  # localhost unless told otherwise
+    code = (
+        "import sys, device.cli as c; c.build_parser(); "
+        "heavy = {'flask', 'waitress', 'argon2', 'werkzeug', 'nacl'} & set(sys.modules); "
+        "sys.exit(','.join(sorted(heavy)) or 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def _adduser(monkeypatch, data, name, password=PASSWORD):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+    return cli.main(["serve", "adduser", "--data", str(data), name, "--password-stdin"])
+
+
+def test_adduser_creates_an_argon2_account(tmp_path, monkeypatch, capsys):
+    from training.clinic.auth import verify_login
+    from training.clinic.store import ClinicStore
+
+    assert _adduser(monkeypatch, tmp_path / "clinic", "alice") == 0
+    assert "created user alice" in capsys.readouterr().out
+    with ClinicStore(tmp_path / "clinic") as store:
+        stored = store.password_hash("alice")
+        assert stored.startswith("$argon2id$") and PASSWORD not in stored
+        assert verify_login(store, "alice", PASSWORD)
+        assert not verify_login(store, "alice", PASSWORD + "x")
+    assert _adduser(monkeypatch, tmp_path / "clinic", "alice") == 2
+    assert "exists already" in capsys.readouterr().err
+    assert _adduser(monkeypatch, tmp_path / "clinic", "bob", "short") == 2
+    assert "at least 10 characters" in capsys.readouterr().err
+    assert _adduser(monkeypatch, tmp_path / "clinic", "Bob Smith") == 2
+
+
+def test_serve_needs_a_private_clinic_key(tmp_path, capsys):
+    assert cli.main(["serve", "--data", str(tmp_path / "c")]) == 2
+    assert "--clinic-key" in capsys.readouterr().err
+    _, public = generate_clinic_keypair(tmp_path / "keys")
+    assert cli.main(["serve", "--clinic-key", str(public), "--data", str(tmp_path / "c")]) == 2
+    assert "not a private key" in capsys.readouterr().err
+
+
+def test_serve_runs_waitress_on_localhost_and_warns_for_other_addresses(
+    tmp_path, monkeypatch, caplog
+):
+    import waitress
+
+    calls = []
+    monkeypatch.setattr(waitress, "serve", lambda app, **kw: calls.append((app, kw)))
+    private, _ = generate_clinic_keypair(tmp_path / "keys")
+    base = ["serve", "--clinic-key", str(private), "--data", str(tmp_path / "c")]
+    assert cli.main(base) == 0
+    ((app, options),) = calls
+    assert (options["host"], options["port"]) == ("127.0.0.1", 8080)
+    assert app.config["SESSION_COOKIE_HTTPONLY"] and not app.config["SESSION_COOKIE_SECURE"]
+    with caplog.at_level(logging.WARNING):
+        assert cli.main([*base, "--host", "0.0.0.0", "--port", "9000", "--secure-cookies"]) == 0
+    assert "TLS reverse proxy" in caplog.text
+    assert calls[1][1]["host"] == "0.0.0.0" and calls[1][0].config["SESSION_COOKIE_SECURE"]
+
+
+def test_bench_serve_measures_a_loopback_server():
+    from training.clinic.bench import run_bench
+
+    figures = run_bench(uploads=2, requests=8, clients=4)
+    assert figures["uploads"] == 2 and figures["retakes"] == 0
+    assert figures["page_requests"] == 8 and figures["page_errors"] == 0
+    assert 0 < figures["upload_to_result_median_ms"] <= figures["upload_to_result_p95_ms"]
+    assert figures["scan_page_requests_per_s"] > 0 and figures["clients"] == 4
