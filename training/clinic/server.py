@@ -43,9 +43,11 @@ class BackgroundServer:
         return self
 
     def stop(self) -> None:
-        """Stop accepting, finish the worker threads and wait for the loop to end."""
+        """Let the requests in progress finish, then close the server and end its loop."""
+        # Workers first: a worker finishing a request pokes the loop's trigger, which
+        # must still be open then.
+        self._server.task_dispatcher.shutdown(timeout=10)
         self._server.close()
-        self._server.task_dispatcher.shutdown()
         self._thread.join(timeout=5)
 
     def __enter__(self) -> BackgroundServer:
