@@ -7,6 +7,14 @@ gradcam.tflite, MODEL_CARD.md and manifest.json into BUNDLE_DIR.
 
 It must be run from the repository root when the run's ``cache_dir`` is relative.
 Needs the desktop extras (TensorFlow).
+
+After writing the bundle it lowers the referral threshold, if needed, so that
+malignant sensitivity stays >= 0.85 under realistic colour and resolution shifts
+on the validation split (:mod:`conversion.shift_threshold`; needs the run's
+images, ``--no-shift-threshold`` skips it). The same step alone, on an existing
+bundle::
+
+    skinscan convert --shift-threshold BUNDLE --metadata RUN/split.csv --images DIR
 """
 
 from __future__ import annotations
@@ -25,8 +33,26 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``convert`` arguments."""
-    parser.add_argument("run", type=Path, help="training run folder (from skinscan train)")
-    parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    parser.add_argument(
+        "run", type=Path, nargs="?", help="training run folder (from skinscan train)"
+    )
+    parser.add_argument("--out", type=Path, help="bundle folder to write")
+    parser.add_argument(
+        "--no-shift-threshold",
+        action="store_true",
+        help="keep the in-distribution referral threshold (skip the shift step)",
+    )
+    parser.add_argument(
+        "--shift-threshold",
+        type=Path,
+        metavar="BUNDLE",
+        help="only refit BUNDLE's referral threshold under shift (needs --metadata, --images)",
+    )
+    parser.add_argument("--metadata", type=Path, help="with --shift-threshold: the split.csv")
+    parser.add_argument("--images", type=Path, help="with --shift-threshold: the image folder")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes for the shift step"
+    )
     parser.add_argument(
         "--representative",
         type=int,
@@ -78,6 +104,12 @@ def main(args: argparse.Namespace) -> int:
     from conversion.manifest import write_bundle
     from device.runtime.analyzer import Analyzer
 
+    if args.shift_threshold is not None:
+        if args.metadata is None or args.images is None:
+            raise SkinScanError("--shift-threshold needs --metadata and --images")
+        return _shift_threshold(args.shift_threshold, args.metadata, args.images, args)
+    if args.run is None or args.out is None:
+        raise SkinScanError("give a run folder and --out (or --shift-threshold BUNDLE)")
     if not args.run.is_dir():
         raise SkinScanError(f"{args.run}: run folder not found")
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
@@ -115,5 +147,25 @@ def main(args: argparse.Namespace) -> int:
     analyzer = Analyzer.from_path(args.out)
     print(
         f"wrote {args.out} (bundle {analyzer.bundle.bundle_id}, runtime {analyzer.bundle.runtime})"
+    )
+    if args.no_shift_threshold:
+        return 0
+    config = json.loads((args.run / "config.json").read_text())
+    images = Path(config.get("data_dir", "")) / "images"
+    if not images.is_dir():
+        raise SkinScanError(
+            f"{images}: the run's images are needed for the shift threshold "
+            "(or pass --no-shift-threshold)"
+        )
+    return _shift_threshold(args.out, args.run / "split.csv", images, args)
+
+
+def _shift_threshold(bundle: Path, metadata: Path, images: Path, args: argparse.Namespace) -> int:
+    from conversion.shift_threshold import apply_shift_threshold
+
+    record = apply_shift_threshold(bundle, metadata, images, workers=args.workers, seed=args.seed)
+    print(
+        f"referral threshold under shift: {record['in_distribution_threshold']:.4f} -> "
+        f"{record['threshold']:.4f} (worst shift {record['worst_shift']}; {record['rule']})"
     )
     return 0

@@ -91,6 +91,33 @@ def _ensemble_lines(members: list[dict] | None) -> list[str]:
     ]
 
 
+def _shift_threshold_lines(record: Mapping[str, Any] | None) -> list[str]:
+    """What the referral threshold under acquisition shift changed, if it ran."""
+    if not record:
+        return []
+    sens = record.get("val_sensitivity_at_in_distribution_threshold") or {}
+    worst = record.get("worst_shift")
+    return [
+        f"- Threshold under acquisition shift: {record.get('rule')}. Worst shift: `{worst}` "
+        f"(validation sensitivity {_num(sens.get(worst))} at the in-distribution threshold "
+        f"{_num(record.get('in_distribution_threshold'))}); the shipped threshold is "
+        f"{_num(record.get('threshold'))}. The int8 test figures below are at it; the float "
+        "column is at the in-distribution threshold."
+    ]
+
+
+def _familiarity_lines(manifest: Manifest) -> list[str]:
+    """The out-of-distribution check, if the bundle has one."""
+    spec = manifest.familiarity
+    if spec is None:
+        return ["- No familiarity check: this bundle never says 'Uncertain — refer'."]
+    return [
+        f"- Familiarity check (`{spec.file}`): {spec.fitted_on}. A frame scoring above "
+        f"{spec.threshold:.3f} is shown as 'Uncertain — refer' instead of 'Monitor' "
+        f"(validation: {100 * spec.validation_fire_rate:.1f}% of images)."
+    ]
+
+
 def render_model_card(manifest: Manifest) -> str:
     """Render the model card of a bundle from its manifest.
 
@@ -152,6 +179,8 @@ def render_model_card(manifest: Manifest) -> str:
             if (parity.get("calibration") or {}).get("int8_fitted")
             else "."
         ),
+        *_shift_threshold_lines(m.get("shift_threshold")),
+        *_familiarity_lines(manifest),
         "- Classes: "
         + ", ".join(f"`{c}` {n}" for c, n in names.items())
         + ". Malignant: "

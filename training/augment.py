@@ -78,6 +78,7 @@ class AugmentConfig:
             "gamma": (1.0, 1.0),
             "blur_probability": 0.0,
             "jpeg_probability": 0.0,
+            "jpeg_quality": (90.0, 90.0),
         }
         data = {**off, **data}
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
@@ -94,7 +95,8 @@ class AugmentConfig:
             if not 0 <= float(data[key]) <= 1:
                 raise ConfigError(f"augment.{key}: must be in [0, 1], got {data[key]}")
         if data["jpeg_quality"][1] > 100:
-            raise ConfigError(f"augment.jpeg_quality: max must be <= 100, got {data['jpeg_quality']}")
+            quality = data["jpeg_quality"]
+            raise ConfigError(f"augment.jpeg_quality: max must be <= 100, got {quality}")
         return cls(**data)
 
 

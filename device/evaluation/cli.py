@@ -16,6 +16,11 @@ OUT.json holds ``n_images``, ``n_skipped``, ``skipped``, ``classes_present``,
 No TensorFlow is needed.
 
 ``--split test`` with a training run's ``split.csv`` evaluates its test split.
+
+``--shifts`` runs the shift benchmark instead (:mod:`device.evaluation.shift_report`):
+every image under each controlled acquisition shift, written as OUT.json, OUT.md
+(a Markdown table) and OUT.png (one chart). ``--shift NAME`` (repeatable) keeps
+some shifts only.
 """
 
 from __future__ import annotations
@@ -55,6 +60,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="only rows whose 'split' column has this value, e.g. test with a run's split.csv",
     )
     parser.add_argument(
+        "--shifts",
+        action="store_true",
+        help="shift benchmark: re-run under controlled acquisition shifts (JSON, .md, .png)",
+    )
+    parser.add_argument(
+        "--shift",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="with --shifts: only this shift (repeatable; default: all)",
+    )
+    parser.add_argument(
         "--runtime",
         choices=("ai_edge_litert", "tflite_runtime", "tensorflow"),
         default=None,
@@ -80,6 +97,10 @@ def main(args: argparse.Namespace) -> int:
         raise SkinScanError("--workers must be at least 1")
     if args.n_boot < 0:
         raise SkinScanError("--n-boot must be 0 or more")
+    if args.shift and not args.shifts:
+        raise SkinScanError("--shift needs --shifts")
+    if args.shifts:
+        return _main_shifts(args)
     report = evaluate_folder(
         args.metadata,
         args.images,
@@ -108,3 +129,35 @@ def main(args: argparse.Namespace) -> int:
         print("skinscan eval: no image could be evaluated (see 'skipped' in the report)")
         return 1
     return 0
+
+
+def _main_shifts(args: argparse.Namespace) -> int:
+    from device.evaluation.shift_report import evaluate_shifts, markdown_table, save_chart
+    from device.evaluation.shifts import SHIFTS, shift_by_name
+
+    try:
+        shifts = tuple(shift_by_name(n) for n in args.shift) if args.shift else SHIFTS
+    except KeyError as exc:
+        raise SkinScanError(str(exc.args[0])) from exc
+    report = evaluate_shifts(
+        args.metadata,
+        args.images,
+        args.bundle,
+        shifts=shifts,
+        split=args.split,
+        workers=args.workers,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        runtime=args.runtime,
+    )
+    table = markdown_table(report)
+    try:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.with_suffix(".md").write_text(table)
+        chart = save_chart(report, args.json.with_suffix(".png"))
+    except OSError as exc:
+        raise SkinScanError(f"{args.json}: cannot write the report ({exc})") from exc
+    print(table)
+    print(f"wrote {args.json}, {args.json.with_suffix('.md')}" + (f", {chart}" if chart else ""))
+    return 0 if report["shifts"]["none"]["n_images"] else 1

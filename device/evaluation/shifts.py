@@ -7,9 +7,10 @@ families:
 
 * ``colour``: white balance of another illuminant, as colour temperature. The
   frame is taken to be white-balanced for 6500 K and is re-lit at another
-  temperature in linear light (sRGB decoded, channel gains, re-encoded). The
-  gains are the sRGB white points of a black body (Charity's table), relative
-  to 6500 K.
+  temperature in linear light (sRGB decoded, channel gains, re-encoded; bright
+  channels clip). The gains are the sRGB white points of a black body
+  (Charity's table) relative to 6500 K, scaled to keep the luminance of white,
+  as a camera's auto-exposure does.
 * ``tone``: gamma of another tone curve; exposure (a gain in linear light,
   clipped like a sensor).
 * ``vignetting``: a radial fall-off to 45% at the corners, as a lens of another
@@ -42,6 +43,9 @@ _WHITE_POINTS = {
     8000: (227, 233, 255),
     10000: (204, 219, 255),
 }
+
+
+_LUMINANCE = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,8 @@ def colour_temperature_gains(kelvin: int) -> np.ndarray:
     white = _to_linear(np.array([[_WHITE_POINTS[kelvin]]], np.uint8))[0, 0]
     reference = _to_linear(np.array([[_WHITE_POINTS[6500]]], np.uint8))[0, 0]
     gains = white / reference
-    return gains / gains.max()
+    # Auto-exposure keeps the luminance of white: the light changes colour, not level.
+    return gains / float(np.dot(_LUMINANCE, gains))
 
 
 def _identity(image: np.ndarray, value: float, rng: np.random.Generator) -> np.ndarray:
@@ -201,7 +206,9 @@ SHIFTS: tuple[Shift, ...] = (
 
 # The shifts a field camera realistically brings in colour and resolution: the shipped
 # referral threshold must keep malignant sensitivity >= 0.85 under the worst of them.
-REALISTIC_THRESHOLD_FAMILIES = ("colour", "resolution")
+# Dermoscope LED rings are white LEDs of about 4000-6500 K (8000 K covers a cool one,
+# or a camera's auto white balance erring blue); 3000 K and 10000 K are stress tests.
+REALISTIC_THRESHOLD_SHIFTS = ("colour-4000K", "colour-8000K", "resolution-3x", "resolution-4x")
 
 
 def shift_by_name(name: str) -> Shift:
