@@ -47,9 +47,15 @@ def hints(*pairs):
     return tuple(Hint(b, a) for b, a in pairs)
 
 
-def result_screen(tier="refer", show=True, p_malignant=0.55):
+def result_screen(tier="refer", show=True, p_malignant=0.55, unfamiliar=False):
     view = sample_result(p_malignant=p_malignant, tier=tier)
-    view = type(view)(**{**view.__dict__, "image": make_phantom(2).image[100:380, 180:460]})
+    view = type(view)(
+        **{
+            **view.__dict__,
+            "image": make_phantom(2).image[100:380, 180:460],
+            "unfamiliar": unfamiliar,
+        }
+    )
     overlay = view.image.copy()
     overlay[60:200, 60:200] = (250, 220, 30)
     view = type(view)(
@@ -86,6 +92,7 @@ def all_screens():
         "result-refer": result_screen("refer"),
         "result-uncertain": result_screen("uncertain", False, 0.1),
         "result-monitor": result_screen("monitor", True, 0.02),
+        "result-unfamiliar": result_screen("uncertain", True, 0.08, unfamiliar=True),
         "retake": RetakeScreen(
             frame,
             ("blurred — hold still", "too dark — check the LED ring"),
@@ -151,6 +158,19 @@ def test_result_shows_everything_a_health_worker_needs(size):
         assert needed in text, needed
     # The long name is wrapped whole, not cut off.
     assert "carcinoma" in text and "Actinic" in text
+
+
+@pytest.mark.parametrize("size", [(480, 320), (800, 480)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_unfamiliar_frame_says_uncertain_refer(size):
+    renderer = RecordingRenderer(size, KeyButtons.labels)
+    renderer.render(result_screen("uncertain", True, 0.08, unfamiliar=True))
+    text = " ".join(line for line, _, _ in renderer.lines)
+    assert "Uncertain — refer (unfamiliar image)" in text
+    assert "Monitor" not in text
+    # A referral stays a referral, whatever the familiarity check says.
+    renderer.lines.clear()
+    renderer.render(result_screen("refer", True, 0.55, unfamiliar=True))
+    assert "Refer to a clinician" in " ".join(line for line, _, _ in renderer.lines)
 
 
 def test_heatmap_toggle_changes_only_the_photo():
