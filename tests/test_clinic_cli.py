@@ -91,3 +91,20 @@ def test_bench_serve_measures_a_loopback_server():
     assert figures["page_requests"] == 8 and figures["page_errors"] == 0
     assert 0 < figures["upload_to_result_median_ms"] <= figures["upload_to_result_p95_ms"]
     assert figures["scan_page_requests_per_s"] > 0 and figures["clients"] == 4
+
+
+def test_device_never_imports_the_clinic_app_or_flask():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "device"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            words = line.split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                module = words[1].split(".")[0]
+                if module in ("flask", "flask_wtf", "waitress", "werkzeug", "argon2") or words[
+                    1
+                ].startswith("training.clinic"):
+                    offenders.append(f"{path.relative_to(root)}:{number}")
+    assert offenders == []
