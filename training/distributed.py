@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -249,7 +250,8 @@ def run_distributed_training(cfg: Any, resume: bool = False) -> Path:
     except Exception as exc:
         if not _is_peer_failure(exc):
             raise
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = re.sub(r"\{\{function_node[^}]*\}\}\s*", "", str(exc)).strip()
+        first_line = detail.splitlines()[0] if detail else ""
         raise WorkerLostError(
             f"distributed run stopped on {task.task_type} {task.task_index} after "
             f"{time.time() - started:.0f} s: a peer died or stopped answering "
@@ -363,7 +365,9 @@ def _run(
             if state["epoch"] == 0 and names.index(phase) > 0 and best_path.exists():
                 model.load_weights(best_path)
             count = set_trainable(model, backbone.block_names, first_block)
-            if loaded_phase != phase:
+            # A phase starts with a fresh optimiser, also when resumed at its start (the
+            # checkpoint's optimiser was built for the previous phase's variables).
+            if loaded_phase != phase or state["epoch"] == 0:
                 single._compile(
                     model, cfg, peak_lr, 1.0 if phase == "head" else cfg.head_lr_multiplier
                 )
