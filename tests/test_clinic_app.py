@@ -394,3 +394,16 @@ def read_phantom():
     from device.phantoms import make_phantom
 
     return make_phantom(7, size=(450, 600)).image
+
+
+def test_a_record_altered_in_the_store_is_reported_not_shown(logged_in, store):
+    record = make_record(8, size=32)
+    store.add_scan(record)
+    image_file = store.data_dir / "scans" / "images" / f"{record.scan_id}.image"
+    blob = bytearray(image_file.read_bytes())
+    blob[-1] ^= 0x01
+    image_file.write_bytes(bytes(blob))
+    for path in (f"/scans/{record.scan_id}", f"/scans/{record.scan_id}/photo.png"):
+        response = logged_in.get(path)
+        assert response.status_code == 409
+        assert "integrity check" in _text(response) and b"PNG" not in response.data[:8]
