@@ -22,7 +22,7 @@ from typing import Any
 
 from conversion.manifest import MODEL_CARD_FILE, build_manifest, write_bundle
 from conversion.model_card import render_model_card
-from device.errors import ConversionError
+from device.errors import DatasetError
 from device.evaluation.runner import evaluate_folder
 from device.evaluation.shift_report import MIN_SENSITIVITY_UNDER_SHIFT, evaluate_shifts
 from device.evaluation.shifts import REALISTIC_THRESHOLD_SHIFTS, UNSHIFTED, shift_by_name
@@ -92,7 +92,7 @@ def apply_shift_threshold(
         The ``metrics.shift_threshold`` record written to the manifest.
 
     Raises:
-        ConversionError: the split has no validation or test rows.
+        DatasetError: the split has no usable validation or test images.
     """
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
@@ -109,7 +109,7 @@ def apply_shift_threshold(
         workers=workers, n_boot=0, seed=seed,
     )  # fmt: skip
     if not val["shifts"]["none"]["n_images"]:
-        raise ConversionError(f"{split_csv}: no validation images could be analysed")
+        raise DatasetError(f"{split_csv}: no validation images could be analysed")
     safe = val["shift_safe_threshold"]
     threshold = float(safe["threshold"])
     manifest = read_manifest(bundle_dir)
@@ -119,7 +119,7 @@ def apply_shift_threshold(
         split_csv, images_dir, bundle_dir, workers=workers, n_boot=n_boot, seed=seed, split="test"
     )
     if not test["n_images"]:
-        raise ConversionError(f"{split_csv}: no test images could be analysed")
+        raise DatasetError(f"{split_csv}: no test images could be analysed")
     record = {
         "in_distribution_threshold": in_distribution,
         "threshold": threshold,

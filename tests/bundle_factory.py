@@ -167,6 +167,7 @@ def make_bundle(
     provenance: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     bundle_id: str = "tiny-test",
+    familiarity: Any = None,
 ) -> Path:
     """Write a valid bundle into ``dest`` (no TensorFlow needed).
 
@@ -178,11 +179,22 @@ def make_bundle(
         provenance: overrides of :data:`DEFAULT_PROVENANCE`.
         metrics: manifest metrics.
         bundle_id: the bundle id.
+        familiarity: a fitted ``FeatureDensity`` to ship as the familiarity check.
 
     Returns:
         ``dest`` as a Path.
     """
     files = dict(files) if files is not None else prebuilt_files()
+    familiarity_spec = None
+    if familiarity is not None:
+        files["familiarity.npz"] = familiarity.to_bytes()
+        familiarity_spec = {
+            "file": "familiarity.npz",
+            "threshold": familiarity.threshold,
+            "components": int(familiarity.components.shape[1]),
+            "fitted_on": "synthetic frames (tests)",
+            "validation_fire_rate": 0.025,
+        }
     manifest = build_manifest(
         files,
         bundle_id=bundle_id,
@@ -190,6 +202,7 @@ def make_bundle(
         calibration={**DEFAULT_CALIBRATION, **(calibration or {})},
         provenance={**DEFAULT_PROVENANCE, **(provenance or {})},
         metrics=metrics or {"note": "tiny synthetic test bundle"},
+        familiarity=familiarity_spec,
     )
     return write_bundle(dest, files, manifest)
 
