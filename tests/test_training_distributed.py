@@ -284,3 +284,31 @@ def test_distributed_without_tf_config_is_one_clear_line(synthetic_ham, tmp_path
     )  # fmt: skip
     assert done.returncode == 2
     assert "needs TF_CONFIG" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_frozen_worker_is_noticed_by_its_heartbeat_not_a_silent_hang(two_worker_run, work):
+    """SIGSTOP keeps the worker's sockets open, so only the heartbeat/timeout can notice."""
+    run = work / "frozen"
+    args = _train_args(work / "ham", work / "cache", run, batch=4)
+    args += ["--distributed", "--lr-scaling", "none", "--collective-timeout", "5"]
+    chief, worker = _launch_workers(args, work / "tmp", "frozen")
+    try:
+        deadline = time.time() + 240
+        while not (run / "state.json").exists() and chief.poll() is None:
+            assert time.time() < deadline, _log(work / "tmp", "frozen", 0)
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGSTOP)
+        frozen_at = time.time()
+        try:
+            chief.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            chief.kill()
+            pytest.fail("the chief hung on a frozen peer")
+        log = _log(work / "tmp", "frozen", 0)
+        assert chief.returncode == 2, log
+        assert "stopped answering" in log and "Traceback" not in log
+        # heartbeat timeout (5 s) + shutdown barrier (at most 5 s) + margin for a loaded CI box
+        assert time.time() - frozen_at < 45
+    finally:
+        worker.kill()
+        worker.wait()
