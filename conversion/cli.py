@@ -48,6 +48,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="BUNDLE",
         help="only refit BUNDLE's referral threshold under shift (needs --metadata, --images)",
     )
+    parser.add_argument(
+        "--fit-familiarity",
+        type=Path,
+        metavar="BUNDLE",
+        help="only fit BUNDLE's familiarity check from images (needs --metadata, --images; "
+        "for bundles converted before the check existed)",
+    )
     parser.add_argument("--metadata", type=Path, help="with --shift-threshold: the split.csv")
     parser.add_argument("--images", type=Path, help="with --shift-threshold: the image folder")
     parser.add_argument(
@@ -104,9 +111,20 @@ def main(args: argparse.Namespace) -> int:
     from conversion.manifest import write_bundle
     from device.runtime.analyzer import Analyzer
 
-    if args.shift_threshold is not None:
+    if args.shift_threshold is not None or args.fit_familiarity is not None:
         if args.metadata is None or args.images is None:
-            raise SkinScanError("--shift-threshold needs --metadata and --images")
+            raise SkinScanError("--shift-threshold and --fit-familiarity need --metadata, --images")
+        if args.fit_familiarity is not None:
+            from conversion.refit_familiarity import refit_familiarity
+
+            fitted = refit_familiarity(args.fit_familiarity, args.metadata, args.images)
+            print(
+                f"familiarity check fitted: threshold {fitted['threshold']:.3f}, fires on "
+                f"{100 * fitted['validation_fire_rate']:.1f}% of validation and "
+                f"{100 * fitted['test_fire_rate']:.1f}% of test images"
+            )
+        if args.shift_threshold is None:
+            return 0
         return _shift_threshold(args.shift_threshold, args.metadata, args.images, args)
     if args.run is None or args.out is None:
         raise SkinScanError("give a run folder and --out (or --shift-threshold BUNDLE)")

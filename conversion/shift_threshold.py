@@ -46,22 +46,52 @@ TEST_METRIC_KEYS = (
 )
 
 
-def _write(bundle_dir: Path, manifest: Any, calibration: dict, metrics: dict) -> Any:
+def rewrite_bundle(
+    bundle_dir: Path,
+    manifest: Any,
+    *,
+    calibration: dict[str, float] | None = None,
+    metrics: dict[str, Any] | None = None,
+    familiarity: dict[str, Any] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Any:
+    """Rewrite a bundle in place with changed calibration, metrics or familiarity check.
+
+    The model card is rendered again and every file's checksum recomputed; the
+    model files themselves are copied unchanged (they keep the bundle id).
+    """
     files = verify_files(bundle_dir, manifest)
-    draft = manifest.model_copy(update={"metrics": metrics})
-    draft = draft.model_copy(
-        update={"calibration": draft.calibration.model_copy(update=calibration)}
+    files.update(extra_files or {})
+    update: dict[str, Any] = {}
+    if calibration:
+        update["calibration"] = manifest.calibration.model_copy(update=calibration)
+    if metrics is not None:
+        update["metrics"] = metrics
+    draft = manifest.model_copy(update=update)
+    spec = familiarity if familiarity is not None else draft.familiarity
+    if spec is not None and not isinstance(spec, dict):
+        spec = spec.model_dump()
+    files.pop(MODEL_CARD_FILE, None)
+    preview = build_manifest(
+        files,
+        bundle_id=draft.bundle_id,
+        preprocessing=draft.preprocessing,
+        calibration=draft.calibration,
+        provenance=draft.provenance,
+        metrics=draft.metrics,
+        created_at=draft.created_at,
+        familiarity=spec,
     )
-    files[MODEL_CARD_FILE] = render_model_card(draft).encode("utf-8")
+    files[MODEL_CARD_FILE] = render_model_card(preview).encode("utf-8")
     rebuilt = build_manifest(
         files,
         bundle_id=draft.bundle_id,
         preprocessing=draft.preprocessing,
         calibration=draft.calibration,
         provenance=draft.provenance,
-        metrics=metrics,
+        metrics=draft.metrics,
         created_at=draft.created_at,
-        familiarity=draft.familiarity,
+        familiarity=spec,
     )
     write_bundle(bundle_dir, files, rebuilt)
     return rebuilt
@@ -101,7 +131,7 @@ def apply_shift_threshold(
         previous.get("in_distribution_threshold", manifest.calibration.referral_threshold)
     )
     # Fit from the in-distribution threshold, so that a second run changes nothing.
-    _write(bundle_dir, manifest, {"referral_threshold": in_distribution}, dict(manifest.metrics))
+    rewrite_bundle(bundle_dir, manifest, calibration={"referral_threshold": in_distribution})
     shifts = (UNSHIFTED, *(shift_by_name(n) for n in REALISTIC_THRESHOLD_SHIFTS))
     log.info("shift threshold: validation under %d shifts", len(shifts) - 1)
     val = evaluate_shifts(
@@ -113,7 +143,7 @@ def apply_shift_threshold(
     safe = val["shift_safe_threshold"]
     threshold = float(safe["threshold"])
     manifest = read_manifest(bundle_dir)
-    _write(bundle_dir, manifest, {"referral_threshold": threshold}, dict(manifest.metrics))
+    rewrite_bundle(bundle_dir, manifest, calibration={"referral_threshold": threshold})
     log.info("shift threshold: test split at %.4f through the device pipeline", threshold)
     test = evaluate_folder(
         split_csv, images_dir, bundle_dir, workers=workers, n_boot=n_boot, seed=seed, split="test"
@@ -141,5 +171,7 @@ def apply_shift_threshold(
         "referral_threshold": threshold,
         "measured_with": "skinscan eval (device pipeline from the JPEGs) at the shift threshold",
     }
-    _write(bundle_dir, manifest, {"referral_threshold": threshold}, metrics)
+    rewrite_bundle(
+        bundle_dir, manifest, calibration={"referral_threshold": threshold}, metrics=metrics
+    )
     return record

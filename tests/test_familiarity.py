@@ -10,6 +10,7 @@ from bundle_factory import make_bundle, synthetic_frames
 
 from device.app.results import record_from_result, result_from_analysis, result_from_record
 from device.errors import BundleChecksumError, BundleModelError
+from device.labels import CLASS_CODES
 from device.runtime import Analyzer
 from device.runtime.decision import decide
 from device.runtime.familiarity import FeatureDensity, fit_feature_density, pooled
@@ -128,3 +129,36 @@ def test_a_tampered_familiarity_file_is_refused(bundles, tmp_path: Path) -> None
     (copy / "familiarity.npz").write_bytes(bytes(data))
     with pytest.raises(BundleChecksumError):
         load_bundle(copy)
+
+
+def test_an_older_bundle_gets_the_check_fitted_from_images(tmp_path: Path) -> None:
+    import csv
+
+    import cv2
+
+    from conversion.refit_familiarity import refit_familiarity
+    from device.runtime.bundle import load_bundle
+
+    bundle = make_bundle(tmp_path / "bundle")
+    assert load_bundle(bundle).familiarity is None
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = []
+    for split, count, seed in (("train", 70, 1), ("val", 35, 2), ("test", 21, 3)):
+        frames, labels = synthetic_frames(count, seed=seed)
+        for i, (frame, label) in enumerate(zip(frames, labels, strict=True)):
+            image_id = f"ISIC_{split}_{i}"
+            cv2.imwrite(str(images / f"{image_id}.jpg"), frame[..., ::-1])
+            rows.append({"image_id": image_id, "dx": CLASS_CODES[label], "split": split})
+    split_csv = tmp_path / "split.csv"
+    with split_csv.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image_id", "dx", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    report = refit_familiarity(bundle, split_csv, images, n_train=70)
+    loaded = load_bundle(bundle)
+    assert loaded.familiarity is not None
+    assert loaded.manifest.familiarity.threshold == pytest.approx(report["threshold"])
+    assert 0 < report["validation_fire_rate"] <= 0.05
+    assert 0 <= report["test_fire_rate"] <= 0.3
+    assert "Familiarity check" in (bundle / "MODEL_CARD.md").read_text()
