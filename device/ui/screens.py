@@ -23,6 +23,13 @@ TIER_ACTIONS: dict[str, str] = {
 UNFAMILIAR_ACTION = "Uncertain — refer (unfamiliar image)"
 
 
+def tier_action(risk_tier: str, unfamiliar: bool = False) -> str:
+    """What the health worker (or clinician) is told to do for a risk tier."""
+    if unfamiliar and risk_tier == "uncertain":
+        return UNFAMILIAR_ACTION
+    return TIER_ACTIONS.get(risk_tier, TIER_ACTIONS["uncertain"])
+
+
 @dataclass(frozen=True)
 class Hint:
     """A button and what it does on this screen, e.g. ("capture", "Scan")."""
@@ -126,9 +133,7 @@ class ResultScreen:
     @property
     def action(self) -> str:
         """What the health worker should do, from the risk tier."""
-        if self.unfamiliar and self.risk_tier == "uncertain":
-            return UNFAMILIAR_ACTION
-        return TIER_ACTIONS.get(self.risk_tier, TIER_ACTIONS["uncertain"])
+        return tier_action(self.risk_tier, self.unfamiliar)
 
     @property
     def snapshot_key(self) -> str:

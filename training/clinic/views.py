@@ -17,7 +17,7 @@ from device.errors import SkinScanError, StorageError, TamperError
 from device.labels import HAM10000_CLASSES
 from device.records.api import InvalidRecordError, PatientRefError, ScanRecord
 from device.records.qr import validate_patient_ref
-from device.ui.screens import NOTICE, TIER_ACTIONS
+from device.ui.screens import NOTICE, tier_action
 from training.clinic.analysis import QualityGateError, UploadError
 from training.clinic.app import EXTENSION, ClinicContext
 from training.clinic.auth import verify_login
@@ -141,7 +141,7 @@ def _scan_view(record: ScanRecord) -> dict[str, Any]:
         "threshold": view.referral_threshold,
         "above": view.p_malignant >= view.referral_threshold,
         "tier": view.risk_tier,
-        "action": TIER_ACTIONS.get(view.risk_tier, TIER_ACTIONS["uncertain"]),
+        "action": tier_action(view.risk_tier, view.unfamiliar),
         "has_heatmap": record.heatmap is not None and record.heatmap.ndim == 3,
         "quality": _quality_rows(record.quality, ctx.analysis.thresholds),
         "source": record.extra.get("source", "scanner export"),
