@@ -13,6 +13,14 @@ TARGETS: dict[str, tuple[str, str]] = {
     # The clinic web app lives outside device/ (device/ never imports Flask); loaded by name.
     "serve": ("training.clinic.bench", "clinic web app: upload-to-result latency, scan page req/s"),
 }
+# Desktop benchmarks that need TensorFlow: their module is imported, and its arguments
+# parsed, only when the target runs, so building the parser (the device's too) stays free.
+LAZY_TARGETS: dict[str, tuple[str, str]] = {
+    "train": (
+        "training.bench_distributed",
+        "training images/s with 1, 2, ... local tf.distribute workers (desktop)",
+    ),
+}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +33,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
             importlib.import_module(module_name).configure(target)
         except ImportError as exc:
             target.set_defaults(_bench_unavailable=str(exc))
+    for name, (module_name, help_text) in LAZY_TARGETS.items():
+        # "+" prefix: every word after the target, options included, reaches the module
+        target = sub.add_parser(name, help=help_text, prefix_chars="+", add_help=False)
+        target.add_argument("_bench_argv", nargs="*", metavar="ARG")
+        target.set_defaults(_bench_module=module_name, _bench_lazy=help_text)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -33,4 +46,11 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"skinscan bench {args.bench_target}: unavailable: {args._bench_unavailable}"
         )
-    return importlib.import_module(args._bench_module).main(args)
+    module = importlib.import_module(args._bench_module)
+    if getattr(args, "_bench_lazy", None):
+        parser = argparse.ArgumentParser(
+            prog=f"skinscan bench {args.bench_target}", description=args._bench_lazy
+        )
+        module.configure(parser)
+        parser.parse_args(args._bench_argv, namespace=args)
+    return module.main(args)
