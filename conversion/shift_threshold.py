@@ -22,24 +22,20 @@ from typing import Any
 
 from conversion.manifest import MODEL_CARD_FILE, build_manifest, write_bundle
 from conversion.model_card import render_model_card
+from device import metrics
 from device.errors import DatasetError
 from device.evaluation.runner import evaluate_folder
 from device.evaluation.shift_report import MIN_SENSITIVITY_UNDER_SHIFT, evaluate_shifts
 from device.evaluation.shifts import REALISTIC_THRESHOLD_SHIFTS, UNSHIFTED, shift_by_name
 from device.runtime.bundle import read_manifest, verify_files
+from device.runtime.manifest import FamiliaritySpec
 
 log = logging.getLogger(__name__)
 
 TEST_METRIC_KEYS = (
     "n_images",
     "classes_present",
-    "balanced_accuracy",
-    "accuracy",
-    "malignant_auc",
-    "sensitivity",
-    "specificity",
-    "melanoma_sensitivity",
-    "ece",
+    *metrics.HEADLINE_METRICS,
     "per_class_recall",
     "per_class_precision",
     "ci95",
@@ -67,22 +63,13 @@ def rewrite_bundle(
         update["calibration"] = manifest.calibration.model_copy(update=calibration)
     if metrics is not None:
         update["metrics"] = metrics
+    spec = familiarity if familiarity is not None else manifest.familiarity
+    if spec is not None:
+        update["familiarity"] = FamiliaritySpec.model_validate(
+            spec if isinstance(spec, dict) else spec.model_dump()
+        )
     draft = manifest.model_copy(update=update)
-    spec = familiarity if familiarity is not None else draft.familiarity
-    if spec is not None and not isinstance(spec, dict):
-        spec = spec.model_dump()
-    files.pop(MODEL_CARD_FILE, None)
-    preview = build_manifest(
-        files,
-        bundle_id=draft.bundle_id,
-        preprocessing=draft.preprocessing,
-        calibration=draft.calibration,
-        provenance=draft.provenance,
-        metrics=draft.metrics,
-        created_at=draft.created_at,
-        familiarity=spec,
-    )
-    files[MODEL_CARD_FILE] = render_model_card(preview).encode("utf-8")
+    files[MODEL_CARD_FILE] = render_model_card(draft).encode("utf-8")
     rebuilt = build_manifest(
         files,
         bundle_id=draft.bundle_id,
@@ -91,7 +78,7 @@ def rewrite_bundle(
         provenance=draft.provenance,
         metrics=draft.metrics,
         created_at=draft.created_at,
-        familiarity=spec,
+        familiarity=draft.familiarity,
     )
     write_bundle(bundle_dir, files, rebuilt)
     return rebuilt
@@ -164,14 +151,14 @@ def apply_shift_threshold(
         },
     }
     manifest = read_manifest(bundle_dir)
-    metrics = dict(manifest.metrics)
-    metrics["shift_threshold"] = record
-    metrics["int8_test"] = {
+    figures = dict(manifest.metrics)
+    figures["shift_threshold"] = record
+    figures["int8_test"] = {
         **{k: test[k] for k in TEST_METRIC_KEYS if k in test},
         "referral_threshold": threshold,
         "measured_with": "skinscan eval (device pipeline from the JPEGs) at the shift threshold",
     }
     rewrite_bundle(
-        bundle_dir, manifest, calibration={"referral_threshold": threshold}, metrics=metrics
+        bundle_dir, manifest, calibration={"referral_threshold": threshold}, metrics=figures
     )
     return record

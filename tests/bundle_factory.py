@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +103,31 @@ def synthetic_frames(n: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarra
     labels = np.arange(n) % N_CLASSES
     rng.shuffle(labels)
     return [synthetic_frame(int(c), rng) for c in labels], labels.astype(np.int64)
+
+
+def write_synthetic_jpegs(
+    images: Path, codes: tuple[str, ...], per_class: int, seed: int = 0
+) -> list[tuple[str, str, int]]:
+    """Write ``per_class`` synthetic JPEGs of each class code; returns (image_id, code, i)."""
+    rng = np.random.default_rng(seed)
+    images.mkdir(parents=True, exist_ok=True)
+    written = []
+    for code in codes:
+        for i in range(per_class):
+            image_id = f"ISIC_{code}_{i}"
+            frame = synthetic_frame(CLASS_CODES.index(code), rng)
+            cv2.imwrite(str(images / f"{image_id}.jpg"), frame[..., ::-1])
+            written.append((image_id, code, i))
+    return written
+
+
+def write_rows_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write dict rows (same keys) as a CSV with a header."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def synthetic_model_inputs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

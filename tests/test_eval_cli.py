@@ -8,15 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from bundle_factory import make_bundle, synthetic_frame
+from bundle_factory import make_bundle, write_rows_csv, write_synthetic_jpegs
 
 from device import metrics
 from device.cli import main
 from device.imaging.io import read_image
-from device.labels import CLASS_CODES, class_index
+from device.labels import CLASS_CODES
 from device.runtime import Analyzer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,16 +24,9 @@ CLASSES = ("bcc", "mel", "nv")  # a CSV holding only some of the seven classes
 
 def write_folder(root: Path, per_class: int = 5, seed: int = 0) -> tuple[Path, Path]:
     """JPEGs of synthetic lesions plus every kind of bad row; returns (csv, images dir)."""
-    rng = np.random.default_rng(seed)
     images = root / "images"
-    images.mkdir(parents=True)
-    rows = []
-    for code in CLASSES:
-        for i in range(per_class):
-            image_id = f"ISIC_{code}_{i}"
-            frame = synthetic_frame(class_index(code), rng)
-            cv2.imwrite(str(images / f"{image_id}.jpg"), frame[..., ::-1])
-            rows.append({"image_id": image_id, "dx": code, "age": "50"})
+    written = write_synthetic_jpegs(images, CLASSES, per_class, seed)
+    rows = [{"image_id": image_id, "dx": code, "age": "50"} for image_id, code, _ in written]
     good = (images / f"ISIC_{CLASSES[0]}_0.jpg").read_bytes()
     (images / "ISIC_truncated.jpg").write_bytes(good[: len(good) // 2])
     (images / "ISIC_scc.jpg").write_bytes(good)
@@ -44,12 +36,7 @@ def write_folder(root: Path, per_class: int = 5, seed: int = 0) -> tuple[Path, P
         {"image_id": "ISIC_scc", "dx": "scc", "age": ""},  # not a HAM10000 code
         {"image_id": f"ISIC_{CLASSES[2]}_2", "dx": "nv", "age": ""},  # repeated row
     ]
-    csv_path = root / "meta.csv"
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["image_id", "dx", "age"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return csv_path, images
+    return write_rows_csv(root / "meta.csv", rows), images
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle_factory import make_bundle, synthetic_frames
+from bundle_factory import make_bundle, synthetic_frames, write_rows_csv
 
 from device.app.results import record_from_result, result_from_analysis, result_from_record
 from device.errors import BundleChecksumError, BundleModelError
@@ -132,8 +132,6 @@ def test_a_tampered_familiarity_file_is_refused(bundles, tmp_path: Path) -> None
 
 
 def test_an_older_bundle_gets_the_check_fitted_from_images(tmp_path: Path) -> None:
-    import csv
-
     import cv2
 
     from conversion.refit_familiarity import refit_familiarity
@@ -150,11 +148,7 @@ def test_an_older_bundle_gets_the_check_fitted_from_images(tmp_path: Path) -> No
             image_id = f"ISIC_{split}_{i}"
             cv2.imwrite(str(images / f"{image_id}.jpg"), frame[..., ::-1])
             rows.append({"image_id": image_id, "dx": CLASS_CODES[label], "split": split})
-    split_csv = tmp_path / "split.csv"
-    with split_csv.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["image_id", "dx", "split"])
-        writer.writeheader()
-        writer.writerows(rows)
+    split_csv = write_rows_csv(tmp_path / "split.csv", rows)
     report = refit_familiarity(bundle, split_csv, images, n_train=70)
     loaded = load_bundle(bundle)
     assert loaded.familiarity is not None

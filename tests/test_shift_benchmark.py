@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
-from bundle_factory import make_bundle, synthetic_frame
+from bundle_factory import make_bundle, write_rows_csv, write_synthetic_jpegs
 
 from device.cli import main
 from device.evaluation.shift_report import evaluate_shifts
 from device.evaluation.shifts import REALISTIC_THRESHOLD_SHIFTS, UNSHIFTED, shift_by_name
-from device.labels import CLASS_CODES, class_index
+from device.labels import CLASS_CODES
 from device.runtime.bundle import load_bundle
 
 CLASSES = ("mel", "bcc", "nv", "bkl")
@@ -23,22 +20,13 @@ CLASSES = ("mel", "bcc", "nv", "bkl")
 
 def write_split(root: Path, per_class: int = 8) -> tuple[Path, Path]:
     """Synthetic JPEGs with a split column: half validation, half test."""
-    rng = np.random.default_rng(0)
     images = root / "images"
-    images.mkdir(parents=True)
-    rows = []
-    for code in CLASSES:
-        for i in range(per_class):
-            image_id = f"ISIC_{code}_{i}"
-            frame = synthetic_frame(class_index(code), rng)
-            cv2.imwrite(str(images / f"{image_id}.jpg"), frame[..., ::-1])
-            rows.append({"image_id": image_id, "dx": code, "split": ("val", "test")[i % 2]})
-    path = root / "split.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["image_id", "dx", "split"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path, images
+    written = write_synthetic_jpegs(images, CLASSES, per_class)
+    rows = [
+        {"image_id": image_id, "dx": code, "split": ("val", "test")[i % 2]}
+        for image_id, code, i in written
+    ]
+    return write_rows_csv(root / "split.csv", rows), images
 
 
 @pytest.fixture(scope="module")
