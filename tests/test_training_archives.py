@@ -151,3 +151,13 @@ def test_two_processes_building_one_cache_agree_and_leave_one_folder(tmp_path):
     assert first == second and first[1] > 0
     folders = [p for p in cache.iterdir() if p.is_dir()]
     assert len(folders) == 1 and not any(".tmp-" in p.name for p in cache.iterdir())
+
+
+def test_the_report_names_the_grouping_and_warns_loudly_when_image_level():
+    from training.report import _data_and_recipe
+
+    data = {"images": {"train": 7, "val": 2, "test": 2}, "skipped": []}
+    grouped = "\n".join(_data_and_recipe({**data, "split_grouping": "patient_id"}, {}))
+    assert "split grouped by `patient_id`" in grouped and "WARNING" not in grouped
+    image_level = "\n".join(_data_and_recipe({**data, "split_grouping": "image"}, {}))
+    assert f"**WARNING: {IMAGE_LEVEL_WARNING}.**" in image_level
