@@ -22,7 +22,8 @@ import pytest
 from conftest import write_synthetic_ham
 
 from device.errors import ConfigError
-from training.distributed import cluster_task, global_rows
+from training.distributed import cluster_task, distribution_record, global_rows
+from training.train import TrainConfig
 
 pytestmark = pytest.mark.tf
 
@@ -312,3 +313,21 @@ def test_a_frozen_worker_is_noticed_by_its_heartbeat_not_a_silent_hang(two_worke
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_linear_scaling_multiplies_learning_rates_by_the_replicas():
+    task = cluster_task(
+        {
+            "TF_CONFIG": json.dumps(
+                {"cluster": {"worker": ["a:1"] * 4}, "task": {"type": "worker", "index": 0}}
+            )
+        }
+    )
+    cfg = TrainConfig(data_dir="", run_dir="", batch_size=16)
+    record = distribution_record(cfg, task, replicas=4)
+    assert (record["global_batch_size"], record["lr_scale"], record["workers"]) == (64, 4.0, 4)
+    cfg.lr_scaling = "none"
+    assert distribution_record(cfg, task, replicas=4)["lr_scale"] == 1.0
+    cfg.lr_scaling = "sqrt"
+    with pytest.raises(ConfigError, match="lr_scaling"):
+        distribution_record(cfg, task, replicas=4)

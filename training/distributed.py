@@ -49,6 +49,7 @@ from device.labels import CLASS_CODES
 log = logging.getLogger(__name__)
 
 STRATEGY_NAME = "MultiWorkerMirroredStrategy"
+REGISTER_TIMEOUT_S = 900  # every worker must have started within this many seconds
 
 
 class WorkerLostError(SkinScanError, RuntimeError):
@@ -132,7 +133,8 @@ def make_strategy(task: ClusterTask, timeout_s: float) -> Any:
     _configure_coordination(task, timeout_s)
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=float(timeout_s),
-        implementation=tf.distribute.experimental.CommunicationImplementation.RING,
+        # AUTO: NCCL between GPUs, gRPC ring between CPUs
+        implementation=tf.distribute.experimental.CommunicationImplementation.AUTO,
     )
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
@@ -166,7 +168,8 @@ def _configure_coordination(task: ClusterTask, timeout_s: float) -> None:
         service_type="standalone",
         service_leader=task.leader,
         coordinated_jobs=jobs,
-        cluster_register_timeout_in_ms=max(milliseconds, 60_000),
+        # pods or hosts may start minutes apart; a worker that never comes is an error
+        cluster_register_timeout_in_ms=max(milliseconds, REGISTER_TIMEOUT_S * 1000),
         heartbeat_timeout_in_ms=milliseconds,
         shutdown_barrier_timeout_in_ms=min(milliseconds, 10_000),
     )
@@ -213,9 +216,7 @@ def _is_peer_failure(exc: BaseException) -> bool:
         tf.errors.UnavailableError
         | tf.errors.DeadlineExceededError
         | tf.errors.CancelledError
-        | tf.errors.AbortedError
-        | tf.errors.InternalError
-        | tf.errors.UnknownError,
+        | tf.errors.AbortedError,
     )
 
 
