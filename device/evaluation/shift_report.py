@@ -170,7 +170,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     ]
     for name, row in report["shifts"].items():
         lines.append(
-            f"| {name} ({row['description']}) | {_cell(row, 'balanced_accuracy')} | "
+            f"| {name}: {row['description']} | {_cell(row, 'balanced_accuracy')} | "
             f"{_cell(row, 'malignant_auc')} | {row['change']['malignant_auc']:+.3f} | "
             f"{_cell(row, 'sensitivity')} | {_cell(row, 'specificity')} | "
             f"{100 * row['unfamiliar_rate']:.1f}% |"

@@ -185,16 +185,14 @@ UNSHIFTED = Shift("none", "none", "the frame as it is", "identity", 0.0)
 
 SHIFTS: tuple[Shift, ...] = (
     UNSHIFTED,
-    Shift(
-        "colour-3000K", "colour", "warm light (3000 K, incandescent)", "colour_temperature", 3000
-    ),
-    Shift("colour-4000K", "colour", "warm-white LED (4000 K)", "colour_temperature", 4000),
-    Shift("colour-8000K", "colour", "cool LED / shade (8000 K)", "colour_temperature", 8000),
-    Shift("colour-10000K", "colour", "very cool light (10000 K)", "colour_temperature", 10000),
-    Shift("gamma-0.7", "tone", "flatter tone curve (gamma 0.7)", "gamma", 0.7),
-    Shift("gamma-1.5", "tone", "steeper tone curve (gamma 1.5)", "gamma", 1.5),
-    Shift("exposure-0.6", "tone", "under-exposed (0.6x light)", "exposure", 0.6),
-    Shift("exposure-1.5", "tone", "over-exposed (1.5x light, clipped)", "exposure", 1.5),
+    Shift("colour-3000K", "colour", "warm light, 3000 K", "colour_temperature", 3000),
+    Shift("colour-4000K", "colour", "warm-white LED, 4000 K", "colour_temperature", 4000),
+    Shift("colour-8000K", "colour", "cool LED or shade, 8000 K", "colour_temperature", 8000),
+    Shift("colour-10000K", "colour", "very cool light, 10000 K", "colour_temperature", 10000),
+    Shift("gamma-0.7", "tone", "flatter tone curve, gamma 0.7", "gamma", 0.7),
+    Shift("gamma-1.5", "tone", "steeper tone curve, gamma 1.5", "gamma", 1.5),
+    Shift("exposure-0.6", "tone", "under-exposed, 0.6x light", "exposure", 0.6),
+    Shift("exposure-1.5", "tone", "over-exposed, 1.5x light, clipped", "exposure", 1.5),
     Shift("vignetting", "vignetting", "lens fall-off to 45% at the corners", "vignetting", 0.45),
     Shift("jpeg-q30", "compression", "JPEG quality 30", "jpeg", 30),
     Shift("resolution-3x", "resolution", "sharper sensor: 3x pixels, blur", "upscale_blur", 3),
