@@ -132,6 +132,7 @@ def main(args: argparse.Namespace) -> int:
         raise SkinScanError(f"{args.run}: run folder not found")
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise SkinScanError(f"{args.out} is not empty; pass --overwrite to replace the bundle")
+    images = _run_images(args.run) if not args.no_shift_threshold else None
     result = convert_run(
         args.run,
         representative_size=args.representative,
@@ -166,16 +167,24 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out} (bundle {analyzer.bundle.bundle_id}, runtime {analyzer.bundle.runtime})"
     )
-    if args.no_shift_threshold:
+    if images is None:
         return 0
-    config = json.loads((args.run / "config.json").read_text())
+    return _shift_threshold(args.out, args.run / "split.csv", images, args)
+
+
+def _run_images(run: Path) -> Path:
+    """The run's image folder, needed by the shift step; checked before converting."""
+    try:
+        config = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SkinScanError(f"{run / 'config.json'}: cannot be read ({exc})") from exc
     images = Path(config.get("data_dir", "")) / "images"
     if not images.is_dir():
         raise SkinScanError(
             f"{images}: the run's images are needed for the shift threshold "
             "(or pass --no-shift-threshold)"
         )
-    return _shift_threshold(args.out, args.run / "split.csv", images, args)
+    return images
 
 
 def _shift_threshold(bundle: Path, metadata: Path, images: Path, args: argparse.Namespace) -> int:

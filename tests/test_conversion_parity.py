@@ -304,6 +304,10 @@ def test_convert_cli_writes_a_loadable_bundle(
     monkeypatch.setattr(convert_module, "default_loader", lambda: lambda _r, s: splits[s])
     out = tmp_path / "bundle"
     argv = ["convert", str(run_dir), "--out", str(out), "--gradcam-images", "20"]
+    # Without the run's images the shift step cannot run: said before anything is written.
+    assert main(argv) == 2
+    assert not out.exists()
+    argv.append("--no-shift-threshold")
     assert main(argv) == 0
     assert load_bundle(out).manifest.provenance.run_id == "tiny-run"
     # A second conversion into the same folder needs --overwrite.

@@ -443,7 +443,9 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
             # Each later phase starts from the best weights so far, not the last ones.
             model.load_weights(best_path)
         count = set_trainable(model, backbone.block_names, first_block)
-        if loaded_phase != phase:
+        # A run resumed at a phase's first epoch has the previous phase's optimiser, built
+        # for other trainable variables: it needs a fresh one, as an uninterrupted run has.
+        if loaded_phase != phase or state["epoch"] == 0:
             _compile(model, cfg, peak_lr, 1.0 if phase == "head" else cfg.head_lr_multiplier)
         loaded_phase = None
         log.info(
