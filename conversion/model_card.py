@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from conversion.parity import ParityThresholds, thresholds_dict
 from device.runtime.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,22 @@ def _ci(ci: Any) -> str:
     return "n/a"
 
 
+# Figures that depend on the referral threshold: int8 and float compare only at the same one.
+_AT_THRESHOLD = ("sensitivity", "specificity", "melanoma_sensitivity")
+
+
 def _metrics_table(int8: Mapping[str, Any], float_: Mapping[str, Any]) -> list[str]:
     lines = [
         "| metric | int8 bundle | 95% CI | float model | int8 − float |",
         "| --- | --- | --- | --- | --- |",
     ]
     ci = int8.get("ci95") or {}
+    same_threshold = int8.get("referral_threshold") == float_.get("referral_threshold")
     for key, label in _HEADLINE:
         a, b = int8.get(key), float_.get(key)
         delta = a - b if isinstance(a, float) and isinstance(b, float) else None
+        if key in _AT_THRESHOLD and not same_threshold:
+            delta = None
         lines.append(
             f"| {label} | {_num(a)} | {_ci(ci.get(key))} | {_num(b)} | "
             f"{'n/a' if delta is None else f'{delta:+.3f}'} |"
@@ -137,6 +145,11 @@ def render_model_card(manifest: Manifest) -> str:
     cls_val = parity.get("classifier_val") or {}
     cam = parity.get("gradcam") or {}
     gates = parity.get("thresholds") or {}
+    gate_note = ""
+    if "min_referral_agreement" not in gates:
+        # Converted under the earlier top-1 gate: state today's gate for its recorded figures.
+        gates = thresholds_dict(ParityThresholds())
+        gate_note = " (converted under the earlier top-1 gate; its figures against today's)"
     fm = manifest.classifier.feature_map.shape
     size = manifest.classifier.input_size
     recall = int8.get("per_class_recall") or {}
@@ -218,7 +231,7 @@ def render_model_card(manifest: Manifest) -> str:
         f"{_num(cls_val.get('balanced_accuracy_drop'))} (gate <= "
         f"{_num(gates.get('max_balanced_accuracy_drop'))}); top-1 agreement "
         f"{_num(cls_val.get('top1_agreement'))}, reported, not gated "
-        f"(n = {cls_val.get('n', 'n/a')}).",
+        f"(n = {cls_val.get('n', 'n/a')}){gate_note}.",
         f"- Grad-CAM vs the float GradientTape reference: correlation "
         f"{_num(cam.get('corr_float_mean'))} with the float backbone, mean "
         f"{_num(cam.get('corr_int8_mean'))} (min {_num(cam.get('corr_int8_min'))}) with the "
