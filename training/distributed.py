@@ -277,7 +277,6 @@ def _run(
 
     from training import train as single
     from training.backbones import build_backbone
-    from training.calibration import softmax
     from training.model import build_classifier, set_trainable
 
     replicas = int(strategy.num_replicas_in_sync)
@@ -395,49 +394,18 @@ def _run(
                     single._lr_at(at, total_steps, warmup, peak_lr)
                 )
                 losses.append(float(step_fn(batch)))
-            val_logits = single.predict_logits(model, x_val)
-            from device.metrics import balanced_accuracy
-
-            score = balanced_accuracy(y_val, softmax(val_logits))
             entry = {
                 "phase": phase,
                 "epoch": epoch + 1,
                 "loss": float(np.mean(losses)),
                 "step_losses": losses,
-                "val_balanced_accuracy": score,
-                "seconds": round(time.time() - tick, 1),
+                "tick": tick,
             }
-            state["history"].append(entry)
-            log.info(
-                "%s epoch %d/%d: loss %.4f, val balanced accuracy %.4f (%.0fs)",
-                phase,
-                epoch + 1,
-                epochs,
-                entry["loss"],
-                score,
-                entry["seconds"],
-            )
-            if score > state["best"]:
-                state["best"], state["best_epoch"], state["bad_epochs"] = (
-                    score,
-                    f"{phase}-{epoch + 1}",
-                    0,
-                )
-                single._save_weights(model, best_path)
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch + 1
-            state["elapsed_s"] = elapsed_before + time.time() - started
-            single._save_model(model, checkpoint)
-            single._write_json(state_path, state)
-            if phase != "head" and state["bad_epochs"] >= cfg.patience:
-                log.info("early stop: no val improvement for %d epochs", cfg.patience)
+            paths = (best_path, checkpoint, state_path)
+            clock = (elapsed_before, started)
+            if single.end_epoch(cfg, state, entry, model, (x_val, y_val), paths, epochs, clock):
                 break
-        position = names.index(phase)
-        next_phase = names[position + 1] if position + 1 < len(names) else "done"
-        state.update(phase=next_phase, epoch=0, bad_epochs=0)
-        single._save_model(model, checkpoint)
-        single._write_json(state_path, state)
+        single.end_phase(state, names, phase, model, checkpoint, state_path)
 
     if task.is_chief:
         single.finish_run(cfg, run_dir, model, data, state, backbone, elapsed_before, started)

@@ -358,6 +358,79 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def end_epoch(
+    cfg: TrainConfig,
+    state: dict[str, Any],
+    record: dict[str, Any],
+    model: Any,
+    validation: tuple[np.ndarray, np.ndarray],
+    paths: tuple[Path, Path, Path],
+    epochs: int,
+    clock: tuple[float, float],
+) -> bool:
+    """Close one epoch: validate, log, keep the best weights, checkpoint; True to stop early.
+
+    Args:
+        cfg: the run's config (patience).
+        state: the run state, updated in place and written to ``paths[2]``.
+        record: ``phase``, ``epoch`` (1-based), ``loss``, ``tick`` (epoch start time) and
+            any extra fields for the history.
+        model: the model being trained.
+        validation: (images, labels) of the validation split.
+        paths: (best weights, last checkpoint, state.json).
+        epochs: the phase's epoch count (for the log line).
+        clock: (training seconds before this invocation, ``time.time()`` when it started).
+    """
+    from device.metrics import balanced_accuracy
+    from training.calibration import softmax
+
+    best_path, checkpoint, state_path = paths
+    x_val, y_val = validation
+    phase, epoch = record["phase"], record["epoch"]
+    score = balanced_accuracy(y_val, softmax(predict_logits(model, x_val)))
+    tick = record.pop("tick")
+    record.update(val_balanced_accuracy=score, seconds=round(time.time() - tick, 1))
+    state["history"].append(record)
+    log.info(
+        "%s epoch %d/%d: loss %.4f, val balanced accuracy %.4f (%.0fs)",
+        phase,
+        epoch,
+        epochs,
+        record["loss"],
+        score,
+        record["seconds"],
+    )
+    if score > state["best"]:
+        state["best"], state["best_epoch"], state["bad_epochs"] = score, f"{phase}-{epoch}", 0
+        _save_weights(model, best_path)
+    else:
+        state["bad_epochs"] += 1
+    state["epoch"] = epoch
+    state["elapsed_s"] = clock[0] + time.time() - clock[1]
+    _save_model(model, checkpoint)
+    _write_json(state_path, state)
+    if phase != "head" and state["bad_epochs"] >= cfg.patience:
+        log.info("early stop: no val improvement for %d epochs", cfg.patience)
+        return True
+    return False
+
+
+def end_phase(
+    state: dict[str, Any],
+    names: list[str],
+    phase: str,
+    model: Any,
+    checkpoint: Path,
+    state_path: Path,
+) -> None:
+    """Move the run state to the next phase (or "done") and checkpoint."""
+    position = names.index(phase)
+    next_phase = names[position + 1] if position + 1 < len(names) else "done"
+    state.update(phase=next_phase, epoch=0, bad_epochs=0)
+    _save_model(model, checkpoint)
+    _write_json(state_path, state)
+
+
 def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train (or resume) a run and write its model, calibration, metrics and report.
 
@@ -371,7 +444,6 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
     import keras
 
     from training.backbones import build_backbone
-    from training.calibration import softmax
     from training.model import build_classifier, set_trainable
 
     run_dir = Path(cfg.run_dir)
@@ -467,48 +539,13 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
                 verbose=2 if os.environ.get("CI") else 1,
                 callbacks=[_learning_rate_callback(state, total_steps, warmup, peak_lr)],
             )
-            val_logits = predict_logits(model, x_val)
-            from device.metrics import balanced_accuracy
-
-            score = balanced_accuracy(y_val, softmax(val_logits))
-            record = {
-                "phase": phase,
-                "epoch": epoch + 1,
-                "loss": float(fit.history["loss"][-1]),
-                "val_balanced_accuracy": score,
-                "seconds": round(time.time() - tick, 1),
-            }
-            state["history"].append(record)
-            log.info(
-                "%s epoch %d/%d: loss %.4f, val balanced accuracy %.4f (%.0fs)",
-                phase,
-                epoch + 1,
-                epochs,
-                record["loss"],
-                score,
-                record["seconds"],
-            )
-            if score > state["best"]:
-                state["best"], state["best_epoch"], state["bad_epochs"] = (
-                    score,
-                    f"{phase}-{epoch + 1}",
-                    0,
-                )
-                _save_weights(model, best_path)
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch + 1
-            state["elapsed_s"] = elapsed_before + time.time() - started
-            _save_model(model, checkpoint)
-            _write_json(state_path, state)
-            if phase != "head" and state["bad_epochs"] >= cfg.patience:
-                log.info("early stop: no val improvement for %d epochs", cfg.patience)
+            loss = float(fit.history["loss"][-1])
+            record = {"phase": phase, "epoch": epoch + 1, "loss": loss, "tick": tick}
+            paths = (best_path, checkpoint, state_path)
+            clock = (elapsed_before, started)
+            if end_epoch(cfg, state, record, model, (x_val, y_val), paths, epochs, clock):
                 break
-        position = names.index(phase)
-        next_phase = names[position + 1] if position + 1 < len(names) else "done"
-        state.update(phase=next_phase, epoch=0, bad_epochs=0)
-        _save_model(model, checkpoint)
-        _write_json(state_path, state)
+        end_phase(state, names, phase, model, checkpoint, state_path)
 
     finish_run(cfg, run_dir, model, data, state, backbone, elapsed_before, started)
     return run_dir
