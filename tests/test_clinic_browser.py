@@ -22,6 +22,7 @@ import pytest
 from clinic_support import PASSWORD, lesion_jpeg
 
 from device.records.export import generate_clinic_keypair
+from device.ui.screens import TIER_ACTIONS, UNFAMILIAR_ACTION
 from training.clinic.app import ClinicSettings, create_app
 from training.clinic.auth import add_user
 from training.clinic.server import BackgroundServer
@@ -42,7 +43,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 NOTICE = "Screening aid — not a diagnosis"
-ACTIONS = ("Refer to a clinician", "Monitor", "Uncertain — retake or refer")
+ACTIONS = (*TIER_ACTIONS.values(), UNFAMILIAR_ACTION)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no chromium at {CHROMIUM}")
 
