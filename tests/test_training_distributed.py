@@ -11,7 +11,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 from conftest import write_synthetic_ham
 
 from device.errors import ConfigError
+from training.bench_distributed import free_ports
 from training.distributed import cluster_task, distribution_record, global_rows
 from training.train import TrainConfig
 
@@ -52,16 +52,6 @@ def _train_args(data: Path, cache: Path, run: Path, batch: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _env(tmp: Path, tf_config: dict | None = None) -> dict[str, str]:
     env = {**os.environ, **THREADS, "TMPDIR": str(tmp)}
     env.pop("TF_CONFIG", None)
@@ -72,7 +62,7 @@ def _env(tmp: Path, tf_config: dict | None = None) -> dict[str, str]:
 
 def _launch_workers(args: list[str], tmp: Path, log_name: str) -> list[subprocess.Popen]:
     """Start two workers on 127.0.0.1 (worker 0 is the chief)."""
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for index in range(2):

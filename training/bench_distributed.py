@@ -53,7 +53,8 @@ def parse_workers(text: str) -> list[int]:
     return counts
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """``count`` TCP ports on 127.0.0.1 that were free a moment ago (for local workers)."""
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
         s.bind(("127.0.0.1", 0))
@@ -70,7 +71,7 @@ def run_workers(count: int, args: argparse.Namespace) -> dict[str, Any]:
         RuntimeError: a worker failed or ran past ``args.timeout``.
     """
     threads = args.threads_per_worker or max(1, (os.cpu_count() or 1) // count)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(count)]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(count)]}
     command = [
         sys.executable, "-m", "training.bench_distributed", "_worker",
         "--backbone", args.backbone, "--input-size", str(args.input_size),

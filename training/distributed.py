@@ -276,8 +276,7 @@ def _run(
     import keras
 
     from training import train as single
-    from training.backbones import build_backbone
-    from training.model import build_classifier, set_trainable
+    from training.model import set_trainable
 
     replicas = int(strategy.num_replicas_in_sync)
     record = distribution_record(cfg, task, replicas)
@@ -318,31 +317,12 @@ def _run(
         record["global_batch_size"],
         record["lr_scale"],
     )
-    state: dict[str, Any] = {
-        "phase": "head",
-        "epoch": 0,
-        "best": -1.0,
-        "best_epoch": None,
-        "history": [],
-        "bad_epochs": 0,
-        "elapsed_s": 0.0,
-    }
     checkpoint = write_dir / "checkpoints" / "last.keras"
     best_path = write_dir / "checkpoints" / "best.weights.h5"
     with strategy.scope():
-        backbone = build_backbone(
-            cfg.backbone, cfg.input_size, weights=not (resume and checkpoint.exists())
+        backbone, model, state, loaded_phase = single.load_or_build_model(
+            cfg, run_dir, state_path, checkpoint, resume
         )
-        if resume and state_path.exists() and checkpoint.exists():
-            state = json.loads(state_path.read_text())
-            import training.optimizer  # noqa: F401  (registers the checkpoint's optimiser)
-
-            model = keras.models.load_model(checkpoint, compile=True)
-            log.info("resumed %s at phase %s epoch %d", run_dir, state["phase"], state["epoch"])
-            loaded_phase = state["phase"]
-        else:
-            model = build_classifier(backbone, len(CLASS_CODES), cfg.dropout)
-            loaded_phase = None
     elapsed_before = state.get("elapsed_s", 0.0)
 
     global_batch = record["global_batch_size"]

@@ -431,6 +431,41 @@ def end_phase(
     _write_json(state_path, state)
 
 
+def load_or_build_model(
+    cfg: TrainConfig, run_dir: Path, state_path: Path, checkpoint: Path, resume: bool
+) -> tuple[Any, Any, dict[str, Any], str | None]:
+    """The backbone, the model and the run state: resumed from the checkpoint or fresh.
+
+    Returns:
+        (backbone, model, state, phase the loaded model's optimiser was built for or None).
+    """
+    import keras
+
+    from training.backbones import build_backbone
+    from training.model import build_classifier
+
+    state: dict[str, Any] = {
+        "phase": "head",
+        "epoch": 0,
+        "best": -1.0,
+        "best_epoch": None,
+        "history": [],
+        "bad_epochs": 0,
+        "elapsed_s": 0.0,
+    }
+    backbone = build_backbone(
+        cfg.backbone, cfg.input_size, weights=not (resume and checkpoint.exists())
+    )
+    if resume and state_path.exists() and checkpoint.exists():
+        state = json.loads(state_path.read_text())
+        import training.optimizer  # noqa: F401  (registers the checkpoint's optimiser class)
+
+        model = keras.models.load_model(checkpoint, compile=True)
+        log.info("resumed %s at phase %s epoch %d", run_dir, state["phase"], state["epoch"])
+        return backbone, model, state, state["phase"]
+    return backbone, build_classifier(backbone, len(CLASS_CODES), cfg.dropout), state, None
+
+
 def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train (or resume) a run and write its model, calibration, metrics and report.
 
@@ -443,8 +478,7 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
         return run_distributed_training(cfg, resume=resume)
     import keras
 
-    from training.backbones import build_backbone
-    from training.model import build_classifier, set_trainable
+    from training.model import set_trainable
 
     run_dir = Path(cfg.run_dir)
     state_path = run_dir / "state.json"
@@ -472,30 +506,11 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
         len(data.skipped),
     )
 
-    state: dict[str, Any] = {
-        "phase": "head",
-        "epoch": 0,
-        "best": -1.0,
-        "best_epoch": None,
-        "history": [],
-        "bad_epochs": 0,
-        "elapsed_s": 0.0,
-    }
     checkpoint = run_dir / "checkpoints" / "last.keras"
     best_path = run_dir / "checkpoints" / "best.weights.h5"
-    backbone = build_backbone(
-        cfg.backbone, cfg.input_size, weights=not (resume and checkpoint.exists())
+    backbone, model, state, loaded_phase = load_or_build_model(
+        cfg, run_dir, state_path, checkpoint, resume
     )
-    if resume and state_path.exists() and checkpoint.exists():
-        state = json.loads(state_path.read_text())
-        import training.optimizer  # noqa: F401  (registers the checkpoint's optimiser class)
-
-        model = keras.models.load_model(checkpoint, compile=True)
-        log.info("resumed %s at phase %s epoch %d", run_dir, state["phase"], state["epoch"])
-        loaded_phase = state["phase"]
-    else:
-        model = build_classifier(backbone, len(CLASS_CODES), cfg.dropout)
-        loaded_phase = None
     elapsed_before = state.get("elapsed_s", 0.0)
 
     full_steps = math.ceil(len(y_train) / cfg.batch_size)
