@@ -82,7 +82,7 @@ def test_the_shipped_v3_bundle_spec_loads_without_colour_constancy() -> None:
         assert spec.colour.method == "none"
         assert spec.crop.max_fraction == 1.0
         assert spec.segment.min_contrast == 0.0
-    assert PreprocessSpec().version == 4
+    assert PreprocessSpec().version == 5
     assert PreprocessSpec().colour.method == "shades_of_gray"
 
 

@@ -48,7 +48,7 @@ class AugmentConfig:
     rotate: bool = True
     crop_scale: tuple[float, float] = (0.5, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    zoom: tuple[float, float] = (0.85, 1.15)
+    zoom: tuple[float, float] = (0.7, 1.15)
     brightness: float = 20.0
     contrast: float = 0.2
     hue: float = 4.0

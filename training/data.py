@@ -260,6 +260,35 @@ def read_split_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def with_colour_reference(spec: PreprocessSpec, samples: list[Sample]) -> PreprocessSpec:
+    """``spec`` with its colour reference fitted on ``samples`` (the training split).
+
+    Spec version 5 maps each frame's Shades-of-Gray illuminant to the training images'
+    mean illuminant chromaticity. A spec that already carries one, or that has no
+    colour constancy or predates version 5, is returned unchanged. Unreadable images
+    are left out of the fit (they are skipped from training anyway).
+    """
+    from dataclasses import replace
+
+    from device.imaging.colour import fit_reference
+    from device.imaging.pipeline import to_working_size
+
+    colour = spec.colour
+    if spec.version < 5 or colour.method == "none" or colour.reference is not None:
+        return spec
+
+    def working_images() -> Iterator[np.ndarray]:
+        for sample in samples:
+            try:
+                yield to_working_size(read_image(sample.path), spec.work_long_side)[0]
+            except CorruptImageError:
+                continue
+
+    reference = fit_reference(working_images(), colour)
+    log.info("colour reference fitted on %d training images: %s", len(samples), reference)
+    return replace(spec, colour=replace(colour, reference=reference))
+
+
 def _preprocess_one(args: tuple[str, str]) -> tuple[np.ndarray | None, str]:
     path, spec_json = args
     spec = PreprocessSpec.from_dict(json.loads(spec_json))

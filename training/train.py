@@ -298,6 +298,7 @@ class _Data:
             load_metadata,
             read_split_csv,
             split_seed_of,
+            with_colour_reference,
             write_split_csv,
         )
 
@@ -312,6 +313,12 @@ class _Data:
         if cfg.limit_per_split:
             samples = _stratified_subset(samples, assignment, cfg.limit_per_split)
         spec = PreprocessSpec.from_dict(cfg.preprocessing)
+        fitted = with_colour_reference(spec, [s for s in samples if assignment[s.image_id] == "train"])
+        if fitted != spec:
+            # Recorded in config.json at once, so a resumed run and the conversion reuse it.
+            spec = fitted
+            cfg.preprocessing = spec.to_dict()
+            _write_json(run_dir / "config.json", asdict(cfg))
         cache = build_cache(
             samples,
             Path(cfg.cache_dir),

@@ -46,8 +46,8 @@ from device.imaging.roi import Box, CropParams, crop_and_resize, square_roi
 from device.imaging.segment import SegmentParams, segment_lesion
 from device.imaging.validate import ensure_rgb_uint8
 
-SPEC_VERSION = 4
-SUPPORTED_VERSIONS = (1, 2, 3, 4)
+SPEC_VERSION = 5
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
 
 
 RESIZE_RULES = {
@@ -82,6 +82,12 @@ RESIZE_RULES = {
         "inside the image where it fits and padded by reflection where it does not; resize "
         "to input_size (INTER_AREA down, INTER_LINEAR up); RGB uint8, no normalisation (the "
         "model normalises)"
+    ),
+    5: (
+        "as version 4, except that the Shades-of-Gray illuminant estimate is mapped to "
+        "colour.reference (the training images' mean illuminant chromaticity) instead of "
+        "neutral grey, the estimate's brightness kept; the crop follows the crop "
+        "parameters (max_fraction 1: kept inside the image, as version 3)"
     ),
 }
 
@@ -120,6 +126,11 @@ class PreprocessSpec:
             raise ConfigError(
                 f"preprocessing: version {self.version} has no colour constancy and no "
                 "crop past the frame (use version 4)"
+            )
+        if self.version < 5 and self.colour.reference is not None:
+            raise ConfigError(
+                f"preprocessing: version {self.version} maps colour to neutral grey only; "
+                "a colour reference needs version 5"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,12 +182,14 @@ def default_spec(version: int = SPEC_VERSION) -> PreprocessSpec:
     """The default spec of a version: what ``skinscan train`` used when it was current.
 
     Versions 1-3 had no colour constancy, no minimum lesion contrast and no crop
-    past the frame; version 3's crop was the whole short side.
+    past the frame; version 3's crop was the whole short side. Version 4 mapped the
+    illuminant to neutral grey; version 5 maps it to a reference that training
+    fits on its own training split (None here until then).
     """
-    if version == SPEC_VERSION:
-        return PreprocessSpec()
     if version not in SUPPORTED_VERSIONS:
         raise ConfigError(f"preprocessing.version: {version} is not supported")
+    if version >= 4:
+        return PreprocessSpec(version=version)
     return PreprocessSpec(
         version=version,
         segment=SegmentParams(),
