@@ -313,7 +313,8 @@ class _Data:
         if cfg.limit_per_split:
             samples = _stratified_subset(samples, assignment, cfg.limit_per_split)
         spec = PreprocessSpec.from_dict(cfg.preprocessing)
-        fitted = with_colour_reference(spec, [s for s in samples if assignment[s.image_id] == "train"])
+        train_samples = [s for s in samples if assignment[s.image_id] == "train"]
+        fitted = with_colour_reference(spec, train_samples)
         if fitted != spec:
             # Recorded in config.json at once, so a resumed run and the conversion reuse it.
             spec = fitted

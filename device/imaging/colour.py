@@ -65,8 +65,10 @@ class ColourParams:
             raise ConfigError(f"preprocessing.colour.max_gain: must be >= 1, got {self.max_gain}")
         if self.reference is not None:
             reference = np.asarray(self.reference, dtype=np.float64)
-            if reference.shape != (3,) or not np.all(np.isfinite(reference)) or np.any(
-                reference <= 0
+            if (
+                reference.shape != (3,)
+                or not np.all(np.isfinite(reference))
+                or np.any(reference <= 0)
             ):
                 raise ConfigError(
                     "preprocessing.colour.reference: need three positive numbers, got "
