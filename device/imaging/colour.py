@@ -64,7 +64,10 @@ class ColourParams:
         if self.max_gain < 1:
             raise ConfigError(f"preprocessing.colour.max_gain: must be >= 1, got {self.max_gain}")
         if self.reference is not None:
-            reference = np.asarray(self.reference, dtype=np.float64)
+            try:
+                reference = np.asarray(self.reference, dtype=np.float64)
+            except (TypeError, ValueError):
+                reference = np.zeros(0)
             if (
                 reference.shape != (3,)
                 or not np.all(np.isfinite(reference))
