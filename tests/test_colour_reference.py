@@ -38,7 +38,9 @@ def test_the_reference_is_stored_with_mean_one() -> None:
     assert params.reference[0] > params.reference[1] > params.reference[2]
 
 
-@pytest.mark.parametrize("bad", [(1.0, 1.0), (1.0, -1.0, 1.0), (1.0, float("nan"), 1.0), ("a", "b", "c")])
+@pytest.mark.parametrize(
+    "bad", [(1.0, 1.0), (1.0, -1.0, 1.0), (1.0, float("nan"), 1.0), ("a", "b", "c")]
+)
 def test_a_bad_reference_is_a_config_error(bad) -> None:
     with pytest.raises(ConfigError, match="reference"):
         ColourParams(reference=bad)
