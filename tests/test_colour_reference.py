@@ -97,7 +97,9 @@ def test_only_version_5_may_carry_a_reference() -> None:
 
 def test_a_v5_spec_round_trips_through_json_and_changes_the_digest() -> None:
     spec = replace(default_spec(5), colour=ColourParams(reference=WARM_SKIN))
-    again = PreprocessSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    data = spec.to_dict()
+    assert data["colour"]["reference"] == list(spec.colour.reference)  # JSON-ready, no tuple
+    again = PreprocessSpec.from_dict(json.loads(json.dumps(data)))
     assert again == spec
     assert again.digest() == spec.digest() != default_spec(5).digest()
 

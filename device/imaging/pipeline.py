@@ -135,7 +135,7 @@ class PreprocessSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; includes the resize rule in words for the manifest reader."""
-        data = asdict(self)
+        data = json.loads(json.dumps(asdict(self)))  # tuples (the colour reference) as lists
         data["resize_rule"] = RESIZE_RULES[self.version]
         return data
 
