@@ -264,13 +264,14 @@ def with_colour_reference(spec: PreprocessSpec, samples: list[Sample]) -> Prepro
     """``spec`` with its colour reference fitted on ``samples`` (the training split).
 
     Spec version 5 maps each frame's Shades-of-Gray illuminant to the training images'
-    mean illuminant chromaticity. A spec that already carries one, or that has no
-    colour constancy or predates version 5, is returned unchanged. Unreadable images
-    are left out of the fit (they are skipped from training anyway).
+    mean illuminant chromaticity; version 6 also fits the region of their illuminants
+    that it clamps into. A spec that already carries one, or that has no colour
+    constancy or predates version 5, is returned unchanged. Unreadable images are
+    left out of the fit (they are skipped from training anyway).
     """
     from dataclasses import replace
 
-    from device.imaging.colour import fit_reference
+    from device.imaging.colour import fit_reference, fit_region
     from device.imaging.pipeline import to_working_size
 
     colour = spec.colour
@@ -284,6 +285,10 @@ def with_colour_reference(spec: PreprocessSpec, samples: list[Sample]) -> Prepro
             except CorruptImageError:
                 continue
 
+    if spec.version >= 6:
+        reference, region = fit_region(working_images(), colour)
+        log.info("illuminant region fitted on %d training images: %s", len(samples), region)
+        return replace(spec, colour=replace(colour, reference=reference, region=region))
     reference = fit_reference(working_images(), colour)
     log.info("colour reference fitted on %d training images: %s", len(samples), reference)
     return replace(spec, colour=replace(colour, reference=reference))

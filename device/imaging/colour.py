@@ -13,6 +13,14 @@ of neutral grey: the mean illuminant of the training images
 (no colour constancy) be fed frames from another camera relit to the archive's
 average white balance, and keeps skin looking like skin to an ImageNet backbone.
 
+With a ``region`` as well (:class:`IlluminantRegion`, fitted by
+:func:`fit_region` on the training images), the estimate is *clamped* rather
+than mapped: a frame whose illuminant lies inside the training images' range of
+white balances is left exactly as it is, and one outside it is relit only as far
+as the nearest point of that range. A model trained on the archive's own colours
+then sees every frame it was trained for unchanged, and frames from a camera
+with a colour cast the archive never had are brought back to one it did have.
+
 Dermoscope frames have black vignette corners and specular highlights. Both
 carry no information about the illuminant, so pixels that are nearly black or
 clipped in any channel are left out of the estimate (all pixels are corrected).
@@ -31,6 +39,52 @@ METHODS = ("none", "shades_of_gray")
 
 
 @dataclass(frozen=True)
+class IlluminantRegion:
+    """An ellipse of illuminants in log-chromaticity space, centred on the colour reference.
+
+    Coordinates are ``(log(R/G), log(B/G))`` of the Shades-of-Gray estimate. The
+    ellipse is ``{x : (x - c)^T S^-1 (x - c) <= radius^2}`` with ``c`` the reference
+    and ``S`` the covariance of the training images' coordinates.
+
+    Attributes:
+        covariance: ``(var_rg, cov, var_bg)`` of the training images' coordinates.
+        radius: Mahalanobis radius of the ellipse (a percentile of the training
+            images' own distances).
+        quantile: the percentile of training distances ``radius`` was taken at
+            (recorded for the reader; it does not change the computation).
+    """
+
+    covariance: tuple[float, float, float]
+    radius: float
+    quantile: float = 0.0
+
+    def __post_init__(self) -> None:
+        try:
+            var_rg, cov, var_bg = (float(v) for v in self.covariance)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"preprocessing.colour.region.covariance: need three numbers, got "
+                f"{self.covariance!r}"
+            ) from None
+        if not (var_rg > 0 and var_bg > 0 and var_rg * var_bg - cov * cov > 0):
+            raise ConfigError(
+                "preprocessing.colour.region.covariance: not positive definite "
+                f"({var_rg}, {cov}, {var_bg})"
+            )
+        if not (np.isfinite(self.radius) and self.radius > 0):
+            raise ConfigError(f"preprocessing.colour.region.radius: must be > 0, got {self.radius}")
+        object.__setattr__(
+            self, "covariance", tuple(float(f"{v:.6g}") for v in (var_rg, cov, var_bg))
+        )
+        object.__setattr__(self, "radius", float(f"{float(self.radius):.6g}"))
+
+    def matrix(self) -> np.ndarray:
+        """The 2x2 covariance matrix."""
+        var_rg, cov, var_bg = self.covariance
+        return np.array([[var_rg, cov], [cov, var_bg]])
+
+
+@dataclass(frozen=True)
 class ColourParams:
     """Parameters of the colour normalisation.
 
@@ -45,6 +99,8 @@ class ColourParams:
             frame that is one colour (a lesion filling it) is not recoloured wildly.
         reference: the chromaticity (R, G, B, mean 1) the illuminant estimate is
             mapped to; None maps it to neutral grey.
+        region: the training images' range of illuminants around ``reference``;
+            when set, only an estimate outside it is moved, to its boundary.
     """
 
     method: str = "shades_of_gray"
@@ -53,6 +109,7 @@ class ColourParams:
     clipped: int = 250
     max_gain: float = 2.5
     reference: tuple[float, float, float] | None = None
+    region: IlluminantRegion | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -80,6 +137,10 @@ class ColourParams:
             # Stored normalised to mean 1 so that equal references compare and hash equal.
             normalised = tuple(round(float(v), 6) for v in reference / reference.mean())
             object.__setattr__(self, "reference", normalised)
+        if isinstance(self.region, dict):
+            object.__setattr__(self, "region", IlluminantRegion(**self.region))
+        if self.region is not None and self.reference is None:
+            raise ConfigError("preprocessing.colour.region: needs a colour reference (its centre)")
 
 
 NO_COLOUR_CONSTANCY = ColourParams(method="none")
@@ -106,16 +167,58 @@ def chromaticity(estimate: np.ndarray) -> np.ndarray:
     return estimate / estimate.mean()
 
 
+def log_chromaticity(chroma: np.ndarray) -> np.ndarray:
+    """``(log(R/G), log(B/G))`` of a chromaticity (or of rows of chromaticities)."""
+    chroma = np.asarray(chroma, dtype=np.float64)
+    return np.stack([np.log(chroma[..., 0] / chroma[..., 1]), np.log(chroma[..., 2] / chroma[..., 1])], axis=-1)
+
+
+def from_log_chromaticity(coords: np.ndarray) -> np.ndarray:
+    """The chromaticity (mean 1) whose :func:`log_chromaticity` is ``coords``."""
+    rgb = np.array([np.exp(coords[0]), 1.0, np.exp(coords[1])])
+    return rgb / rgb.mean()
+
+
+def region_distance(chroma: np.ndarray, reference: np.ndarray, region: IlluminantRegion) -> np.ndarray:
+    """Mahalanobis distance of chromaticities from the reference, in the region's metric."""
+    offset = log_chromaticity(chroma) - log_chromaticity(reference)
+    inverse = np.linalg.inv(region.matrix())
+    return np.sqrt(np.einsum("...i,ij,...j->...", offset, inverse, offset))
+
+
+def clamped_target(chroma: np.ndarray, params: ColourParams) -> np.ndarray:
+    """The chromaticity an estimate is moved to: itself inside the region, else its boundary.
+
+    The boundary point is the one on the line to the centre, which is the nearest
+    point of the ellipse in the region's own (Mahalanobis) metric.
+    """
+    region, reference = params.region, np.asarray(params.reference)
+    assert region is not None
+    distance = float(region_distance(chroma, reference, region))
+    if distance <= region.radius:
+        return chroma
+    centre = log_chromaticity(reference)
+    coords = centre + (log_chromaticity(chroma) - centre) * (region.radius / distance)
+    return from_log_chromaticity(coords)
+
+
 def channel_gains(image: np.ndarray, params: ColourParams) -> np.ndarray:
     """Per-channel gains that map the image's illuminant estimate to the target colour.
 
-    The target is neutral grey, or ``params.reference``; the estimate's brightness
-    is kept (exposure is not colour).
+    The target is neutral grey, or ``params.reference``, or with a region the
+    nearest illuminant inside it (all ones for a frame already inside); the
+    estimate's brightness is kept (exposure is not colour).
     """
     if params.method == "none":
         return np.ones(3)
-    target = np.ones(3) if params.reference is None else np.asarray(params.reference)
-    gains = target / chromaticity(illuminant_estimate(image, params))
+    chroma = chromaticity(illuminant_estimate(image, params))
+    if params.region is not None:
+        target = clamped_target(chroma, params)
+    elif params.reference is not None:
+        target = np.asarray(params.reference)
+    else:
+        target = np.ones(3)
+    gains = target / chroma
     return np.clip(gains, 1.0 / params.max_gain, params.max_gain)
 
 
@@ -135,11 +238,42 @@ def fit_reference(images, params: ColourParams) -> tuple[float, float, float]:
     return tuple(float(v) for v in mean / mean.mean())  # type: ignore[return-value]
 
 
+def fit_region(
+    images, params: ColourParams, quantile: float = 0.975
+) -> tuple[tuple[float, float, float], IlluminantRegion]:
+    """The training images' illuminant range: (reference, region) fitted on ``images``.
+
+    The reference is the geometric-mean chromaticity (as :func:`fit_reference`);
+    the region's covariance is that of the images' log-chromaticities, and its
+    radius the ``quantile`` of their own Mahalanobis distances, so that that share
+    of the training images lies inside and is never recoloured.
+
+    Raises:
+        ValueError: fewer than 3 images, or a quantile outside (0, 1].
+    """
+    if not 0 < quantile <= 1:
+        raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+    chromas = np.array([chromaticity(illuminant_estimate(image, params)) for image in images])
+    if len(chromas) < 3:
+        raise ValueError("fit_region needs at least three images")
+    coords = log_chromaticity(chromas)
+    centre = coords.mean(axis=0)
+    reference = from_log_chromaticity(centre)
+    cov = np.cov(coords, rowvar=False)
+    provisional = IlluminantRegion((cov[0, 0], cov[0, 1], cov[1, 1]), radius=1.0)
+    distances = region_distance(chromas, reference, provisional)
+    radius = float(np.quantile(distances, quantile))
+    region = IlluminantRegion(provisional.covariance, radius=radius, quantile=quantile)
+    return tuple(float(v) for v in reference), region  # type: ignore[return-value]
+
+
 def normalise_colour(image: np.ndarray, params: ColourParams) -> np.ndarray:
     """Return ``image`` with its illuminant divided out (a copy; uint8 RGB in and out)."""
     image = ensure_rgb_uint8(image, "image")
     if params.method == "none":
         return image
     gains = channel_gains(image, params).astype(np.float32)
+    if np.all(gains == 1.0):
+        return image
     corrected = image.astype(np.float32) * gains
     return np.clip(corrected + 0.5, 0, 255).astype(np.uint8)

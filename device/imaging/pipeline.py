@@ -27,6 +27,13 @@ normalised; and a crop that follows the lesion's size within [0.8, 1.5] x the
 short side, padded by reflection past the frame, so a lesion photographed from
 closer or further away fills a similar share of the model input, and a lesion
 that touches the border keeps its whole extent.
+
+Version 6 keeps version 3's geometry and clamps the colour instead of normalising
+it: a frame whose Shades-of-Gray illuminant lies inside the range of the training
+images' illuminants is left exactly as photographed, and one outside that range
+is relit to its nearest edge (:class:`device.imaging.colour.IlluminantRegion`).
+A model trained on the archive's own colours keeps its in-distribution inputs,
+and a camera with a cast the archive never had is brought back into it.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from device.imaging.segment import SegmentParams, segment_lesion
 from device.imaging.validate import ensure_rgb_uint8
 
 SPEC_VERSION = 5
-SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 
 RESIZE_RULES = {
@@ -88,6 +95,14 @@ RESIZE_RULES = {
         "colour.reference (the training images' mean illuminant chromaticity) instead of "
         "neutral grey, the estimate's brightness kept; the crop follows the crop "
         "parameters (max_fraction 1: kept inside the image, as version 3)"
+    ),
+    6: (
+        "as version 3 (square crop of the un-inpainted working image, kept inside it), "
+        "except that first the Shades-of-Gray illuminant estimate of the working image is "
+        "clamped into colour.region (an ellipse in (log R/G, log B/G) around "
+        "colour.reference, fitted on the training images): inside it the image is left "
+        "unchanged; outside it the channels are scaled so the estimate moves to the "
+        "ellipse's edge along the line to its centre, the estimate's brightness kept"
     ),
 }
 
@@ -132,6 +147,13 @@ class PreprocessSpec:
                 f"preprocessing: version {self.version} maps colour to neutral grey only; "
                 "a colour reference needs version 5"
             )
+        if self.colour.region is not None and self.version < 6:
+            raise ConfigError(
+                f"preprocessing: version {self.version} has no illuminant region; "
+                "clamping the colour needs version 6"
+            )
+        if self.version >= 6 and self.colour.method == "none":
+            raise ConfigError("preprocessing: version 6 clamps the colour; it needs a colour method")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; includes the resize rule in words for the manifest reader."""
@@ -184,10 +206,15 @@ def default_spec(version: int = SPEC_VERSION) -> PreprocessSpec:
     Versions 1-3 had no colour constancy, no minimum lesion contrast and no crop
     past the frame; version 3's crop was the whole short side. Version 4 mapped the
     illuminant to neutral grey; version 5 maps it to a reference that training
-    fits on its own training split (None here until then).
+    fits on its own training split (None here until then). Version 6 is version
+    3's geometry with the colour clamped into a region training fits the same way.
     """
     if version not in SUPPORTED_VERSIONS:
         raise ConfigError(f"preprocessing.version: {version} is not supported")
+    if version == 6:
+        return PreprocessSpec(
+            version=version, segment=SegmentParams(), crop=CropParams(margin=0.25, min_fraction=1.0)
+        )
     if version >= 4:
         return PreprocessSpec(version=version)
     return PreprocessSpec(
