@@ -15,6 +15,12 @@ images, ``--no-shift-threshold`` skips it). The same step alone, on an existing
 bundle::
 
     skinscan convert --shift-threshold BUNDLE --metadata RUN/split.csv --images DIR
+
+A finished spec-3 bundle gets spec v6 (its frames' illuminant clamped into the
+training images' range; :mod:`conversion.clamp_colour`) as a new bundle, with its
+calibration, familiarity check and shift threshold refitted::
+
+    skinscan convert --clamp-colour BUNDLE --out NEW --metadata RUN/split.csv --images DIR
 """
 
 from __future__ import annotations
@@ -54,6 +60,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="BUNDLE",
         help="only fit BUNDLE's familiarity check from images (needs --metadata, --images; "
         "for bundles converted before the check existed)",
+    )
+    parser.add_argument(
+        "--clamp-colour",
+        type=Path,
+        metavar="BUNDLE",
+        help="write a copy of spec-3 BUNDLE to --out with spec v6: the illuminant clamped "
+        "into the training images' range (needs --metadata, --images; no TensorFlow)",
+    )
+    parser.add_argument(
+        "--quantile",
+        type=float,
+        default=0.975,
+        help="with --clamp-colour: share of training images inside the region (default 0.975)",
     )
     parser.add_argument("--metadata", type=Path, help="with --shift-threshold: the split.csv")
     parser.add_argument("--images", type=Path, help="with --shift-threshold: the image folder")
@@ -111,6 +130,8 @@ def main(args: argparse.Namespace) -> int:
     from conversion.manifest import write_bundle
     from device.runtime.analyzer import Analyzer
 
+    if args.clamp_colour is not None:
+        return _clamp_colour(args)
     if args.shift_threshold is not None or args.fit_familiarity is not None:
         if args.metadata is None or args.images is None:
             raise SkinScanError("--shift-threshold and --fit-familiarity need --metadata, --images")
@@ -185,6 +206,32 @@ def _run_images(run: Path) -> Path:
             "(or pass --no-shift-threshold)"
         )
     return images
+
+
+def _clamp_colour(args: argparse.Namespace) -> int:
+    from conversion.clamp_colour import clamp_bundle_colour
+
+    if args.metadata is None or args.images is None or args.out is None:
+        raise SkinScanError("--clamp-colour needs --out, --metadata and --images")
+    record = clamp_bundle_colour(
+        args.clamp_colour,
+        args.out,
+        args.metadata,
+        args.images,
+        quantile=args.quantile,
+        bundle_id=args.bundle_id,
+        workers=args.workers,
+        seed=args.seed,
+        shift_threshold=not args.no_shift_threshold,
+    )
+    val = record["val"]
+    print(
+        f"wrote {args.out}: spec v6, region radius {record['radius']:.3f} (q = "
+        f"{record['quantile']}); validation balanced accuracy {val['balanced_accuracy']:.3f}, "
+        f"malignant AUC {val['malignant_auc']:.3f}, in-distribution threshold "
+        f"{val['referral_threshold']:.4f}"
+    )
+    return 0
 
 
 def _shift_threshold(bundle: Path, metadata: Path, images: Path, args: argparse.Namespace) -> int:

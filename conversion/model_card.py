@@ -114,6 +114,21 @@ def _shift_threshold_lines(record: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
+def _colour_clamp_lines(record: Mapping[str, Any] | None) -> list[str]:
+    """How the colour clamp re-specced this bundle's model files, if it did."""
+    if not record:
+        return []
+    before = record.get("calibration_before") or {}
+    return [
+        f"- Colour: each frame's illuminant is clamped into the range of the training images' "
+        f"illuminants (spec 6; the {100 * record.get('quantile', 0):.1f}% ellipse, radius "
+        f"{_num(record.get('radius'))}), added to the model files of "
+        f"`{record.get('source_bundle')}` after training; frames inside it reach the model "
+        "unchanged. Temperature and threshold were refitted on validation under it (before: "
+        f"{_num(before.get('temperature'))} and {_num(before.get('referral_threshold'))})."
+    ]
+
+
 def _familiarity_lines(manifest: Manifest) -> list[str]:
     """The out-of-distribution check, if the bundle has one."""
     spec = manifest.familiarity
@@ -192,6 +207,7 @@ def render_model_card(manifest: Manifest) -> str:
             if (parity.get("calibration") or {}).get("int8_fitted")
             else "."
         ),
+        *_colour_clamp_lines(m.get("colour_clamp")),
         *_shift_threshold_lines(m.get("shift_threshold")),
         *_familiarity_lines(manifest),
         "- Classes: "

@@ -36,6 +36,7 @@ from device.errors import ConfigError
 from device.imaging.validate import ensure_rgb_uint8
 
 METHODS = ("none", "shades_of_gray")
+MIN_LOG_CHROMA_VARIANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class IlluminantRegion:
     Attributes:
         covariance: ``(var_rg, cov, var_bg)`` of the training images' coordinates.
         radius: Mahalanobis radius of the ellipse (a percentile of the training
-            images' own distances).
+            images' own distances); 0 maps every frame to the centre, as version 5.
         quantile: the percentile of training distances ``radius`` was taken at
             (recorded for the reader; it does not change the computation).
     """
@@ -71,8 +72,10 @@ class IlluminantRegion:
                 "preprocessing.colour.region.covariance: not positive definite "
                 f"({var_rg}, {cov}, {var_bg})"
             )
-        if not (np.isfinite(self.radius) and self.radius > 0):
-            raise ConfigError(f"preprocessing.colour.region.radius: must be > 0, got {self.radius}")
+        if not (np.isfinite(self.radius) and self.radius >= 0):
+            raise ConfigError(
+                f"preprocessing.colour.region.radius: must be >= 0, got {self.radius}"
+            )
         object.__setattr__(
             self, "covariance", tuple(float(f"{v:.6g}") for v in (var_rg, cov, var_bg))
         )
@@ -170,7 +173,9 @@ def chromaticity(estimate: np.ndarray) -> np.ndarray:
 def log_chromaticity(chroma: np.ndarray) -> np.ndarray:
     """``(log(R/G), log(B/G))`` of a chromaticity (or of rows of chromaticities)."""
     chroma = np.asarray(chroma, dtype=np.float64)
-    return np.stack([np.log(chroma[..., 0] / chroma[..., 1]), np.log(chroma[..., 2] / chroma[..., 1])], axis=-1)
+    return np.stack(
+        [np.log(chroma[..., 0] / chroma[..., 1]), np.log(chroma[..., 2] / chroma[..., 1])], axis=-1
+    )
 
 
 def from_log_chromaticity(coords: np.ndarray) -> np.ndarray:
@@ -179,7 +184,9 @@ def from_log_chromaticity(coords: np.ndarray) -> np.ndarray:
     return rgb / rgb.mean()
 
 
-def region_distance(chroma: np.ndarray, reference: np.ndarray, region: IlluminantRegion) -> np.ndarray:
+def region_distance(
+    chroma: np.ndarray, reference: np.ndarray, region: IlluminantRegion
+) -> np.ndarray:
     """Mahalanobis distance of chromaticities from the reference, in the region's metric."""
     offset = log_chromaticity(chroma) - log_chromaticity(reference)
     inverse = np.linalg.inv(region.matrix())
@@ -260,6 +267,11 @@ def fit_region(
     centre = coords.mean(axis=0)
     reference = from_log_chromaticity(centre)
     cov = np.cov(coords, rowvar=False)
+    # A floor of 1% in each log ratio, far below a visible cast, keeps the ellipse
+    # well-defined when the training images share one white balance exactly.
+    cov[np.diag_indices(2)] = np.maximum(np.diag(cov), MIN_LOG_CHROMA_VARIANCE)
+    if np.linalg.det(cov) < MIN_LOG_CHROMA_VARIANCE**2:  # images along one line of colours
+        cov += np.eye(2) * MIN_LOG_CHROMA_VARIANCE
     provisional = IlluminantRegion((cov[0, 0], cov[0, 1], cov[1, 1]), radius=1.0)
     distances = region_distance(chromas, reference, provisional)
     radius = float(np.quantile(distances, quantile))

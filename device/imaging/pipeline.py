@@ -153,7 +153,9 @@ class PreprocessSpec:
                 "clamping the colour needs version 6"
             )
         if self.version >= 6 and self.colour.method == "none":
-            raise ConfigError("preprocessing: version 6 clamps the colour; it needs a colour method")
+            raise ConfigError(
+                "preprocessing: version 6 clamps the colour; it needs a colour method"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; includes the resize rule in words for the manifest reader."""

@@ -1,0 +1,215 @@
+"""Spec v6: the illuminant clamped into the training images' range, and bundles re-specced to it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from bundle_factory import make_bundle, synthetic_frames, write_rows_csv
+
+from device.errors import ConfigError, SkinScanError
+from device.evaluation.shifts import shift_by_name
+from device.imaging.colour import (
+    ColourParams,
+    IlluminantRegion,
+    chromaticity,
+    clamped_target,
+    fit_reference,
+    fit_region,
+    illuminant_estimate,
+    normalise_colour,
+    region_distance,
+)
+from device.imaging.pipeline import PreprocessSpec, default_spec, preprocess
+from device.labels import CLASS_CODES
+from device.phantoms import make_phantom
+from training.data import Sample, with_colour_reference
+
+
+def _phantom(seed: int) -> np.ndarray:
+    return make_phantom(seed, size=(150, 200), hair=False).image
+
+
+def _tinted(frame: np.ndarray, gains: tuple[float, float, float]) -> np.ndarray:
+    return np.clip(frame.astype(np.float64) * np.array(gains) + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def training_frames() -> list[np.ndarray]:
+    """Phantoms under a spread of mild, archive-like white balances."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for seed in range(40):
+        red, blue = rng.normal(1.0, 0.06), rng.normal(1.0, 0.04)
+        frames.append(_tinted(_phantom(seed % 8 + 1), (red, 1.0, blue)))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def clamp(training_frames) -> ColourParams:
+    reference, region = fit_region(training_frames, ColourParams(), quantile=0.9)
+    return ColourParams(reference=reference, region=region)
+
+
+@pytest.mark.parametrize(
+    ("covariance", "radius", "match"),
+    [
+        ((1.0, 2.0, 1.0), 1.0, "positive definite"),
+        ((-1.0, 0.0, 1.0), 1.0, "positive definite"),
+        ((1.0, 0.0), 1.0, "three numbers"),
+        ((1.0, 0.0, 1.0), -1.0, "radius"),
+        ((1.0, 0.0, 1.0), float("nan"), "radius"),
+    ],
+)
+def test_a_bad_region_is_a_config_error(covariance, radius, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        IlluminantRegion(covariance, radius)
+
+
+def test_a_region_needs_its_centre() -> None:
+    with pytest.raises(ConfigError, match="reference"):
+        ColourParams(region=IlluminantRegion((0.01, 0.0, 0.01), 2.0))
+
+
+def test_the_fitted_region_holds_the_quantile_of_the_training_images(training_frames) -> None:
+    params = ColourParams()
+    reference, region = fit_region(training_frames, params, quantile=0.9)
+    np.testing.assert_allclose(reference, fit_reference(training_frames, params), rtol=1e-6)
+    chromas = np.array([chromaticity(illuminant_estimate(f, params)) for f in training_frames])
+    inside = region_distance(chromas, np.asarray(reference), region) <= region.radius
+    assert inside.mean() == pytest.approx(0.9, abs=1 / len(training_frames))
+    assert region.quantile == 0.9
+    with pytest.raises(ValueError):
+        fit_region(training_frames[:2], params)
+    with pytest.raises(ValueError):
+        fit_region(training_frames, params, quantile=0.0)
+
+
+def test_identical_white_balances_still_give_a_region() -> None:
+    frame = _phantom(3)
+    reference, region = fit_region([frame, frame.copy(), frame.copy()], ColourParams())
+    assert region.radius == pytest.approx(0, abs=1e-6)
+    params = ColourParams(reference=reference, region=region)
+    cast = shift_by_name("colour-4000K").apply(frame)
+    target = clamped_target(chromaticity(illuminant_estimate(cast, params)), params)
+    np.testing.assert_allclose(target, reference, atol=1e-4)  # radius 0: spec 5's mapping
+
+
+def test_a_frame_inside_the_region_is_left_exactly_as_it_is(training_frames, clamp) -> None:
+    chromas = [chromaticity(illuminant_estimate(f, clamp)) for f in training_frames]
+    distances = region_distance(np.array(chromas), np.asarray(clamp.reference), clamp.region)
+    frame = training_frames[int(np.argmin(distances))]
+    out = normalise_colour(frame, clamp)
+    assert out is frame or np.array_equal(out, frame)
+
+
+def test_a_cast_outside_is_moved_to_the_edge_towards_the_centre(training_frames, clamp) -> None:
+    frame = shift_by_name("colour-3000K").apply(training_frames[0])
+    before = chromaticity(illuminant_estimate(frame, clamp))
+    reference = np.asarray(clamp.reference)
+    assert region_distance(before, reference, clamp.region) > 2 * clamp.region.radius
+    target = clamped_target(before, clamp)
+    assert float(region_distance(target, reference, clamp.region)) == pytest.approx(
+        clamp.region.radius, rel=1e-6
+    )
+    out = normalise_colour(frame, clamp)
+    after = chromaticity(illuminant_estimate(out, clamp))
+    # The corrected frame's own estimate lands near the edge (clipping moves it a little).
+    assert float(region_distance(after, reference, clamp.region)) < 1.5 * clamp.region.radius
+    assert abs(out.mean() - frame.mean()) < 0.15 * frame.mean()
+
+
+def test_only_version_6_may_carry_a_region(clamp) -> None:
+    with pytest.raises(ConfigError, match="version 6"):
+        replace(default_spec(5), colour=clamp)
+    assert default_spec(6).colour.region is None
+
+
+def test_a_v6_spec_keeps_v3_geometry_and_round_trips(clamp) -> None:
+    v3, v6 = default_spec(3), replace(default_spec(6), colour=clamp)
+    assert (v6.crop, v6.segment, v6.input_size) == (v3.crop, v3.segment, v3.input_size)
+    data = json.loads(json.dumps(v6.to_dict()))
+    assert isinstance(data["colour"]["region"]["covariance"], list)
+    again = PreprocessSpec.from_dict(data)
+    assert again == v6 and again.digest() == v6.digest() != default_spec(6).digest()
+    with pytest.raises(ConfigError):
+        replace(default_spec(6), colour=ColourParams(method="none"))
+
+
+def test_the_pipeline_keeps_in_range_frames_and_pulls_back_a_cast(training_frames, clamp) -> None:
+    v3, v6 = default_spec(3), replace(default_spec(6), colour=clamp)
+    chromas = np.array([chromaticity(illuminant_estimate(f, clamp)) for f in training_frames])
+    distances = region_distance(chromas, np.asarray(clamp.reference), clamp.region)
+    inside = training_frames[int(np.argmin(distances))]
+    assert np.array_equal(preprocess(inside, v6).model_input, preprocess(inside, v3).model_input)
+    warm = shift_by_name("colour-3000K").apply(inside)
+    plain = preprocess(inside, v3).model_input.astype(float)
+    gap_v3 = np.abs(preprocess(warm, v3).model_input - plain).mean()
+    gap_v6 = np.abs(preprocess(warm, v6).model_input - plain).mean()
+    assert gap_v6 < 0.6 * gap_v3
+
+
+def test_training_fits_the_region_for_version_6(tmp_path: Path, training_frames) -> None:
+    samples = []
+    for i, frame in enumerate(training_frames[:10]):
+        path = tmp_path / f"ISIC_{i}.jpg"
+        cv2.imwrite(str(path), frame[..., ::-1])
+        samples.append(Sample(f"ISIC_{i}", f"HAM_{i}", "nv", path))
+    fitted = with_colour_reference(default_spec(6), samples)
+    assert fitted.colour.region is not None and fitted.colour.region.quantile == 0.975
+    assert with_colour_reference(fitted, samples) is fitted
+
+
+def _split_folder(root: Path) -> tuple[Path, Path]:
+    images = root / "images"
+    images.mkdir()
+    rows = []
+    rng = np.random.default_rng(5)
+    for split, count, seed in (("train", 35, 1), ("val", 42, 2), ("test", 21, 3)):
+        frames, labels = synthetic_frames(count, seed=seed)
+        for i, (frame, label) in enumerate(zip(frames, labels, strict=True)):
+            image_id = f"ISIC_{split}_{i}"
+            tinted = _tinted(frame, (rng.normal(1, 0.05), 1.0, rng.normal(1, 0.05)))
+            cv2.imwrite(str(images / f"{image_id}.jpg"), tinted[..., ::-1])
+            rows.append({"image_id": image_id, "dx": CLASS_CODES[label], "split": split})
+    return write_rows_csv(root / "split.csv", rows), images
+
+
+def test_a_spec_3_bundle_is_re_specced_with_its_calibration_refitted(tmp_path: Path) -> None:
+    from conversion.clamp_colour import clamp_bundle_colour
+    from device.runtime.bundle import load_bundle
+
+    split_csv, images = _split_folder(tmp_path)
+    source = make_bundle(
+        tmp_path / "v3",
+        preprocessing=default_spec(3).to_dict(),
+        metrics={"int8_test": {"balanced_accuracy": 0.5}, "parity": {"kept": True}},
+    )
+    source_manifest = (source / "manifest.json").read_bytes()
+    out = tmp_path / "v3k"
+    record = clamp_bundle_colour(
+        source, out, split_csv, images, quantile=0.9, confidence=0.0, workers=1
+    )
+    assert (source / "manifest.json").read_bytes() == source_manifest
+    bundle = load_bundle(out)
+    manifest = bundle.manifest
+    assert manifest.bundle_id == "tiny-test-clamp"
+    spec = PreprocessSpec.from_dict(manifest.preprocessing)
+    assert spec.version == 6 and spec.colour.region is not None
+    assert spec.colour.region.radius == pytest.approx(record["radius"])
+    assert manifest.metrics["parity"] == {"kept": True}
+    assert manifest.metrics["colour_clamp"]["val"]["n_images"] == 42
+    assert manifest.metrics["int8_test"]["n_images"] == 21  # re-measured, not the stale 0.5
+    assert "shift_threshold" in manifest.metrics and bundle.familiarity is not None
+    in_distribution = manifest.metrics["shift_threshold"]["in_distribution_threshold"]
+    assert in_distribution == pytest.approx(record["val"]["referral_threshold"])
+    assert manifest.calibration.referral_threshold <= in_distribution
+    assert "clamped into" in (out / "MODEL_CARD.md").read_text()
+    with pytest.raises(SkinScanError, match="not empty"):
+        clamp_bundle_colour(source, out, split_csv, images, confidence=0.0)
+    with pytest.raises(SkinScanError, match="version 3"):
+        clamp_bundle_colour(out, tmp_path / "again", split_csv, images, confidence=0.0)

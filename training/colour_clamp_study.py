@@ -1,0 +1,141 @@
+"""The v3k study: the v3 model files under spec v6 (illuminant clamped), one radius at a time.
+
+For each quantile q the shipped bundle is copied with its manifest's preprocessing
+replaced by spec v6 (region fitted on the training split at q), then run through
+the device pipeline on the validation split under the 16 benchmark conditions.
+Per condition: balanced accuracy, malignant AUC, and sensitivity/specificity at
+the variant's own in-distribution threshold (temperature and threshold refitted on
+the unshifted validation outputs by the run's rule). Raw probabilities are saved,
+so the summary can be redone without the pipeline.
+
+    python -m training.colour_clamp_study --data ../shared/data/ham10000 \\
+        --split runs/split0/split.csv --out runs/v3k-study --quantiles 0.5 0.9 0.975 0.99
+
+The decision rule it serves is training/reports/ham10000-v3k/PREREGISTERED.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conversion.clamp_colour import refit_calibration, softmax
+from device import metrics
+from device.evaluation.runner import read_labelled_csv, run_shifted
+from device.evaluation.shifts import REALISTIC_THRESHOLD_SHIFTS, SHIFTS
+from device.runtime.bundle import DEFAULT_BUNDLE_DIR
+
+log = logging.getLogger(__name__)
+
+
+def respecced_bundle(source: Path, target: Path, spec: dict[str, Any]) -> Path:
+    """Copy ``source`` to ``target`` with only the manifest's preprocessing replaced."""
+    from conversion.shift_threshold import rewrite_bundle
+    from device.runtime.bundle import read_manifest
+
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+    manifest = read_manifest(target)
+    rewrite_bundle(target, manifest.model_copy(update={"preprocessing": spec}))
+    return target
+
+
+def summarise(runs: dict[str, dict[str, np.ndarray]], temperature: float) -> dict[str, Any]:
+    """Figures per condition at the variant's own refitted calibration."""
+    base = runs["none"]
+    fitted, threshold = refit_calibration(base["probs"], base["labels"], temperature, 0.90, 0.95)
+    rows = {}
+    for name, run in runs.items():
+        probs = softmax(temperature * np.log(np.clip(run["probs"], 1e-12, 1.0)) / fitted)
+        labels = run["labels"]
+        rows[name] = {
+            "balanced_accuracy": metrics.balanced_accuracy(labels, probs),
+            "malignant_auc": metrics.malignant_auc(labels, probs),
+            "sensitivity": metrics.sensitivity(labels, probs, threshold),
+            "specificity": metrics.specificity(labels, probs, threshold),
+            "unfamiliar": float(np.mean(run["unfamiliar"])),
+        }
+    unshifted = rows["none"]
+    shifted = {k: v for k, v in rows.items() if k != "none"}
+    return {
+        "temperature": fitted,
+        "threshold": threshold,
+        "rows": rows,
+        "mean_balanced_accuracy": float(np.mean([r["balanced_accuracy"] for r in rows.values()])),
+        "mean_malignant_auc": float(np.mean([r["malignant_auc"] for r in rows.values()])),
+        "worst_realistic_sensitivity": min(
+            rows[n]["sensitivity"] for n in REALISTIC_THRESHOLD_SHIFTS
+        ),
+        "worst_sensitivity": min(r["sensitivity"] for r in shifted.values()),
+        "largest_auc_drop": max(
+            unshifted["malignant_auc"] - r["malignant_auc"] for r in shifted.values()
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the study (see the module docstring)."""
+    from device.imaging.colour import ColourParams, fit_region
+    from device.imaging.io import read_image
+    from device.imaging.pipeline import PreprocessSpec, to_working_size
+    from device.runtime.bundle import read_manifest
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="HAM10000 folder (images/)")
+    parser.add_argument("--split", required=True, help="the run's split.csv")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--bundle", default=str(DEFAULT_BUNDLE_DIR))
+    parser.add_argument("--quantiles", type=float, nargs="+", default=[0.5, 0.9, 0.975, 0.99])
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = Path(args.data) / "images"
+    source = Path(args.bundle)
+    manifest = read_manifest(source)
+    base_spec = dict(manifest.preprocessing)
+    base_spec.pop("resize_rule", None)
+    train = read_labelled_csv(args.split, images, "train")[0]
+    val = read_labelled_csv(args.split, images, "val")[0]
+    colour = ColourParams()
+    working = [to_working_size(read_image(i.path), base_spec["work_long_side"])[0] for i in train]
+    summary: dict[str, Any] = {}
+    for q in args.quantiles:
+        reference, region = fit_region(working, colour, q)
+        spec = PreprocessSpec.from_dict(
+            {**base_spec, "version": 6, "colour": {**colour.__dict__, "reference": reference,
+                                                   "region": region.__dict__}}
+        )  # fmt: skip
+        bundle = respecced_bundle(source, out / f"bundle-q{q}", spec.to_dict())
+        log.info("q=%s radius %.3f: %d validation images x %d conditions", q, region.radius,
+                 len(val), len(SHIFTS))  # fmt: skip
+        runs = run_shifted(bundle, val, [s.name for s in SHIFTS], workers=args.workers)
+        raw = {
+            name: {"probs": r.probabilities, "labels": r.labels, "unfamiliar": r.unfamiliar}
+            for name, r in runs.items()
+        }
+        np.savez_compressed(
+            out / f"probs-q{q}.npz",
+            **{f"{n}/{k}": v for n, d in raw.items() for k, v in d.items()},
+        )
+        temperature = manifest.calibration.temperature
+        summary[str(q)] = {"radius": region.radius, **summarise(raw, temperature)}
+        (out / "summary.json").write_text(json.dumps(metrics.json_safe(summary), indent=2))
+        s = summary[str(q)]
+        log.info(
+            "q=%s: unshifted BA %.3f AUC %.3f; mean BA %.3f AUC %.3f; worst realistic sens %.3f",
+            q, s["rows"]["none"]["balanced_accuracy"], s["rows"]["none"]["malignant_auc"],
+            s["mean_balanced_accuracy"], s["mean_malignant_auc"], s["worst_realistic_sensitivity"],
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
