@@ -139,3 +139,46 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def inputs_figure(bundle_dir: Path, image_paths: list[str], out_png: Path) -> Path:
+    """What the model sees: frame and model input under v3 and v6, unshifted and cast.
+
+    One row per image; columns: the frame, then for each of none / 3000 K / 10000 K the
+    v3 model input and the v6 (clamped) model input.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from device.evaluation.shifts import shift_by_name
+    from device.imaging.io import read_image
+    from device.imaging.pipeline import PreprocessSpec, default_spec, preprocess
+    from device.runtime.bundle import read_manifest
+
+    v6 = PreprocessSpec.from_dict(dict(read_manifest(bundle_dir).preprocessing))
+    v3 = default_spec(3)
+    names = ("none", "colour-3000K", "colour-10000K")
+    fig, axes = plt.subplots(
+        len(image_paths), 1 + 2 * len(names), figsize=(14, 2.1 * len(image_paths))
+    )
+    axes = np.atleast_2d(axes)
+    for row, path in enumerate(image_paths):
+        frame = read_image(path)
+        axes[row, 0].imshow(frame)
+        axes[row, 0].set_title("frame" if row == 0 else "", fontsize=9)
+        for k, name in enumerate(names):
+            shifted = shift_by_name(name).apply(frame)
+            for j, (label, spec) in enumerate((("v3", v3), ("v6 clamped", v6))):
+                ax = axes[row, 1 + 2 * k + j]
+                ax.imshow(preprocess(shifted, spec).model_input)
+                if row == 0:
+                    ax.set_title(f"{name}\n{label}", fontsize=9)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+    return out_png
