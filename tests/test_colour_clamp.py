@@ -153,6 +153,32 @@ def test_the_pipeline_keeps_in_range_frames_and_pulls_back_a_cast(training_frame
     assert gap_v6 < 0.6 * gap_v3
 
 
+def test_the_pipeline_says_when_it_corrected_the_colour(training_frames, clamp) -> None:
+    v6 = replace(default_spec(6), colour=clamp)
+    chromas = np.array([chromaticity(illuminant_estimate(f, clamp)) for f in training_frames])
+    distances = region_distance(chromas, np.asarray(clamp.reference), clamp.region)
+    inside = training_frames[int(np.argmin(distances))]
+    warm = shift_by_name("colour-3000K").apply(inside)
+    assert preprocess(inside, v6).colour_corrected is False
+    assert preprocess(warm, v6).colour_corrected is True
+    # Specs that always normalise (4, 5) or never do (3) have nothing to report.
+    assert preprocess(warm, default_spec(3)).colour_corrected is False
+    assert preprocess(warm, default_spec(5)).colour_corrected is False
+
+
+def test_the_flag_reaches_the_saved_record() -> None:
+    from app_fakes import sample_result
+
+    from device.app.results import record_from_result, result_from_record
+    from device.ui.screens import COLOUR_CORRECTED_NOTE
+
+    view = replace(sample_result(p_malignant=0.04, tier="monitor"), colour_corrected=True)
+    record = record_from_result(view, device_id="d", bundle_id="b", bundle_sha256="0" * 64)
+    assert record.extra["colour_corrected"] == "1"
+    assert result_from_record(record).colour_corrected is True
+    assert COLOUR_CORRECTED_NOTE.startswith("Unusual light")
+
+
 def test_training_fits_the_region_for_version_6(tmp_path: Path, training_frames) -> None:
     samples = []
     for i, frame in enumerate(training_frames[:10]):

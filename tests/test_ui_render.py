@@ -16,6 +16,7 @@ from device.hw.buttons_keys import KeyButtons
 from device.phantoms import make_phantom
 from device.ui.render import MIN_FONT_PX, TIER_COLOURS, Renderer, surface_to_array
 from device.ui.screens import (
+    COLOUR_CORRECTED_NOTES,
     AnalyzingScreen,
     ErrorScreen,
     Hint,
@@ -47,13 +48,16 @@ def hints(*pairs):
     return tuple(Hint(b, a) for b, a in pairs)
 
 
-def result_screen(tier="refer", show=True, p_malignant=0.55, unfamiliar=False):
+def result_screen(
+    tier="refer", show=True, p_malignant=0.55, unfamiliar=False, colour_corrected=False
+):
     view = sample_result(p_malignant=p_malignant, tier=tier)
     view = type(view)(
         **{
             **view.__dict__,
             "image": make_phantom(2).image[100:380, 180:460],
             "unfamiliar": unfamiliar,
+            "colour_corrected": colour_corrected,
         }
     )
     overlay = view.image.copy()
@@ -93,6 +97,7 @@ def all_screens():
         "result-uncertain": result_screen("uncertain", False, 0.1),
         "result-monitor": result_screen("monitor", True, 0.02),
         "result-unfamiliar": result_screen("uncertain", True, 0.08, unfamiliar=True),
+        "result-colour-corrected": result_screen("monitor", True, 0.04, colour_corrected=True),
         "retake": RetakeScreen(
             frame,
             ("blurred — hold still", "too dark — check the LED ring"),
@@ -171,6 +176,23 @@ def test_unfamiliar_frame_says_uncertain_refer(size):
     renderer.lines.clear()
     renderer.render(result_screen("refer", True, 0.55, unfamiliar=True))
     assert "Refer to a clinician" in " ".join(line for line, _, _ in renderer.lines)
+
+
+@pytest.mark.parametrize(
+    "size", [(320, 240), (480, 320), (800, 480)], ids=lambda s: f"{s[0]}x{s[1]}"
+)
+def test_corrected_colours_are_noted_without_hiding_the_saved_status(size):
+    renderer = RecordingRenderer(size, KeyButtons.labels)
+    renderer.render(result_screen("monitor", True, 0.04))
+    plain = [line for line, _, _ in renderer.lines]
+    renderer.lines.clear()
+    renderer.render(result_screen("monitor", True, 0.04, colour_corrected=True))
+    noted = [line for line, _, _ in renderer.lines]
+    assert any(line in COLOUR_CORRECTED_NOTES for line in noted)
+    assert not any(line in COLOUR_CORRECTED_NOTES for line in plain)
+    assert "Not saved yet" in noted  # the note never pushes the save status away
+    height = size[1]
+    assert all(rect.bottom <= height for _, rect, _ in renderer.lines)
 
 
 def test_heatmap_toggle_changes_only_the_photo():

@@ -279,13 +279,18 @@ def fit_region(
     return tuple(float(v) for v in reference), region  # type: ignore[return-value]
 
 
+def apply_gains(image: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """``image`` with each channel scaled by ``gains`` (the same array when all are 1)."""
+    gains = np.asarray(gains, dtype=np.float32)
+    if np.all(gains == 1.0):
+        return image
+    corrected = image.astype(np.float32) * gains
+    return np.clip(corrected + 0.5, 0, 255).astype(np.uint8)
+
+
 def normalise_colour(image: np.ndarray, params: ColourParams) -> np.ndarray:
     """Return ``image`` with its illuminant divided out (a copy; uint8 RGB in and out)."""
     image = ensure_rgb_uint8(image, "image")
     if params.method == "none":
         return image
-    gains = channel_gains(image, params).astype(np.float32)
-    if np.all(gains == 1.0):
-        return image
-    corrected = image.astype(np.float32) * gains
-    return np.clip(corrected + 0.5, 0, 255).astype(np.uint8)
+    return apply_gains(image, channel_gains(image, params))

@@ -22,6 +22,7 @@ import numpy as np
 
 from device.hw.display import import_pygame
 from device.ui.screens import (
+    COLOUR_CORRECTED_NOTES,
     AnalyzingScreen,
     ErrorScreen,
     Hint,
@@ -496,6 +497,12 @@ class Renderer:
                 (panel.left, y + 1, round(panel.width * rank.probability), self.px(3)),
             )
             y += self.px(3) + gap
+        if screen.colour_corrected:
+            note = self.font(11, True)
+            fitting = [t for t in COLOUR_CORRECTED_NOTES if note.size(t)[0] <= panel.width]
+            if fitting and y + 2 * self.line_step(note) <= panel.bottom:
+                self.draw_text(surface, fitting[0], note, WARN, (panel.left, y))
+                y += self.line_step(note)
         if screen.saved:
             font = self.font(12, True)
             colour = GOOD if screen.is_saved else WARN
