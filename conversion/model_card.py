@@ -125,7 +125,8 @@ def _colour_clamp_lines(record: Mapping[str, Any] | None) -> list[str]:
         f"{_num(record.get('radius'))}), added to the model files of "
         f"`{record.get('source_bundle')}` after training; frames inside it reach the model "
         "unchanged. Temperature and threshold were refitted on validation under it (before: "
-        f"{_num(before.get('temperature'))} and {_num(before.get('referral_threshold'))})."
+        f"{_num(before.get('temperature'))} and {_num(before.get('referral_threshold'))}). "
+        "The float column of the metrics is the float model on the source bundle's spec."
     ]
 
 

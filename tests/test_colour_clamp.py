@@ -201,7 +201,16 @@ def _split_folder(root: Path) -> tuple[Path, Path]:
             image_id = f"ISIC_{split}_{i}"
             tinted = _tinted(frame, (rng.normal(1, 0.05), 1.0, rng.normal(1, 0.05)))
             cv2.imwrite(str(images / f"{image_id}.jpg"), tinted[..., ::-1])
-            rows.append({"image_id": image_id, "dx": CLASS_CODES[label], "split": split})
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "dx": CLASS_CODES[label],
+                    "split": split,
+                    "sex": ("male", "female")[i % 2],
+                    "age": str(30 + 5 * (i % 9)),
+                    "localization": ("back", "face", "lower extremity")[i % 3],
+                }
+            )
     return write_rows_csv(root / "split.csv", rows), images
 
 
@@ -234,7 +243,11 @@ def test_a_spec_3_bundle_is_re_specced_with_its_calibration_refitted(tmp_path: P
     in_distribution = manifest.metrics["shift_threshold"]["in_distribution_threshold"]
     assert in_distribution == pytest.approx(record["val"]["referral_threshold"])
     assert manifest.calibration.referral_threshold <= in_distribution
-    assert "clamped into" in (out / "MODEL_CARD.md").read_text()
+    subgroups = manifest.metrics["subgroups_int8_test"]
+    assert sum(g["n"] for g in subgroups["sex"].values()) == 21
+    assert set(subgroups["localization"]) == {"back", "face", "lower extremity"}
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "clamped into" in card and "By localization" in card
     with pytest.raises(SkinScanError, match="not empty"):
         clamp_bundle_colour(source, out, split_csv, images, confidence=0.0)
     with pytest.raises(SkinScanError, match="version 3"):
