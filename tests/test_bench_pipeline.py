@@ -1,4 +1,4 @@
-"""`skinscan bench pipeline` times every stage of the default spec and writes JSON."""
+"""`skinscan bench pipeline` times every stage of the shipped spec and writes JSON."""
 
 import argparse
 import json
@@ -9,9 +9,17 @@ from device.bench import pipeline
 def test_bench_pipeline_times_every_stage(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert pipeline.main(argparse.Namespace(repeats=2, json=str(out))) == 0
-    stages = json.loads(out.read_text())["stages"]
+    report = json.loads(out.read_text())
+    assert report["spec_version"] == pipeline.shipped_spec().version
+    stages = report["stages"]
     assert set(stages) == set(pipeline.SIZES)
     for figures in stages.values():
-        assert {"quality_gate", "hair_removal", "segmentation", "total_preprocess"} <= set(figures)
+        assert {
+            "quality_gate",
+            "colour",
+            "hair_removal",
+            "segmentation",
+            "total_preprocess",
+        } <= set(figures)
         assert all(stage["median"] > 0 for stage in figures.values())
     assert "total_preprocess" in capsys.readouterr().out

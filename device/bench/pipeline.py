@@ -2,7 +2,9 @@
 
 Stages are timed on phantom frames at the camera preview size (640x480), at the
 HAM10000 image size (600x450) and at the model input size (224x224),
-single-threaded, as the device runs them.
+single-threaded, as the device runs them, with the shipped bundle's spec. The
+colour stage is timed on the working copy of a 3000 K cast, which the shipped spec
+corrects (the estimate alone runs on every frame).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import cv2
 import numpy as np
 
 from device.bench.stats import summarise_ms, time_call, write_json
+from device.evaluation.shifts import shift_by_name
+from device.imaging.colour import normalise_colour
 from device.imaging.hair import remove_hair
 from device.imaging.pipeline import PreprocessSpec, preprocess, to_working_size
 from device.imaging.quality import QualityThresholds, assess_quality
@@ -29,11 +33,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="OUT.json", help="also write the figures as JSON")
 
 
-def bench_size(shape: tuple[int, int], repeats: int) -> dict[str, dict[str, float]]:
-    """Time each stage of the default (version 3) spec on a phantom of ``shape`` (height, width)."""
-    spec = PreprocessSpec()
+def shipped_spec() -> PreprocessSpec:
+    """The preprocessing spec of the shipped bundle."""
+    from device.runtime.bundle import DEFAULT_BUNDLE_DIR, read_manifest
+
+    return PreprocessSpec.from_dict(dict(read_manifest(DEFAULT_BUNDLE_DIR).preprocessing))
+
+
+def bench_size(
+    shape: tuple[int, int], repeats: int, spec: PreprocessSpec | None = None
+) -> dict[str, dict[str, float]]:
+    """Time each stage of ``spec`` (default: the shipped one) on a phantom of ``shape``."""
+    spec = spec or shipped_spec()
     frame = make_phantom(7, size=shape).image
     work, _ = to_working_size(frame, spec.work_long_side)
+    warm, _ = to_working_size(shift_by_name("colour-3000K").apply(frame), spec.work_long_side)
     clean = remove_hair(work, spec.hair).image
     roi = square_roi(work.shape[:2], segment_lesion(clean, spec.segment).box, spec.crop)
     thresholds = QualityThresholds()
@@ -42,6 +56,7 @@ def bench_size(shape: tuple[int, int], repeats: int) -> dict[str, dict[str, floa
         "to_working_size": summarise_ms(
             time_call(lambda: to_working_size(frame, spec.work_long_side), repeats)
         ),
+        "colour": summarise_ms(time_call(lambda: normalise_colour(warm, spec.colour), repeats)),
         "hair_removal": summarise_ms(time_call(lambda: remove_hair(work, spec.hair), repeats)),
         "segmentation": summarise_ms(
             time_call(lambda: segment_lesion(clean, spec.segment), repeats)
@@ -56,13 +71,22 @@ def bench_size(shape: tuple[int, int], repeats: int) -> dict[str, dict[str, floa
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark, print a table, optionally write JSON."""
     cv2.setNumThreads(1)
-    results = {name: bench_size(shape, args.repeats) for name, shape in SIZES.items()}
+    spec = shipped_spec()
+    results = {name: bench_size(shape, args.repeats, spec) for name, shape in SIZES.items()}
     print(f"{'stage':<18}" + "".join(f"{name:>26}" for name in results))
     for stage in next(iter(results.values())):
         cells = "".join(
             f"{r[stage]['median']:>12.2f} / {r[stage]['p95']:>7.2f} ms" for r in results.values()
         )
         print(f"{stage:<18}{cells}")
-    print("(median / p95, one thread; frames are phantoms)")
-    write_json(args.json, {"cv2_threads": 1, "numpy": np.__version__, "stages": results})
+    print(f"(median / p95, one thread; frames are phantoms; spec version {spec.version})")
+    write_json(
+        args.json,
+        {
+            "cv2_threads": 1,
+            "numpy": np.__version__,
+            "spec_version": spec.version,
+            "stages": results,
+        },
+    )
     return 0
