@@ -341,6 +341,19 @@ def test_upload_runs_exactly_the_device_pipeline(tmp_path, logged_in, store, ana
     assert list(store.tmp_dir.iterdir()) == []
 
 
+def test_a_photo_under_unusual_light_is_corrected_and_says_so(logged_in, store):
+    from device.evaluation.shifts import shift_by_name
+    from device.phantoms import make_phantom
+
+    warm = shift_by_name("colour-3000K").apply(make_phantom(5, size=(450, 600)).image)
+    response = upload(logged_in, encode(warm), patient_ref=PATIENT, body_site="back")
+    assert response.status_code == 302, _alert(response)
+    record = store.get_scan(response.headers["Location"].rsplit("/", 1)[1])
+    assert record.extra["colour_corrected"] == "1"
+    page = _text(logged_in.get(response.headers["Location"]))
+    assert "Unusual light" in page and "LED ring" in page
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
