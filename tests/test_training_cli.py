@@ -58,3 +58,29 @@ def test_backbone_is_chosen_from_the_registry(capsys):
     with pytest.raises(SystemExit):
         _args("--backbone", "resnet9000")
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_the_v3_recipe_is_spec_3_without_acquisition_augmentation():
+    import json
+    from pathlib import Path
+
+    from training.augment import AugmentConfig
+    from training.cli import recipe_overrides
+
+    assert recipe_overrides("current") == {}
+    v3 = recipe_overrides("v3")
+    spec = PreprocessSpec.from_dict(v3["preprocessing"])
+    assert spec.version == 3 and spec.colour.method == "none" and spec.crop.min_fraction == 1.0
+    augment = AugmentConfig.from_dict(v3["augment"])
+    assert augment.channel_gain == 0 and augment.blur_probability == 0
+    assert augment.jpeg_probability == 0 and tuple(augment.gamma) == (1.0, 1.0)
+    # The shipped run's recorded augmentation, for every field it had.
+    recorded = json.loads(
+        (Path(__file__).parents[1] / "training/reports/ham10000-v3/config.json").read_text()
+    )
+    for key, value in recorded["augment"].items():
+        assert json.loads(json.dumps(v3["augment"][key])) == value, key
+    assert v3["deep_epochs"] == recorded["deep_epochs"] == 16
+    assert _args("--recipe", "v3").recipe == "v3"
+    with pytest.raises(ValueError):
+        recipe_overrides("v9")

@@ -24,6 +24,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="ImageNet backbone registered in training/backbones.py (default efficientnet_lite0)",
     )
+    parser.add_argument(
+        "--recipe",
+        choices=("current", "v3"),
+        default="current",
+        help="current: spec 5 and acquisition augmentation; v3: the recipe of the shipped "
+        "model files (spec 3, v3 augmentation, 16 deep epochs), which the shipped bundle then "
+        "gets spec 6 from with 'skinscan convert --clamp-colour'",
+    )
     parser.add_argument("--head-epochs", type=int)
     parser.add_argument("--finetune-epochs", type=int)
     parser.add_argument("--first-trainable-block")
@@ -114,6 +122,8 @@ def main(args: argparse.Namespace) -> int:
         limit_per_split=args.limit_per_split,
         steps_per_epoch=args.steps_per_epoch,
     )
+    for name, value in recipe_overrides(args.recipe).items():
+        setattr(cfg, name, value)
     tunables = (
         "backbone",
         "head_epochs",
@@ -138,6 +148,34 @@ def main(args: argparse.Namespace) -> int:
         cfg.augment = no_augmentation()
     run_training(cfg)
     return 0
+
+
+def recipe_overrides(recipe: str) -> dict:
+    """TrainConfig fields that a named recipe sets (before the command line's own flags).
+
+    "v3" is the recipe of the shipped model files (run ``ham10000-v3``): preprocessing
+    spec 3, augmentation without the acquisition transforms (no channel gains, gamma,
+    blur or JPEG; zoom 1-1.1), 16 deep epochs.
+    """
+    if recipe == "current":
+        return {}
+    if recipe != "v3":
+        raise ValueError(f"unknown recipe {recipe!r}")
+    from device.imaging.pipeline import default_spec
+    from training.augment import AugmentConfig
+
+    augment = AugmentConfig(
+        zoom=(1.0, 1.1),
+        channel_gain=0.0,
+        gamma=(1.0, 1.0),
+        blur_probability=0.0,
+        jpeg_probability=0.0,
+    )
+    return {
+        "preprocessing": default_spec(3).to_dict(),
+        "augment": augment.to_dict(),
+        "deep_epochs": 16,
+    }
 
 
 def no_augmentation() -> dict:
