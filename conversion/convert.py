@@ -372,7 +372,9 @@ def convert_run(
         if tflite.is_gap_dense_head(model)
         else None
     )
-    report["runtimes"] = parity.runtime_parity(model_bytes, draft, x_val[:64])
+    report["runtimes"] = parity.runtime_parity(
+        model_bytes, draft, x_val[:64], thresholds.runtime_close_call
+    )
 
     log.info("familiarity: feature density of the training images, threshold on validation")
     _, rep_fm = parity.int8_logits(classifier, rep_images)
