@@ -71,6 +71,9 @@ class CameraConfig(_Section):
         sim_source: folder of images or a video file for the simulated camera;
             empty means synthetic phantoms.
         retry_s: seconds between attempts to reopen a missing camera.
+        colour_gains: fixed white balance (red gain, blue gain) for the Pi camera under
+            the LED ring, measured once on a grey card; None keeps auto white balance,
+            which drifts from frame to frame with what is in view.
     """
 
     preview_size: Size = (640, 480)
@@ -78,6 +81,14 @@ class CameraConfig(_Section):
     usb_index: int = Field(0, ge=0, le=63)
     sim_source: str = ""
     retry_s: float = Field(2.0, ge=0.1, le=60.0)
+    colour_gains: tuple[float, float] | None = None
+
+    @field_validator("colour_gains")
+    @classmethod
+    def _colour_gains(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not all(0.0 < gain <= 32.0 for gain in value):
+            raise ValueError(f"gains must be in (0, 32], got {list(value)}")
+        return value
 
     @field_validator("preview_size")
     @classmethod

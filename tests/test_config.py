@@ -140,3 +140,12 @@ def test_quality_section_becomes_thresholds(tmp_path):
     thresholds = load(path).quality_thresholds()
     assert thresholds.min_sharpness == 30.0
     assert thresholds.max_dark_fraction == 0.35
+
+
+def test_fixed_white_balance_gains_are_read_and_checked(tmp_path):
+    assert load().camera.colour_gains is None  # auto white balance unless set
+    config = load(write(tmp_path, "[camera]\ncolour_gains = [1.9, 1.7]\n"))
+    assert config.camera.colour_gains == (1.9, 1.7)
+    for bad in ("[0.0, 1.7]", "[1.9]", "[1.9, 40.0]"):
+        with pytest.raises(ConfigError, match=r"camera\.colour_gains"):
+            load(write(tmp_path, f"[camera]\ncolour_gains = {bad}\n", "bad.toml"))

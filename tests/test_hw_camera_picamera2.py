@@ -46,13 +46,13 @@ class FakeCamera:
         self.num = num
         self.mode = None
 
-    def create_preview_configuration(self, main):
+    def create_preview_configuration(self, main, controls=None):
         self.module.calls.append(("create_preview_configuration", main))
-        return {"kind": "preview", "main": main}
+        return {"kind": "preview", "main": main, "controls": controls}
 
-    def create_still_configuration(self, main):
+    def create_still_configuration(self, main, controls=None):
         self.module.calls.append(("create_still_configuration", main))
-        return {"kind": "still", "main": main}
+        return {"kind": "still", "main": main, "controls": controls}
 
     def configure(self, config):
         self.module.calls.append(("configure", config["kind"]))
@@ -150,6 +150,20 @@ def test_open_configures_preview_with_no_preview_window(fake):
     for call in fake.calls:
         if call[0].startswith("create_"):
             assert call[1]["format"] == "BGR888"
+
+
+def test_fixed_white_balance_goes_into_both_configurations(fake):
+    camera = opened(fake, colour_gains=(1.9, 1.7))
+    fixed = {"AwbEnable": False, "ColourGains": (1.9, 1.7)}
+    assert camera._camera.mode["kind"] == "preview"
+    assert camera._camera.mode["controls"] == fixed
+    assert camera._still_config["controls"] == fixed  # the still keeps the live view's colour
+
+
+def test_auto_white_balance_is_left_on_by_default(fake):
+    camera = opened(fake)
+    assert camera._camera.mode["controls"] is None
+    assert camera._still_config["controls"] is None
 
 
 def test_preview_frame_is_rgb_from_a_released_request(fake):

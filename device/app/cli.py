@@ -168,6 +168,7 @@ def main(args: argparse.Namespace) -> int:
         still_size=config.camera.still_size,
         usb_index=config.camera.usb_index,
         sim_source=args.images or config.camera.sim_source or None,
+        colour_gains=config.camera.colour_gains,
     )
     shutdown = config.system.shutdown
     poweroff = shutdown == "poweroff" or (shutdown == "auto" and backend == "pi")

@@ -51,6 +51,7 @@ def make_camera(
     still_size: tuple[int, int] = (1024, 768),
     usb_index: int = 0,
     sim_source: str | Path | None = None,
+    colour_gains: tuple[float, float] | None = None,
 ) -> Camera:
     """Build (but do not open) the camera for ``backend``: "pi", "usb" or "sim".
 
@@ -60,7 +61,9 @@ def make_camera(
     if backend == "pi":
         from device.hw.camera_picamera2 import Picamera2Camera
 
-        return Picamera2Camera(preview_size=preview_size, still_size=still_size)
+        return Picamera2Camera(
+            preview_size=preview_size, still_size=still_size, colour_gains=colour_gains
+        )
     if backend == "usb":
         from device.hw.camera_usb import UsbCamera
 

@@ -33,6 +33,9 @@ class Picamera2Camera:
         preview_size: live-view size (width, height).
         still_size: analysis still size (width, height).
         camera_num: which camera, for boards with two connectors.
+        colour_gains: fixed (red, blue) white-balance gains for the LED ring, set on
+            both the preview and the still configuration with auto white balance off;
+            None leaves auto white balance on.
         module: the ``picamera2`` module; tests pass a fake with the same calls.
     """
 
@@ -44,10 +47,12 @@ class Picamera2Camera:
         still_size: tuple[int, int] = (1024, 768),
         camera_num: int = 0,
         module: ModuleType | Any | None = None,
+        colour_gains: tuple[float, float] | None = None,
     ) -> None:
         self.preview_size = preview_size
         self.still_size = still_size
         self.camera_num = camera_num
+        self.colour_gains = colour_gains
         self._module = module
         self._camera: Any = None
         self._still_config: Any = None
@@ -76,11 +81,14 @@ class Picamera2Camera:
         except Exception as exc:  # picamera2 raises RuntimeError/IndexError/OSError here
             raise CameraError(f"cannot open the camera: {exc}") from exc
         try:
+            # Controls in a configuration apply whenever it is used, so the still
+            # taken by a mode switch keeps the same white balance as the live view.
+            extra = {"controls": self._controls()} if self.colour_gains else {}
             preview = camera.create_preview_configuration(
-                main={"size": tuple(self.preview_size), "format": RGB_FORMAT}
+                main={"size": tuple(self.preview_size), "format": RGB_FORMAT}, **extra
             )
             self._still_config = camera.create_still_configuration(
-                main={"size": tuple(self.still_size), "format": RGB_FORMAT}
+                main={"size": tuple(self.still_size), "format": RGB_FORMAT}, **extra
             )
             camera.configure(preview)
             camera.start_preview(module.Preview.NULL)
@@ -91,6 +99,11 @@ class Picamera2Camera:
             raise CameraError(f"cannot start the camera: {exc}") from exc
         self._camera = camera
         log.info("Pi camera open: preview %s, still %s", self.preview_size, self.still_size)
+
+    def _controls(self) -> dict[str, Any]:
+        """libcamera controls for a fixed white balance."""
+        red, blue = self.colour_gains or (1.0, 1.0)
+        return {"AwbEnable": False, "ColourGains": (float(red), float(blue))}
 
     def _read(self, request: Any) -> np.ndarray:
         try:
