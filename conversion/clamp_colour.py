@@ -154,6 +154,8 @@ def clamp_bundle_colour(
         "spec_version": 6,
         "quantile": quantile,
         "radius": region.radius,
+        "unusual_quantile": region.unusual_quantile,
+        "unusual_radius": region.unusual_radius,
         "fitted_on": f"train ({len(train)} images), Shades of Gray p = 6 on the working image",
         "source_bundle": manifest.bundle_id,
         "calibration_before": {

@@ -124,7 +124,10 @@ def _colour_clamp_lines(record: Mapping[str, Any] | None) -> list[str]:
         f"illuminants (spec 6; the {100 * record.get('quantile', 0):.1f}% ellipse, radius "
         f"{_num(record.get('radius'))}), added to the model files of "
         f"`{record.get('source_bundle')}` after training; frames inside it reach the model "
-        "unchanged. Temperature and threshold were refitted on validation under it (before: "
+        "unchanged. Beyond the "
+        f"{100 * (record.get('unusual_quantile') or 0):.0f}% ellipse (radius "
+        f"{_num(record.get('unusual_radius'))}) the result says 'Unusual light'. "
+        "Temperature and threshold were refitted on validation under it (before: "
         f"{_num(before.get('temperature'))} and {_num(before.get('referral_threshold'))}). "
         "The float column of the metrics is the float model on the source bundle's spec."
     ]

@@ -349,7 +349,7 @@ def test_a_photo_under_unusual_light_is_corrected_and_says_so(logged_in, store):
     response = upload(logged_in, encode(warm), patient_ref=PATIENT, body_site="back")
     assert response.status_code == 302, _alert(response)
     record = store.get_scan(response.headers["Location"].rsplit("/", 1)[1])
-    assert record.extra["colour_corrected"] == "1"
+    assert record.extra["unusual_light"] == "1"
     page = _text(logged_in.get(response.headers["Location"]))
     assert "Unusual light" in page and "LED ring" in page
 

@@ -70,6 +70,12 @@ def test_a_bad_region_is_a_config_error(covariance, radius, match) -> None:
         IlluminantRegion(covariance, radius)
 
 
+def test_the_unusual_radius_is_never_inside_the_correction_radius() -> None:
+    with pytest.raises(ConfigError, match="unusual_radius"):
+        IlluminantRegion((0.01, 0.0, 0.01), 2.0, unusual_radius=1.0)
+    assert IlluminantRegion((0.01, 0.0, 0.01), 2.0, unusual_radius=2.0).unusual_radius == 2.0
+
+
 def test_a_region_needs_its_centre() -> None:
     with pytest.raises(ConfigError, match="reference"):
         ColourParams(region=IlluminantRegion((0.01, 0.0, 0.01), 2.0))
@@ -80,9 +86,13 @@ def test_the_fitted_region_holds_the_quantile_of_the_training_images(training_fr
     reference, region = fit_region(training_frames, params, quantile=0.9)
     np.testing.assert_allclose(reference, fit_reference(training_frames, params), rtol=1e-6)
     chromas = np.array([chromaticity(illuminant_estimate(f, params)) for f in training_frames])
-    inside = region_distance(chromas, np.asarray(reference), region) <= region.radius
+    distances = region_distance(chromas, np.asarray(reference), region)
+    inside = distances <= region.radius
     assert inside.mean() == pytest.approx(0.9, abs=1 / len(training_frames))
     assert region.quantile == 0.9
+    # "Unusual" is kept for light further out than 99% of the training images'.
+    assert region.unusual_quantile == 0.99 and region.unusual_radius >= region.radius
+    assert (distances > region.unusual_radius).mean() <= 0.01 + 1 / len(training_frames)
     with pytest.raises(ValueError):
         fit_region(training_frames[:2], params)
     with pytest.raises(ValueError):
@@ -153,30 +163,39 @@ def test_the_pipeline_keeps_in_range_frames_and_pulls_back_a_cast(training_frame
     assert gap_v6 < 0.6 * gap_v3
 
 
-def test_the_pipeline_says_when_it_corrected_the_colour(training_frames, clamp) -> None:
+def test_the_pipeline_says_when_the_light_was_unusual(training_frames, clamp) -> None:
     v6 = replace(default_spec(6), colour=clamp)
     chromas = np.array([chromaticity(illuminant_estimate(f, clamp)) for f in training_frames])
     distances = region_distance(chromas, np.asarray(clamp.reference), clamp.region)
     inside = training_frames[int(np.argmin(distances))]
     warm = shift_by_name("colour-3000K").apply(inside)
-    assert preprocess(inside, v6).colour_corrected is False
-    assert preprocess(warm, v6).colour_corrected is True
+    assert preprocess(inside, v6).unusual_light is False
+    assert preprocess(warm, v6).unusual_light is True
+    # Corrected but not unusual: between the correction radius and the unusual one.
+    between = [
+        f
+        for f, d in zip(training_frames, distances, strict=True)
+        if clamp.region.radius < d <= clamp.region.unusual_radius
+    ]
+    assert between, "the fixture needs a frame in the ring between the two radii"
+    assert not np.array_equal(normalise_colour(between[0], clamp), between[0])
+    assert preprocess(between[0], v6).unusual_light is False
     # Specs that always normalise (4, 5) or never do (3) have nothing to report.
-    assert preprocess(warm, default_spec(3)).colour_corrected is False
-    assert preprocess(warm, default_spec(5)).colour_corrected is False
+    assert preprocess(warm, default_spec(3)).unusual_light is False
+    assert preprocess(warm, default_spec(5)).unusual_light is False
 
 
 def test_the_flag_reaches_the_saved_record() -> None:
     from app_fakes import sample_result
 
     from device.app.results import record_from_result, result_from_record
-    from device.ui.screens import COLOUR_CORRECTED_NOTE
+    from device.ui.screens import UNUSUAL_LIGHT_NOTE
 
-    view = replace(sample_result(p_malignant=0.04, tier="monitor"), colour_corrected=True)
+    view = replace(sample_result(p_malignant=0.04, tier="monitor"), unusual_light=True)
     record = record_from_result(view, device_id="d", bundle_id="b", bundle_sha256="0" * 64)
-    assert record.extra["colour_corrected"] == "1"
-    assert result_from_record(record).colour_corrected is True
-    assert COLOUR_CORRECTED_NOTE.startswith("Unusual light")
+    assert record.extra["unusual_light"] == "1"
+    assert result_from_record(record).unusual_light is True
+    assert UNUSUAL_LIGHT_NOTE.startswith("Unusual light")
 
 
 def test_training_fits_the_region_for_version_6(tmp_path: Path, training_frames) -> None:

@@ -16,7 +16,7 @@ from device.hw.buttons_keys import KeyButtons
 from device.phantoms import make_phantom
 from device.ui.render import MIN_FONT_PX, TIER_COLOURS, Renderer, surface_to_array
 from device.ui.screens import (
-    COLOUR_CORRECTED_NOTES,
+    UNUSUAL_LIGHT_NOTES,
     AnalyzingScreen,
     ErrorScreen,
     Hint,
@@ -48,16 +48,14 @@ def hints(*pairs):
     return tuple(Hint(b, a) for b, a in pairs)
 
 
-def result_screen(
-    tier="refer", show=True, p_malignant=0.55, unfamiliar=False, colour_corrected=False
-):
+def result_screen(tier="refer", show=True, p_malignant=0.55, unfamiliar=False, unusual_light=False):
     view = sample_result(p_malignant=p_malignant, tier=tier)
     view = type(view)(
         **{
             **view.__dict__,
             "image": make_phantom(2).image[100:380, 180:460],
             "unfamiliar": unfamiliar,
-            "colour_corrected": colour_corrected,
+            "unusual_light": unusual_light,
         }
     )
     overlay = view.image.copy()
@@ -97,7 +95,7 @@ def all_screens():
         "result-uncertain": result_screen("uncertain", False, 0.1),
         "result-monitor": result_screen("monitor", True, 0.02),
         "result-unfamiliar": result_screen("uncertain", True, 0.08, unfamiliar=True),
-        "result-colour-corrected": result_screen("monitor", True, 0.04, colour_corrected=True),
+        "result-colour-corrected": result_screen("monitor", True, 0.04, unusual_light=True),
         "retake": RetakeScreen(
             frame,
             ("blurred — hold still", "too dark — check the LED ring"),
@@ -186,10 +184,10 @@ def test_corrected_colours_are_noted_without_hiding_the_saved_status(size):
     renderer.render(result_screen("monitor", True, 0.04))
     plain = [line for line, _, _ in renderer.lines]
     renderer.lines.clear()
-    renderer.render(result_screen("monitor", True, 0.04, colour_corrected=True))
+    renderer.render(result_screen("monitor", True, 0.04, unusual_light=True))
     noted = [line for line, _, _ in renderer.lines]
-    assert any(line in COLOUR_CORRECTED_NOTES for line in noted)
-    assert not any(line in COLOUR_CORRECTED_NOTES for line in plain)
+    assert any(line in UNUSUAL_LIGHT_NOTES for line in noted)
+    assert not any(line in UNUSUAL_LIGHT_NOTES for line in plain)
     assert "Not saved yet" in noted  # the note never pushes the save status away
     height = size[1]
     assert all(rect.bottom <= height for _, rect, _ in renderer.lines)

@@ -333,7 +333,7 @@ def _result_screen(result: ResultView, show_heatmap: bool, title: str, hints) ->
         referral_threshold=result.referral_threshold,
         risk_tier=result.risk_tier,
         unfamiliar=result.unfamiliar,
-        colour_corrected=result.colour_corrected,
+        unusual_light=result.unusual_light,
         legend=result.legend,
         saved="Saved" if result.saved_id else "Not saved yet",
         is_saved=result.saved_id is not None,

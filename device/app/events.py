@@ -38,8 +38,8 @@ class ResultView:
         created_at: ISO-8601 UTC time of a saved record ("" until saved).
         unfamiliar: the bundle's familiarity check found the frame unlike the training
             images (the tier is then "uncertain", unless it is "refer").
-        colour_corrected: the light was unlike the training images' and the colours were
-            corrected before classification (worth checking the LED ring).
+        unusual_light: the light was unlike that of nearly all training images and the
+            colours were corrected before classification (worth checking the LED ring).
     """
 
     scan_key: str
@@ -57,7 +57,7 @@ class ResultView:
     saved_id: str | None = None
     created_at: str = ""
     unfamiliar: bool = False
-    colour_corrected: bool = False
+    unusual_light: bool = False
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def result_from_analysis(
         referral_threshold=float(referral_threshold),
         quality=dict(quality),
         unfamiliar=bool(getattr(decision, "unfamiliar", False)),
-        colour_corrected=bool(getattr(analysis, "colour_corrected", False)),
+        unusual_light=bool(getattr(analysis, "unusual_light", False)),
     )
 
 
@@ -130,7 +130,7 @@ def record_from_result(
         extra={
             "referral_threshold": f"{result.referral_threshold:.6f}",
             "unfamiliar": "1" if result.unfamiliar else "0",
-            "colour_corrected": "1" if result.colour_corrected else "0",
+            "unusual_light": "1" if result.unusual_light else "0",
         },
     )
 
@@ -169,5 +169,5 @@ def result_from_record(
         saved_id=record.scan_id,
         created_at=record.created_at,
         unfamiliar=record.extra.get("unfamiliar") == "1",
-        colour_corrected=record.extra.get("colour_corrected") == "1",
+        unusual_light=record.extra.get("unusual_light") == "1",
     )

@@ -54,11 +54,17 @@ class IlluminantRegion:
             images' own distances); 0 maps every frame to the centre, as version 5.
         quantile: the percentile of training distances ``radius`` was taken at
             (recorded for the reader; it does not change the computation).
+        unusual_radius: beyond this distance (a high percentile of the training
+            images' distances, >= ``radius``) the light is unlike almost every training
+            image's, and the device says so; None uses ``radius``.
+        unusual_quantile: the percentile ``unusual_radius`` was taken at.
     """
 
     covariance: tuple[float, float, float]
     radius: float
     quantile: float = 0.0
+    unusual_radius: float | None = None
+    unusual_quantile: float = 0.0
 
     def __post_init__(self) -> None:
         try:
@@ -81,6 +87,13 @@ class IlluminantRegion:
             self, "covariance", tuple(float(f"{v:.6g}") for v in (var_rg, cov, var_bg))
         )
         object.__setattr__(self, "radius", float(f"{float(self.radius):.6g}"))
+        if self.unusual_radius is not None:
+            if not (np.isfinite(self.unusual_radius) and self.unusual_radius >= self.radius):
+                raise ConfigError(
+                    "preprocessing.colour.region.unusual_radius: must be >= radius "
+                    f"({self.radius}), got {self.unusual_radius}"
+                )
+            object.__setattr__(self, "unusual_radius", float(f"{float(self.unusual_radius):.6g}"))
 
     def matrix(self) -> np.ndarray:
         """The 2x2 covariance matrix."""
@@ -230,17 +243,33 @@ def channel_gains(image: np.ndarray, params: ColourParams) -> np.ndarray:
     nearest illuminant inside it (all ones for a frame already inside); the
     estimate's brightness is kept (exposure is not colour).
     """
+    return colour_correction(image, params)[0]
+
+
+def colour_correction(image: np.ndarray, params: ColourParams) -> tuple[np.ndarray, bool]:
+    """(:func:`channel_gains`, whether the light is unusual) from one illuminant estimate.
+
+    The light is unusual when a region is set and the estimate lies beyond its
+    ``unusual_radius``: further from the training images' light than nearly all
+    of them. Without a region nothing is called unusual.
+    """
     if params.method == "none":
-        return np.ones(3)
+        return np.ones(3), False
     chroma = chromaticity(illuminant_estimate(image, params))
+    unusual = False
     if params.region is not None:
         target = clamped_target(chroma, params)
+        limit = params.region.unusual_radius
+        limit = params.region.radius if limit is None else limit
+        unusual = (
+            float(region_distance(chroma, np.asarray(params.reference), params.region)) > limit
+        )
     elif params.reference is not None:
         target = np.asarray(params.reference)
     else:
         target = np.ones(3)
     gains = target / chroma
-    return np.clip(gains, 1.0 / params.max_gain, params.max_gain)
+    return np.clip(gains, 1.0 / params.max_gain, params.max_gain), unusual
 
 
 def fit_reference(images, params: ColourParams) -> tuple[float, float, float]:
@@ -260,20 +289,25 @@ def fit_reference(images, params: ColourParams) -> tuple[float, float, float]:
 
 
 def fit_region(
-    images, params: ColourParams, quantile: float = 0.975
+    images,
+    params: ColourParams,
+    quantile: float = 0.975,
+    unusual_quantile: float = 0.99,
 ) -> tuple[tuple[float, float, float], IlluminantRegion]:
     """The training images' illuminant range: (reference, region) fitted on ``images``.
 
     The reference is the geometric-mean chromaticity (as :func:`fit_reference`);
     the region's covariance is that of the images' log-chromaticities, and its
     radius the ``quantile`` of their own Mahalanobis distances, so that that share
-    of the training images lies inside and is never recoloured.
+    of the training images lies inside and is never recoloured. Its unusual radius
+    is the ``unusual_quantile`` of the same distances (at least the radius).
 
     Raises:
         ValueError: fewer than 3 images, or a quantile outside (0, 1].
     """
-    if not 0 < quantile <= 1:
-        raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+    for name, value in (("quantile", quantile), ("unusual_quantile", unusual_quantile)):
+        if not 0 < value <= 1:
+            raise ValueError(f"{name} must be in (0, 1], got {value}")
     chromas = np.array([chromaticity(illuminant_estimate(image, params)) for image in images])
     if len(chromas) < 3:
         raise ValueError("fit_region needs at least three images")
@@ -289,7 +323,14 @@ def fit_region(
     provisional = IlluminantRegion((cov[0, 0], cov[0, 1], cov[1, 1]), radius=1.0)
     distances = region_distance(chromas, reference, provisional)
     radius = float(np.quantile(distances, quantile))
-    region = IlluminantRegion(provisional.covariance, radius=radius, quantile=quantile)
+    unusual = max(radius, float(np.quantile(distances, unusual_quantile)))
+    region = IlluminantRegion(
+        provisional.covariance,
+        radius=radius,
+        quantile=quantile,
+        unusual_radius=unusual,
+        unusual_quantile=unusual_quantile,
+    )
     return tuple(float(v) for v in reference), region  # type: ignore[return-value]
 
 

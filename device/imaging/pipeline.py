@@ -47,7 +47,7 @@ import cv2
 import numpy as np
 
 from device.errors import ConfigError
-from device.imaging.colour import NO_COLOUR_CONSTANCY, ColourParams, apply_gains, channel_gains
+from device.imaging.colour import NO_COLOUR_CONSTANCY, ColourParams, apply_gains, colour_correction
 from device.imaging.hair import HairParams, remove_hair
 from device.imaging.roi import Box, CropParams, crop_and_resize, square_roi
 from device.imaging.segment import SegmentParams, segment_lesion
@@ -237,8 +237,9 @@ class Preprocessed:
         lesion_box: the lesion's bounding box in frame coordinates, or None.
         mask: the lesion mask at working resolution.
         hair_fraction: fraction of working-image pixels found to be hair.
-        colour_corrected: the frame's light was outside the training images' range
-            and its colours were pulled back into it (version 6 only).
+        unusual_light: the frame's light was further from the training images' than
+            nearly all of theirs (beyond the region's unusual radius; version 6 only);
+            its colours were pulled back into the range.
     """
 
     model_input: np.ndarray
@@ -246,7 +247,7 @@ class Preprocessed:
     lesion_box: Box | None
     mask: np.ndarray
     hair_fraction: float
-    colour_corrected: bool = False
+    unusual_light: bool = False
 
     @property
     def lesion_found(self) -> bool:
@@ -287,9 +288,8 @@ def preprocess(frame: np.ndarray, spec: PreprocessSpec | None = None) -> Preproc
     frame = ensure_rgb_uint8(frame, "frame")
     spec = spec or PreprocessSpec()
     photographed, scale = to_working_size(frame, spec.work_long_side)
-    gains = channel_gains(photographed, spec.colour)
+    gains, unusual_light = colour_correction(photographed, spec.colour)
     photographed = apply_gains(photographed, gains)
-    colour_corrected = spec.colour.region is not None and not np.all(gains == 1.0)
     work = photographed
     hair = np.zeros(work.shape[:2], bool)
     if spec.hair_removal:
@@ -314,7 +314,7 @@ def preprocess(frame: np.ndarray, spec: PreprocessSpec | None = None) -> Preproc
         lesion_box=lesion_box,
         mask=segmentation.mask,
         hair_fraction=float(hair.mean()),
-        colour_corrected=bool(colour_corrected),
+        unusual_light=bool(unusual_light),
     )
 
 

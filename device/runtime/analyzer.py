@@ -35,8 +35,8 @@ class Analysis:
         roi_box: that crop in frame coordinates (x0, y0, x1, y1).
         lesion_found: whether segmentation found a lesion (else a centre crop was used).
         hair_fraction: fraction of pixels inpainted as hair.
-        colour_corrected: the frame's light lay outside the training images' range and
-            its colours were pulled back into it before classification (spec 6).
+        unusual_light: the frame's light was unlike that of nearly all training images
+            (spec 6); its colours were pulled back into their range before classification.
         feature_map: dequantized feature map (H, W, C), kept to explain other classes.
         gradcam: the Grad-CAM of the top-1 class, or None when not explained.
         heatmap: ``gradcam`` upsampled to the model input, float32 (S, S) in
@@ -55,7 +55,7 @@ class Analysis:
     gradcam: GradCam | None = None
     heatmap: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    colour_corrected: bool = False
+    unusual_light: bool = False
 
     @property
     def label(self) -> str:
@@ -150,7 +150,7 @@ class Analyzer:
             roi_box=tuple(int(v) for v in pre.roi_box),  # type: ignore[arg-type]
             lesion_found=bool(pre.lesion_found),
             hair_fraction=float(pre.hair_fraction),
-            colour_corrected=bool(pre.colour_corrected),
+            unusual_light=bool(pre.unusual_light),
             feature_map=out.feature_map,
             gradcam=gradcam,
             heatmap=heatmap,

@@ -22,7 +22,7 @@ import numpy as np
 
 from device.hw.display import import_pygame
 from device.ui.screens import (
-    COLOUR_CORRECTED_NOTES,
+    UNUSUAL_LIGHT_NOTES,
     AnalyzingScreen,
     ErrorScreen,
     Hint,
@@ -497,9 +497,9 @@ class Renderer:
                 (panel.left, y + 1, round(panel.width * rank.probability), self.px(3)),
             )
             y += self.px(3) + gap
-        if screen.colour_corrected:
+        if screen.unusual_light:
             note = self.font(11, True)
-            fitting = [t for t in COLOUR_CORRECTED_NOTES if note.size(t)[0] <= panel.width]
+            fitting = [t for t in UNUSUAL_LIGHT_NOTES if note.size(t)[0] <= panel.width]
             if fitting and y + 2 * self.line_step(note) <= panel.bottom:
                 self.draw_text(surface, fitting[0], note, WARN, (panel.left, y))
                 y += self.line_step(note)

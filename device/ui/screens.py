@@ -21,9 +21,9 @@ TIER_ACTIONS: dict[str, str] = {
 }
 # The familiarity check fired: a retake with the same camera will look the same.
 UNFAMILIAR_ACTION = "Uncertain — refer (unfamiliar image)"
-COLOUR_CORRECTED_NOTE = "Unusual light: colours corrected"
+UNUSUAL_LIGHT_NOTE = "Unusual light: colours corrected"
 # The note as it reads on narrower panels, longest first.
-COLOUR_CORRECTED_NOTES = (COLOUR_CORRECTED_NOTE, "Unusual light: corrected", "Light corrected")
+UNUSUAL_LIGHT_NOTES = (UNUSUAL_LIGHT_NOTE, "Unusual light: corrected", "Light corrected")
 
 
 def tier_action(risk_tier: str, unfamiliar: bool = False) -> str:
@@ -109,8 +109,8 @@ class ResultScreen:
         referral_threshold: the bundle's referral threshold on P(malignant).
         risk_tier: "refer", "monitor" or "uncertain".
         unfamiliar: the frame is unlike the training images.
-        colour_corrected: the light was unlike the training images' and the colours were
-            corrected: a note asks the health worker to check the LED ring.
+        unusual_light: the light was unlike that of nearly all training images and the
+            colours were corrected: a note asks the health worker to check the LED ring.
         legend: colormap colours from low to high evidence, shape (N, 3) uint8.
         saved: the save status line ("Saved", "Not saved yet"), or "" for none.
         is_saved: whether the scan is in the record store.
@@ -126,7 +126,7 @@ class ResultScreen:
     referral_threshold: float
     risk_tier: str
     unfamiliar: bool = False
-    colour_corrected: bool = False
+    unusual_light: bool = False
     legend: np.ndarray | None = None
     saved: str = ""
     is_saved: bool = False

@@ -142,7 +142,7 @@ def _scan_view(record: ScanRecord) -> dict[str, Any]:
         "above": view.p_malignant >= view.referral_threshold,
         "tier": view.risk_tier,
         "action": tier_action(view.risk_tier, view.unfamiliar),
-        "colour_corrected": view.colour_corrected,
+        "unusual_light": view.unusual_light,
         "has_heatmap": record.heatmap is not None and record.heatmap.ndim == 3,
         "quality": _quality_rows(record.quality, ctx.analysis.thresholds),
         "source": record.extra.get("source", "scanner export"),
