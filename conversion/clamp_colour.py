@@ -40,6 +40,7 @@ from device.imaging.colour import ColourParams, fit_region
 from device.imaging.io import read_image
 from device.imaging.pipeline import PreprocessSpec, to_working_size
 from device.runtime.bundle import read_manifest
+from device.runtime.classifier import softmax
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,24 @@ def clamped_spec(spec: dict[str, Any], working_images, quantile: float) -> Prepr
     return PreprocessSpec.from_dict(data)
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax."""
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def pseudo_logits(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Logits, up to a per-image constant, of probabilities computed at ``temperature``.
+
+    No softmax and no temperature fit sees that constant, so these stand in for the
+    logits the device runtime does not keep.
+    """
+    return temperature * np.log(np.clip(probs, 1e-12, 1.0))
+
+
+def respecced_copy(source: Path, out: Path, **update: Any) -> Any:
+    """Copy bundle ``source`` into ``out`` with manifest fields replaced; returns the manifest.
+
+    The files are copied unchanged and every checksum is recomputed.
+    """
+    from conversion.shift_threshold import rewrite_bundle
+
+    shutil.copytree(source, out, dirs_exist_ok=True)
+    return rewrite_bundle(out, read_manifest(out).model_copy(update=update))
 
 
 def refit_calibration(
@@ -78,16 +92,12 @@ def refit_calibration(
     min_sensitivity: float,
     confidence: float,
 ) -> tuple[float, float]:
-    """(temperature, referral threshold) refitted from probabilities computed at ``temperature``.
-
-    ``temperature * log(p)`` recovers the logits up to a per-image constant, which
-    neither the softmax nor the fit sees.
-    """
+    """(temperature, referral threshold) refitted from probabilities computed at ``temperature``."""
     from training.calibration import fit_temperature, referral_threshold
 
-    logits = temperature * np.log(np.clip(probs, 1e-12, 1.0))
+    logits = pseudo_logits(probs, temperature)
     fitted = fit_temperature(logits, labels)
-    threshold = referral_threshold(softmax(logits / fitted), labels, min_sensitivity, confidence)
+    threshold = referral_threshold(softmax(logits, fitted), labels, min_sensitivity, confidence)
     return float(fitted), float(threshold)
 
 
@@ -134,22 +144,20 @@ def clamp_bundle_colour(
     log.info("colour clamp: region radius %.3f at q=%s of %d training images",
              region.radius, quantile, len(train))  # fmt: skip
 
-    shutil.copytree(source, out, dirs_exist_ok=True)
-    figures = {k: v for k, v in manifest.metrics.items() if k not in STALE_METRICS}
-    new_id = bundle_id or f"{manifest.bundle_id}-clamp"
-    respecced = manifest.model_copy(
-        update={"preprocessing": spec.to_dict(), "bundle_id": new_id, "metrics": figures}
+    respecced_copy(
+        source,
+        out,
+        preprocessing=spec.to_dict(),
+        bundle_id=bundle_id or f"{manifest.bundle_id}-clamp",
+        metrics={k: v for k, v in manifest.metrics.items() if k not in STALE_METRICS},
     )
-    rewrite_bundle(out, respecced)
 
     before = manifest.calibration
     run = run_images(out, val, workers=workers)
     temperature, threshold = refit_calibration(
         run.probabilities, run.labels, before.temperature, min_sensitivity, confidence
     )
-    val_probs = softmax(
-        before.temperature * np.log(np.clip(run.probabilities, 1e-12, 1)) / temperature
-    )
+    val_probs = softmax(pseudo_logits(run.probabilities, before.temperature), temperature)
     record = {
         "spec_version": 6,
         "quantile": quantile,

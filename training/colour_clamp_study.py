@@ -8,8 +8,10 @@ the variant's own in-distribution threshold (temperature and threshold refitted 
 the unshifted validation outputs by the run's rule). Raw probabilities are saved,
 so the summary can be redone without the pipeline.
 
+    mkdir -p /tmp/v3 && git archive dde50ac device/models/default | tar -x -C /tmp/v3
     python -m training.colour_clamp_study --data ../shared/data/ham10000 \\
-        --split runs/split0/split.csv --out runs/v3k-study --quantiles 0.5 0.9 0.975 0.99
+        --bundle /tmp/v3/device/models/default --split runs/split0/split.csv \\
+        --out runs/v3k-study --quantiles 0.5 0.9 0.975 0.99
 
 The decision rule it serves is training/reports/ham10000-v3k/PREREGISTERED.md.
 """
@@ -25,26 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from conversion.clamp_colour import refit_calibration, softmax
+from conversion.clamp_colour import clamped_spec, pseudo_logits, refit_calibration, respecced_copy
 from device import metrics
 from device.evaluation.runner import read_labelled_csv, run_shifted
 from device.evaluation.shifts import REALISTIC_THRESHOLD_SHIFTS, SHIFTS
-from device.runtime.bundle import DEFAULT_BUNDLE_DIR
+from device.runtime.classifier import softmax
 
 log = logging.getLogger(__name__)
-
-
-def respecced_bundle(source: Path, target: Path, spec: dict[str, Any]) -> Path:
-    """Copy ``source`` to ``target`` with only the manifest's preprocessing replaced."""
-    from conversion.shift_threshold import rewrite_bundle
-    from device.runtime.bundle import read_manifest
-
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target)
-    manifest = read_manifest(target)
-    rewrite_bundle(target, manifest.model_copy(update={"preprocessing": spec}))
-    return target
 
 
 def summarise(runs: dict[str, dict[str, np.ndarray]], temperature: float) -> dict[str, Any]:
@@ -53,7 +42,7 @@ def summarise(runs: dict[str, dict[str, np.ndarray]], temperature: float) -> dic
     fitted, threshold = refit_calibration(base["probs"], base["labels"], temperature, 0.90, 0.95)
     rows = {}
     for name, run in runs.items():
-        probs = softmax(temperature * np.log(np.clip(run["probs"], 1e-12, 1.0)) / fitted)
+        probs = softmax(pseudo_logits(run["probs"], temperature), fitted)
         labels = run["labels"]
         rows[name] = {
             "balanced_accuracy": metrics.balanced_accuracy(labels, probs),
@@ -82,16 +71,15 @@ def summarise(runs: dict[str, dict[str, np.ndarray]], temperature: float) -> dic
 
 def main(argv: list[str] | None = None) -> None:
     """Run the study (see the module docstring)."""
-    from device.imaging.colour import ColourParams, fit_region
     from device.imaging.io import read_image
-    from device.imaging.pipeline import PreprocessSpec, to_working_size
+    from device.imaging.pipeline import to_working_size
     from device.runtime.bundle import read_manifest
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="HAM10000 folder (images/)")
     parser.add_argument("--split", required=True, help="the run's split.csv")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--bundle", default=str(DEFAULT_BUNDLE_DIR))
+    parser.add_argument("--bundle", required=True, help="the spec-3 bundle (v3)")
     parser.add_argument("--quantiles", type=float, nargs="+", default=[0.5, 0.9, 0.975, 0.99])
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
@@ -105,16 +93,15 @@ def main(argv: list[str] | None = None) -> None:
     base_spec.pop("resize_rule", None)
     train = read_labelled_csv(args.split, images, "train")[0]
     val = read_labelled_csv(args.split, images, "val")[0]
-    colour = ColourParams()
     working = [to_working_size(read_image(i.path), base_spec["work_long_side"])[0] for i in train]
     summary: dict[str, Any] = {}
     for q in args.quantiles:
-        reference, region = fit_region(working, colour, q)
-        spec = PreprocessSpec.from_dict(
-            {**base_spec, "version": 6, "colour": {**colour.__dict__, "reference": reference,
-                                                   "region": region.__dict__}}
-        )  # fmt: skip
-        bundle = respecced_bundle(source, out / f"bundle-q{q}", spec.to_dict())
+        spec = clamped_spec(base_spec, working, q)
+        region = spec.colour.region
+        assert region is not None
+        bundle = out / f"bundle-q{q}"
+        shutil.rmtree(bundle, ignore_errors=True)
+        respecced_copy(source, bundle, preprocessing=spec.to_dict())
         log.info("q=%s radius %.3f: %d validation images x %d conditions", q, region.radius,
                  len(val), len(SHIFTS))  # fmt: skip
         runs = run_shifted(bundle, val, [s.name for s in SHIFTS], workers=args.workers)
@@ -135,10 +122,6 @@ def main(argv: list[str] | None = None) -> None:
             q, s["rows"]["none"]["balanced_accuracy"], s["rows"]["none"]["malignant_auc"],
             s["mean_balanced_accuracy"], s["mean_malignant_auc"], s["worst_realistic_sensitivity"],
         )  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()
 
 
 def inputs_figure(bundle_dir: Path, image_paths: list[str], out_png: Path) -> Path:
@@ -182,3 +165,7 @@ def inputs_figure(bundle_dir: Path, image_paths: list[str], out_png: Path) -> Pa
     fig.savefig(out_png, dpi=80)
     plt.close(fig)
     return out_png
+
+
+if __name__ == "__main__":
+    main()

@@ -95,6 +95,11 @@ class IlluminantRegion:
                 )
             object.__setattr__(self, "unusual_radius", float(f"{float(self.unusual_radius):.6g}"))
 
+    @property
+    def warning_radius(self) -> float:
+        """The distance beyond which the light is called unusual."""
+        return self.radius if self.unusual_radius is None else self.unusual_radius
+
     def matrix(self) -> np.ndarray:
         """The 2x2 covariance matrix."""
         var_rg, cov, var_bg = self.covariance
@@ -220,15 +225,19 @@ def region_distance(
     return np.sqrt(np.einsum("...i,ij,...j->...", offset, inverse, offset))
 
 
-def clamped_target(chroma: np.ndarray, params: ColourParams) -> np.ndarray:
+def clamped_target(
+    chroma: np.ndarray, params: ColourParams, distance: float | None = None
+) -> np.ndarray:
     """The chromaticity an estimate is moved to: itself inside the region, else its boundary.
 
     The boundary point is the one on the line to the centre, which is the nearest
-    point of the ellipse in the region's own (Mahalanobis) metric.
+    point of the ellipse in the region's own (Mahalanobis) metric. ``distance`` is
+    the estimate's :func:`region_distance`, when the caller already has it.
     """
     region, reference = params.region, np.asarray(params.reference)
     assert region is not None
-    distance = float(region_distance(chroma, reference, region))
+    if distance is None:
+        distance = float(region_distance(chroma, reference, region))
     if distance <= region.radius:
         return chroma
     centre = log_chromaticity(reference)
@@ -258,12 +267,9 @@ def colour_correction(image: np.ndarray, params: ColourParams) -> tuple[np.ndarr
     chroma = chromaticity(illuminant_estimate(image, params))
     unusual = False
     if params.region is not None:
-        target = clamped_target(chroma, params)
-        limit = params.region.unusual_radius
-        limit = params.region.radius if limit is None else limit
-        unusual = (
-            float(region_distance(chroma, np.asarray(params.reference), params.region)) > limit
-        )
+        distance = float(region_distance(chroma, np.asarray(params.reference), params.region))
+        target = clamped_target(chroma, params, distance)
+        unusual = distance > params.region.warning_radius
     elif params.reference is not None:
         target = np.asarray(params.reference)
     else:
