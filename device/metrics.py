@@ -34,6 +34,7 @@ MALIGNANT_INDICES: tuple[int, ...] = tuple(
     i for i, code in enumerate(CLASS_CODES) if code in MALIGNANT_CODES
 )
 MELANOMA_INDEX = CLASS_CODES.index("mel")
+NEVUS_INDEX = CLASS_CODES.index("nv")
 ECE_BINS = 15
 
 # The headline figures that get a bootstrap interval in reports.
@@ -44,6 +45,7 @@ HEADLINE_METRICS: tuple[str, ...] = (
     "sensitivity",
     "specificity",
     "melanoma_sensitivity",
+    "melanoma_nevus_auc",
     "ece",
 )
 
@@ -253,6 +255,25 @@ def malignant_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
     return roc_auc(is_malignant(y), malignant_probability(_probs(probs, len(y))))
 
 
+def melanoma_nevus_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """ROC AUC of ``P(mel)`` for melanoma against nevus, on mel and nv images only.
+
+    This is the melanocytic question an outside clinic's set often asks; other
+    classes are left out of both sides.
+
+    Args:
+        y_true: true class indices, shape (N,).
+        probs: class probabilities, shape (N, 7).
+
+    Returns:
+        The AUC, or ``nan`` when melanoma or nevus is absent.
+    """
+    y = _labels(y_true)
+    p = _probs(probs, len(y))
+    keep = (y == MELANOMA_INDEX) | (y == NEVUS_INDEX)
+    return roc_auc(y[keep] == MELANOMA_INDEX, p[keep, MELANOMA_INDEX])
+
+
 def _referred(probs: np.ndarray, n: int, threshold: float) -> np.ndarray:
     return malignant_probability(_probs(probs, n)) >= threshold
 
@@ -397,6 +418,7 @@ def headline_metric_functions(
         "sensitivity": lambda y, p: sensitivity(y, p, t),
         "specificity": lambda y, p: specificity(y, p, t),
         "melanoma_sensitivity": lambda y, p: melanoma_sensitivity(y, p, t),
+        "melanoma_nevus_auc": melanoma_nevus_auc,
         "ece": ece,
     }
 

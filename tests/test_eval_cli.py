@@ -216,3 +216,50 @@ def test_split_option_keeps_only_that_split(
     bad.write_text("image_id,dx\nISIC_mel_0,mel\n")
     argv2 = ["eval", "--bundle", str(bundle), "--metadata", str(bad), "--images", str(images)]
     assert main([*argv2, "--json", str(out), "--split", "test"]) == 2
+
+
+def test_by_column_reports_every_metric_per_group(
+    folder: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    csv_path, images, bundle = folder
+    with csv_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    for number, row in enumerate(rows):
+        row["dataset"] = "clinic_a" if number % 2 else "clinic_b"
+    grouped = write_rows_csv(tmp_path / "grouped.csv", rows)
+    out = tmp_path / "by.json"
+    argv = ["eval", "--bundle", str(bundle), "--metadata", str(grouped), "--images", str(images)]
+    assert (
+        main([*argv, "--json", str(out), "--workers", "1", "--n-boot", "100", "--by", "dataset"])
+        == 0
+    )
+    report = json.loads(out.read_text())
+    groups = report["by"]["groups"]
+    assert report["by"]["column"] == "dataset" and set(groups) == {"clinic_a", "clinic_b"}
+    assert sum(g["n_images"] for g in groups.values()) == report["n_images"]
+    for figures in groups.values():
+        assert set(metrics.HEADLINE_METRICS) <= set(figures)
+        assert set(figures["ci95"]) == set(metrics.HEADLINE_METRICS)
+    # Each group's figure is the metric on that group's images alone.
+    analyzer = Analyzer.from_path(bundle)
+    kept = {r["image_id"]: r for r in rows if (images / f"{r['image_id']}.jpg").is_file()}
+    a_ids = [i for i, r in kept.items() if r["dataset"] == "clinic_a" and r["dx"] in CLASS_CODES]
+    a_ids = [i for i in a_ids if i != "ISIC_truncated"]
+    probs = np.stack(
+        [analyzer.analyze(read_image(images / f"{i}.jpg")).probabilities for i in a_ids]
+    )
+    labels = np.array([CLASS_CODES.index(kept[i]["dx"]) for i in a_ids])
+    assert groups["clinic_a"]["n_images"] == len(a_ids)
+    assert groups["clinic_a"]["balanced_accuracy"] == pytest.approx(
+        metrics.balanced_accuracy(labels, probs)
+    )
+    assert "| clinic_a |" in capsys.readouterr().out
+
+
+def test_by_unknown_column_is_one_clear_error(
+    folder: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    csv_path, images, bundle = folder
+    argv = ["eval", "--bundle", str(bundle), "--metadata", str(csv_path), "--images", str(images)]
+    assert main([*argv, "--json", str(tmp_path / "o.json"), "--by", "scanner"]) == 2
+    assert "--by scanner: no such column" in capsys.readouterr().err

@@ -143,3 +143,14 @@ def test_inputs_are_validated() -> None:
         metrics.malignant_auc(np.array([0, 1]), np.zeros((3, 7)))
     with pytest.raises(ValueError, match="outside"):
         metrics.accuracy(np.array([7]), np.array([0]))
+
+
+def test_melanoma_nevus_auc_uses_only_mel_and_nv_images() -> None:
+    mel, nv, bcc = (CLASS_CODES.index(c) for c in ("mel", "nv", "bcc"))
+    y = np.array([mel, mel, nv, nv, bcc])
+    probs = np.full((5, 7), 0.0)
+    probs[:, CLASS_CODES.index("mel")] = [0.9, 0.2, 0.3, 0.1, 0.95]
+    probs[:, CLASS_CODES.index("nv")] = 1.0 - probs[:, CLASS_CODES.index("mel")]
+    # mel 0.9 beats both nevi, mel 0.2 beats one of them: 3 of 4 pairs; the bcc is ignored.
+    assert metrics.melanoma_nevus_auc(y, probs) == pytest.approx(0.75)
+    assert np.isnan(metrics.melanoma_nevus_auc(np.array([nv, bcc]), probs[:2]))

@@ -17,6 +17,10 @@ No TensorFlow is needed.
 
 ``--split test`` with a training run's ``split.csv`` evaluates its test split.
 
+``--by COLUMN`` (for example ``--by dataset`` for HAM10000's acquisition sources, or
+``--by localization``) adds ``by`` to the JSON: every metric, with its 95% interval,
+for each value of that CSV column, and prints the same as a Markdown table.
+
 ``--shifts`` runs the shift benchmark instead (:mod:`device.evaluation.shift_report`):
 every image under each controlled acquisition shift, written as OUT.json, OUT.md
 (a Markdown table) and OUT.png (one chart). ``--shift NAME`` (repeatable) keeps
@@ -60,6 +64,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="only rows whose 'split' column has this value, e.g. test with a run's split.csv",
     )
     parser.add_argument(
+        "--by",
+        default=None,
+        metavar="COLUMN",
+        help="also report every metric per value of this CSV column, e.g. dataset",
+    )
+    parser.add_argument(
         "--shifts",
         action="store_true",
         help="shift benchmark: re-run under controlled acquisition shifts (JSON, .md, .png)",
@@ -99,6 +109,8 @@ def main(args: argparse.Namespace) -> int:
         raise SkinScanError("--n-boot must be 0 or more")
     if args.shift and not args.shifts:
         raise SkinScanError("--shift needs --shifts")
+    if args.by and args.shifts:
+        raise SkinScanError("--by cannot be combined with --shifts")
     if args.shifts:
         return _main_shifts(args)
     report = evaluate_folder(
@@ -110,6 +122,7 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
         runtime=args.runtime,
         split=args.split,
+        by=args.by,
     )
     try:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +137,10 @@ def main(args: argparse.Namespace) -> int:
     for name in ("balanced_accuracy", "malignant_auc", "sensitivity", "specificity"):
         print("  " + _fmt(report, name))
     print(f"  classes present: {', '.join(report['classes_present']) or 'none'}")
+    if "by" in report:
+        from device.evaluation.groups import markdown_table
+
+        print(markdown_table(report["by"]["column"], report["by"]["groups"]))
     print(f"wrote {args.json}")
     if report["n_images"] == 0:
         print("skinscan eval: no image could be evaluated (see 'skipped' in the report)")

@@ -22,6 +22,7 @@ import numpy as np
 
 from device import metrics
 from device.errors import DatasetError, ImageError
+from device.evaluation.groups import grouped_figures
 from device.labels import CLASS_CODES
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Item:
     image_id: str
     label: int
     path: str
+    group: str = ""
 
 
 @dataclass
@@ -63,7 +65,10 @@ class EvalRun:
 
 
 def read_labelled_csv(
-    csv_path: str | Path, images_dir: str | Path, split: str | None = None
+    csv_path: str | Path,
+    images_dir: str | Path,
+    split: str | None = None,
+    by: str | None = None,
 ) -> tuple[list[Item], list[dict[str, str]]]:
     """Read a metadata CSV with at least ``image_id`` and ``dx`` columns.
 
@@ -75,6 +80,7 @@ def read_labelled_csv(
         images_dir: the image folder.
         split: keep only rows whose ``split`` column equals this (e.g. "test");
             None keeps every row.
+        by: a column whose value becomes each item's ``group`` (``--by``).
 
     Returns:
         (items to evaluate, skipped rows with a reason).
@@ -102,6 +108,10 @@ def read_labelled_csv(
                 if "split" not in columns:
                     raise DatasetError(f"{csv_path}: --split given but the CSV has no split column")
                 rows = [r for r in rows if r.get("split") == split]
+            if by is not None and by not in columns:
+                raise DatasetError(
+                    f"{csv_path}: --by {by}: no such column; found {', '.join(columns)}"
+                )
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{csv_path}: cannot be read ({exc})") from exc
     items: list[Item] = []
@@ -118,7 +128,8 @@ def read_labelled_csv(
         else:
             seen.add(image_id)
             path = images_dir / f"{image_id}{IMAGE_SUFFIX}"
-            items.append(Item(image_id, CLASS_CODES.index(dx), str(path)))
+            group = row.get(by, "") if by is not None else ""
+            items.append(Item(image_id, CLASS_CODES.index(dx), str(path), group))
     return items, skipped
 
 
@@ -262,6 +273,7 @@ def evaluate_folder(
     seed: int = 0,
     runtime: str | None = None,
     split: str | None = None,
+    by: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a bundle on a labelled folder and return the JSON-ready report.
 
@@ -274,6 +286,7 @@ def evaluate_folder(
         seed: bootstrap seed.
         runtime: force a TFLite runtime.
         split: evaluate only the CSV rows of this split (needs a ``split`` column).
+        by: also report every metric per value of this CSV column (``"by"`` in the report).
 
     Returns:
         The report written by ``skinscan eval --json`` (see :mod:`device.evaluation.cli`).
@@ -287,7 +300,7 @@ def evaluate_folder(
     bundle_path = Path(bundle_dir) if bundle_dir is not None else DEFAULT_BUNDLE_DIR
     # Load once here so an invalid bundle fails before any worker starts.
     bundle = load_bundle(bundle_path, runtime=runtime)
-    items, skipped_rows = read_labelled_csv(csv_path, images_dir, split)
+    items, skipped_rows = read_labelled_csv(csv_path, images_dir, split, by)
     run = run_images(bundle_path, items, workers=workers, runtime=runtime)
     threshold = bundle.manifest.calibration.referral_threshold
     skipped = skipped_rows + run.skipped
@@ -327,4 +340,17 @@ def evaluate_folder(
         "split": split,
         "images": str(images_dir),
     }
+    if by is not None:
+        group_of = {item.image_id: item.group for item in items}
+        report["by"] = {
+            "column": by,
+            "groups": grouped_figures(
+                run.labels,
+                run.probabilities,
+                [group_of[i] for i in run.image_ids],
+                threshold,
+                n_boot=n_boot,
+                seed=seed,
+            ),
+        }
     return metrics.json_safe(report)
