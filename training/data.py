@@ -47,6 +47,8 @@ class Sample:
     sex: str = ""
     age: str = ""
     localization: str = ""
+    source: str = ""
+    archive: str = ""
 
     @property
     def label(self) -> int:
@@ -112,6 +114,7 @@ def load_metadata(data_dir: str | Path) -> tuple[list[Sample], LoadReport]:
                         sex=row.get("sex", "") or "",
                         age=row.get("age", "") or "",
                         localization=row.get("localization", "") or "",
+                        source=(row.get("dataset") or "").strip(),
                     )
                 )
     report.kept = len(samples)
@@ -145,6 +148,7 @@ def _load_archive(data: Path, csv_path: Path, layout: str) -> tuple[list[Sample]
                 sex=row["sex"],
                 age=row["age"],
                 localization=row["localization"],
+                source=root.name,
             )
         )
     report.kept = len(samples)
@@ -234,11 +238,17 @@ def split_seed_of(config: dict[str, Any]) -> int:
 
 
 def write_split_csv(path: Path, samples: list[Sample], assignment: dict[str, str]) -> None:
-    """Write the split as CSV (image_id, lesion_id, dx, split, sex, age, localization)."""
+    """Write the split as CSV (image_id, lesion_id, dx, split, sex, age, localization, dataset).
+
+    ``dataset`` is each image's acquisition source, so ``skinscan eval --by dataset``
+    reports a run's test split per source.
+    """
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image_id", "lesion_id", "dx", "split", "sex", "age", "localization"])
+        writer.writerow(
+            ["image_id", "lesion_id", "dx", "split", "sex", "age", "localization", "dataset"]
+        )
         for s in samples:
             writer.writerow(
                 [
@@ -249,6 +259,7 @@ def write_split_csv(path: Path, samples: list[Sample], assignment: dict[str, str
                     s.sex,
                     s.age,
                     s.localization,
+                    s.source,
                 ]
             )
     os.replace(tmp, path)

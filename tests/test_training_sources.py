@@ -1,0 +1,195 @@
+"""Several archives as one training set: sources, held-out folds, balanced weights, screening."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_synthetic_ham
+
+from device.cli import main
+from device.errors import DatasetError
+from training.sources import (
+    balanced_weights,
+    held_out_fold,
+    load_sources,
+    source_counts,
+    source_split,
+)
+
+ISIC_ARCHIVE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic-archive"
+SOURCES = ("rosendahl", "vidir_modern", "vidir_molemax")
+
+
+def _with_sources(root: Path) -> Path:
+    """Give a synthetic HAM10000 folder a ``dataset`` column, lesion by lesion."""
+    csv_path = root / "HAM10000_metadata.csv"
+    rows = list(csv.DictReader(csv_path.open()))
+    lesions = sorted({r["lesion_id"] for r in rows})
+    source_of = {lesion: SOURCES[i % len(SOURCES)] for i, lesion in enumerate(lesions)}
+    for row in rows:
+        row["dataset"] = source_of[row["lesion_id"]]
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def _archive_from(ham: Path, root: Path, dxs: tuple[str, ...] = ("mel", "nv", "bkl")) -> Path:
+    """A plain-layout archive (labels.csv + images/) built from copies of HAM images."""
+    rows = [r for r in csv.DictReader((ham / "HAM10000_metadata.csv").open()) if r["dx"] in dxs]
+    (root / "images").mkdir(parents=True)
+    out = []
+    for number, row in enumerate(rows):
+        image_id = f"ARC_{number:05d}"
+        shutil.copy(ham / "images" / f"{row['image_id']}.jpg", root / "images" / f"{image_id}.jpg")
+        out.append({"image_id": image_id, "dx": row["dx"], "lesion_id": image_id})
+    with (root / "labels.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image_id", "dx", "lesion_id"])
+        writer.writeheader()
+        writer.writerows(out)
+    return root
+
+
+@pytest.fixture
+def two_archives(tmp_path: Path) -> tuple[Path, Path]:
+    ham = _with_sources(write_synthetic_ham(tmp_path / "ham", per_class=12))
+    return ham, _archive_from(ham, tmp_path / "other-clinic")
+
+
+def test_each_image_gets_its_source_from_the_metadata_or_the_archive_folder(
+    two_archives: tuple[Path, Path],
+) -> None:
+    ham, other = two_archives
+    samples, reports = load_sources([ham, other])
+    counts = source_counts(samples)
+    assert set(counts) == {*SOURCES, "other-clinic"}
+    assert sum(sum(c.values()) for c in counts.values()) == len(samples)
+    assert [r.kept for r in reports] == [
+        sum(1 for s in samples if s.source != "other-clinic"),
+        sum(1 for s in samples if s.source == "other-clinic"),
+    ]
+    assert set(counts["other-clinic"]) == {"mel", "nv", "bkl"}
+
+
+def test_an_image_id_in_two_archives_is_read_once_and_the_repeat_reported(
+    two_archives: tuple[Path, Path],
+) -> None:
+    ham, _ = two_archives
+    samples, reports = load_sources([ham, ham])
+    assert len(samples) == reports[0].kept and reports[1].kept == 0
+    assert all("already read from" in s["reason"] for s in reports[1].skipped)
+
+
+def test_no_data_folder_is_an_error() -> None:
+    with pytest.raises(DatasetError, match="no data folder"):
+        load_sources([])
+
+
+def test_split_keeps_lesions_together_and_every_source_in_every_split(
+    two_archives: tuple[Path, Path],
+) -> None:
+    samples, _ = load_sources(two_archives)
+    assignment = source_split(samples, seed=3)
+    sides: dict[str, set[str]] = defaultdict(set)
+    for sample in samples:
+        sides[sample.lesion_id].add(assignment[sample.image_id])
+    assert all(len(s) == 1 for s in sides.values())
+    per_source = Counter((s.source, assignment[s.image_id]) for s in samples)
+    for source in {s.source for s in samples}:
+        assert per_source[(source, "train")] > per_source[(source, "test")] > 0
+    assert source_split(samples, seed=3) == assignment
+
+
+def test_held_out_fold_drops_training_views_of_a_held_out_lesion(tmp_path: Path) -> None:
+    ham = _with_sources(write_synthetic_ham(tmp_path / "ham", per_class=4))
+    csv_path = ham / "HAM10000_metadata.csv"
+    rows = list(csv.DictReader(csv_path.open()))
+    # One lesion with two images, photographed at two sources (HAM10000 has nine such).
+    twin = next(
+        r["lesion_id"] for r in rows if sum(x["lesion_id"] == r["lesion_id"] for x in rows) == 2
+    )
+    twin_rows = [r for r in rows if r["lesion_id"] == twin]
+    twin_rows[0]["dataset"], twin_rows[1]["dataset"] = "rosendahl", "vidir_modern"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    samples, _ = load_sources([ham])
+    train, held = held_out_fold(samples, "rosendahl")
+    assert {s.source for s in held} == {"rosendahl"}
+    assert "rosendahl" not in {s.source for s in train}
+    assert twin not in {s.lesion_id for s in train}
+    assert len(train) + len(held) == len(samples) - 1
+    with pytest.raises(DatasetError, match="no image comes from source 'nowhere'"):
+        held_out_fold(samples, "nowhere")
+
+
+def test_balanced_weights_equalise_classes_and_sources(two_archives: tuple[Path, Path]) -> None:
+    samples, _ = load_sources(two_archives)
+    by_class = balanced_weights(samples, source_power=0.0)
+    totals = defaultdict(float)
+    for sample, weight in zip(samples, by_class, strict=True):
+        totals[sample.dx] += weight
+    assert np.ptp(list(totals.values())) == pytest.approx(0.0, abs=1e-9)
+    full = balanced_weights(samples, source_power=1.0)
+    source_totals = defaultdict(float)
+    plain = balanced_weights(samples, source_power=0.0)
+    for sample, weight, base in zip(samples, full, plain, strict=True):
+        source_totals[sample.source] += weight / base
+    # With power 1 the source factor makes each source's share of the images equal.
+    shares = {s: source_totals[s] / sum(1 for x in samples if x.source == s) for s in source_totals}
+    sizes = Counter(s.source for s in samples)
+    products = [shares[s] * sizes[s] for s in sizes]
+    assert np.ptp(products) == pytest.approx(0.0, abs=1e-9)
+    assert balanced_weights(samples).mean() == pytest.approx(1.0)
+
+
+@pytest.mark.tf
+def test_bench_sources_reports_every_fold_and_candidate(
+    two_archives: tuple[Path, Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    ham, other = two_archives
+    out = tmp_path / "bench"
+    argv = ["bench", "sources", "--data", str(ham), "--data", str(other), "--out", str(out)]
+    argv += ["--backbone", "tiny_cnn", "--n-boot", "20", "--workers", "1"]
+    argv += ["--fold", "rosendahl", "--fold", "other-clinic"]
+    argv += ["--candidate", "ham", "--candidate", "all-srcbal-aug"]
+    assert main(argv) == 0
+    report = json.loads((out / "sources.json").read_text())
+    assert set(report["folds"]) == {"rosendahl", "other-clinic"}
+    for fold in report["folds"].values():
+        for name in ("ham", "all-srcbal-aug"):
+            run = fold[name]
+            held = run["held_out_figures"]
+            assert held["n_images"] == fold["n_held_out"]
+            assert 0 < run["referral_threshold"] < 1
+            assert {"malignant_auc", "melanoma_nevus_auc", "sensitivity"} <= set(held)
+    # "ham" never trains on the other archive, so both candidates see different data.
+    other_fold = report["folds"]["rosendahl"]
+    assert other_fold["ham"]["n_train"] < other_fold["all-srcbal-aug"]["n_train"]
+    assert set(report["summary"]) == {"ham", "all-srcbal-aug"}
+    assert "## Held out: rosendahl" in (out / "sources.md").read_text()
+
+
+@pytest.mark.dataset
+def test_real_archives_have_the_documented_sources(ham_dir: Path) -> None:
+    if not (ISIC_ARCHIVE_DIR / "labels.csv").is_file():
+        pytest.skip("isic-archive not present")
+    samples, _ = load_sources([ham_dir, ISIC_ARCHIVE_DIR])
+    sizes = Counter(s.source for s in samples)
+    assert sizes == {
+        "rosendahl": 2259,
+        "vidir_modern": 3363,
+        "vidir_molemax": 3954,
+        "vienna_dias": 439,
+        "isic-archive": 2884,
+    }
+    assert source_counts(samples)["isic-archive"] == {"bkl": 386, "mel": 546, "nv": 1952}

@@ -1,0 +1,190 @@
+"""Several archives as one training set: acquisition sources, held-out folds, balanced weights.
+
+A *source* is where an image was acquired: for HAM10000 the ``dataset`` column of its
+metadata (``rosendahl``, ``vidir_modern``, ``vidir_molemax``, ``vienna_dias``); for any
+other archive folder, the folder's name (``isic-archive``). Models are judged on a
+source they were not trained on (DESIGN.md, "Judging a model"), so this module gives:
+
+- :func:`load_sources`: every archive read into one sample list (each sample knows its
+  source and its archive), an image id seen in an earlier archive skipped with its reason;
+- :func:`source_split`: a lesion-grouped train/val/test split stratified by source and
+  diagnosis, so every source keeps its share in every split;
+- :func:`held_out_fold`: the images of one source, and the rest with every lesion that
+  also has an image in that source removed (nine HAM10000 lesions span two sources);
+- :func:`balanced_weights`: per-image weights under which no class and no source
+  dominates the loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from device.errors import DatasetError
+from device.labels import CLASS_CODES
+from training.data import SPLITS, LoadReport, Sample, group_ids, load_metadata
+
+log = logging.getLogger(__name__)
+
+# The archive name of a folder in HAM10000's own layout, whatever the folder is called.
+HAM10000_ARCHIVE = "ham10000"
+
+
+def source_of(sample: Sample, archive: str) -> str:
+    """The acquisition source of a sample read from the archive folder named ``archive``."""
+    return sample.source or archive
+
+
+def load_sources(data_dirs: Sequence[str | Path]) -> tuple[list[Sample], list[LoadReport]]:
+    """Read every archive folder into one list of samples, each with its source.
+
+    Args:
+        data_dirs: archive folders (HAM10000 layout, ISIC one-hot or plain labels CSV).
+
+    Returns:
+        (samples of all archives in the order given, one load report per archive).
+
+    Raises:
+        DatasetError: no folder given, or a folder cannot be read.
+    """
+    if not data_dirs:
+        raise DatasetError("no data folder given")
+    samples: list[Sample] = []
+    reports: list[LoadReport] = []
+    seen: dict[str, str] = {}
+    for data_dir in data_dirs:
+        folder = Path(data_dir)
+        loaded, report = load_metadata(folder)
+        kept: list[Sample] = []
+        for sample in loaded:
+            if sample.image_id in seen:
+                report.skip(sample.image_id, f"image id already read from {seen[sample.image_id]}")
+                continue
+            seen[sample.image_id] = folder.name
+            kept.append(_with_source(sample, folder.name, report.layout))
+        report.kept = len(kept)
+        samples.extend(kept)
+        reports.append(report)
+        log.info("%s: %d images from sources %s", folder, len(kept), dict(source_counts(kept)))
+    return samples, reports
+
+
+def _with_source(sample: Sample, folder_name: str, layout: str) -> Sample:
+    from dataclasses import replace
+
+    archive = HAM10000_ARCHIVE if layout == HAM10000_ARCHIVE else folder_name
+    return replace(sample, source=source_of(sample, folder_name), archive=archive)
+
+
+def source_counts(samples: Iterable[Sample]) -> dict[str, dict[str, int]]:
+    """Source -> diagnosis -> image count, both in sorted order (for provenance)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for sample in samples:
+        counts[sample.source][sample.dx] += 1
+    return {
+        source: {dx: counts[source][dx] for dx in CLASS_CODES if counts[source][dx]}
+        for source in sorted(counts)
+    }
+
+
+def source_split(
+    samples: list[Sample],
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+) -> dict[str, str]:
+    """A lesion-grouped split, stratified by (source, diagnosis).
+
+    Every image of a lesion (and byte-identical files) lands on one side, as in
+    :func:`training.data.grouped_split`; groups are dealt per (source, diagnosis)
+    stratum, so each source keeps about ``fractions`` of each of its classes in
+    each split.
+
+    Returns:
+        image_id -> split name.
+    """
+    groups = group_ids(samples)
+    members: dict[int, list[Sample]] = defaultdict(list)
+    for group, sample in zip(groups, samples, strict=True):
+        members[group].append(sample)
+    strata: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for group, group_samples in members.items():
+        keys = [(s.source, s.dx) for s in group_samples]
+        strata[max(sorted(set(keys)), key=keys.count)].append(group)
+    rng = np.random.default_rng(seed)
+    assignment: dict[str, str] = {}
+    for stratum in sorted(strata):
+        group_list = sorted(strata[stratum])
+        rng.shuffle(group_list)
+        total = sum(len(members[g]) for g in group_list)
+        counts = dict.fromkeys(SPLITS, 0)
+        for group in group_list:
+            deficits = {s: f * total - counts[s] for s, f in zip(SPLITS, fractions, strict=True)}
+            split = max(SPLITS, key=lambda s: deficits[s])
+            counts[split] += len(members[group])
+            for sample in members[group]:
+                assignment[sample.image_id] = split
+    return assignment
+
+
+def held_out_fold(samples: list[Sample], source: str) -> tuple[list[Sample], list[Sample]]:
+    """Split samples into (training sources, held-out source) for one fold.
+
+    A lesion with images in the held-out source and in another is left out of the
+    training side, so no view of a held-out lesion is trained on.
+
+    Raises:
+        DatasetError: no image comes from ``source``.
+    """
+    held_groups = {
+        group
+        for group, sample in zip(group_ids(samples), samples, strict=True)
+        if sample.source == source
+    }
+    if not held_groups:
+        known = ", ".join(sorted({s.source for s in samples}))
+        raise DatasetError(f"no image comes from source {source!r}; sources: {known}")
+    train: list[Sample] = []
+    held: list[Sample] = []
+    dropped = 0
+    for group, sample in zip(group_ids(samples), samples, strict=True):
+        if sample.source == source:
+            held.append(sample)
+        elif group in held_groups:
+            dropped += 1
+        else:
+            train.append(sample)
+    if dropped:
+        log.info("fold %s: %d training images share a lesion with it, left out", source, dropped)
+    return train, held
+
+
+def balanced_weights(samples: Sequence[Sample], source_power: float = 0.5) -> np.ndarray:
+    """Per-image loss weights under which no class and no source dominates.
+
+    The weight is the inverse-frequency class weight ``n / (K n_c)`` times a source
+    weight ``(n / (S n_s)) ** source_power``: with ``source_power`` 1 every source
+    counts as much as any other, with 0 sources count by their size. The square
+    root (0.5) keeps a small source from being drawn so often that its few images
+    are memorised. Weights are normalised to mean 1.
+
+    Returns:
+        float64 array (N,).
+    """
+    if not samples:
+        return np.zeros(0)
+    n = len(samples)
+    by_class = Counter(s.dx for s in samples)
+    by_source = Counter(s.source for s in samples)
+    k, s_count = len(by_class), len(by_source)
+    weights = np.array(
+        [
+            (n / (k * by_class[s.dx])) * (n / (s_count * by_source[s.source])) ** source_power
+            for s in samples
+        ],
+        dtype=np.float64,
+    )
+    return weights / weights.mean()
