@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("device.evaluation.cli", "evaluate a bundle on a labelled image folder"),
     "bench": ("device.bench.cli", "benchmarks: pipeline, segmentation, device"),
     "records": ("device.records.cli", "list, export, verify or open scan records"),
-    "serve": ("training.clinic.cli", "the clinic web app: import exports, review, analyse"),
+    "serve": ("clinic.cli", "the clinic web app: import exports, review, analyse"),
 }
 
 log = logging.getLogger(__name__)

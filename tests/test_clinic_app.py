@@ -25,12 +25,12 @@ from clinic_support import (
     upload,
 )
 
+from clinic.analysis import AnalysisService
+from clinic.app import ClinicSettings, create_app
+from clinic.auth import LoginThrottle, hash_password
 from device.imaging.io import read_image
 from device.records.testing import make_record
 from device.runtime.analyzer import Analyzer
-from training.clinic.analysis import AnalysisService
-from training.clinic.app import ClinicSettings, create_app
-from training.clinic.auth import LoginThrottle, hash_password
 
 NOTICE = "Screening aid — not a diagnosis"
 

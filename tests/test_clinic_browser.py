@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from clinic_support import PASSWORD, lesion_jpeg
 
+from clinic.app import ClinicSettings, create_app
+from clinic.auth import add_user
+from clinic.server import BackgroundServer
 from device.records.export import generate_clinic_keypair
 from device.ui.screens import TIER_ACTIONS, UNFAMILIAR_ACTION
-from training.clinic.app import ClinicSettings, create_app
-from training.clinic.auth import add_user
-from training.clinic.server import BackgroundServer
 
 pytest.importorskip("flask")
 pytest.importorskip("waitress")

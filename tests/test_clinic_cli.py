@@ -22,7 +22,7 @@ PASSWORD = "correct horse battery"
 def test_serve_is_a_subcommand_and_its_module_imports_nothing_heavy():
     parser = cli.build_parser()
     args = parser.parse_args(["serve", "--clinic-key", "k", "--data", "d"])
-    assert args._module == "training.clinic.cli"
+    assert args._module == "clinic.cli"
     assert (args.host, args.port) == ("127.0.0.1", 8080)  # localhost unless told otherwise
     code = (
         "import sys, device.cli as c; c.build_parser(); "
@@ -39,8 +39,8 @@ def _adduser(monkeypatch, data, name, password=PASSWORD):
 
 
 def test_adduser_creates_an_argon2_account(tmp_path, monkeypatch, capsys):
-    from training.clinic.auth import verify_login
-    from training.clinic.store import ClinicStore
+    from clinic.auth import verify_login
+    from clinic.store import ClinicStore
 
     assert _adduser(monkeypatch, tmp_path / "clinic", "alice") == 0
     assert "created user alice" in capsys.readouterr().out
@@ -84,7 +84,7 @@ def test_serve_runs_waitress_on_localhost_and_warns_for_other_addresses(
 
 
 def test_bench_serve_measures_a_loopback_server():
-    from training.clinic.bench import run_bench
+    from clinic.bench import run_bench
 
     figures = run_bench(uploads=2, requests=8, clients=4)
     assert figures["uploads"] == 2 and figures["retakes"] == 0
@@ -105,6 +105,6 @@ def test_device_never_imports_the_clinic_app_or_flask():
                 module = words[1].split(".")[0]
                 if module in ("flask", "flask_wtf", "waitress", "werkzeug", "argon2") or words[
                     1
-                ].startswith("training.clinic"):
+                ].startswith("clinic"):
                     offenders.append(f"{path.relative_to(root)}:{number}")
     assert offenders == []

@@ -1,4 +1,4 @@
-"""The clinic store and the import of sealed exports (training.clinic.store, .importer)."""
+"""The clinic store and the import of sealed exports (clinic.store, .importer)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from clinic_support import PATIENT, make_export, make_keys
 
+from clinic.followup import compare, lesion_area_fraction
+from clinic.importer import ImportRefusedError, import_export, import_uploaded
+from clinic.store import ClinicStore
 from device.errors import StorageError, TamperError
 from device.records.export import load_private_key
 from device.records.testing import make_record
-from training.clinic.followup import compare, lesion_area_fraction
-from training.clinic.importer import ImportRefusedError, import_export, import_uploaded
-from training.clinic.store import ClinicStore
 
 
 @pytest.fixture

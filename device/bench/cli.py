@@ -11,7 +11,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "segmentation": ("device.bench.segmentation", "Dice/IoU of k-means segmentation vs real masks"),
     "device": ("device.bench.device", "capture-to-result, fps, RSS over simulated captures"),
     # The clinic web app lives outside device/ (device/ never imports Flask); loaded by name.
-    "serve": ("training.clinic.bench", "clinic web app: upload-to-result latency, scan page req/s"),
+    "serve": ("clinic.bench", "clinic web app: upload-to-result latency, scan page req/s"),
 }
 # Desktop benchmarks that need TensorFlow: their module is imported, and its arguments
 # parsed, only when the target runs, so building the parser (the device's too) stays free.

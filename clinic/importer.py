@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from clinic.store import ClinicStore
 from device.errors import StorageError, TamperError
 from device.records.api import InvalidRecordError
 from device.records.export import MAGIC, SUFFIX, OpenedExport, open_export
 from device.records.store import validate_record
-from training.clinic.store import ClinicStore
 
 log = logging.getLogger(__name__)
 

@@ -141,10 +141,10 @@ def run_bench(
     bundle_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark against a loopback server and return its figures."""
+    from clinic.app import ClinicSettings, create_app
+    from clinic.auth import add_user
+    from clinic.server import BackgroundServer
     from device.records.export import generate_clinic_keypair
-    from training.clinic.app import ClinicSettings, create_app
-    from training.clinic.auth import add_user
-    from training.clinic.server import BackgroundServer
 
     if uploads < 1 or requests < 1 or clients < 1:
         raise ValueError("--uploads, --requests and --clients must be at least 1")

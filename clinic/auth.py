@@ -15,8 +15,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from clinic.store import ClinicStore
 from device.errors import SkinScanError
-from training.clinic.store import ClinicStore
 
 USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,31}")
 MIN_PASSWORD_LENGTH = 10

@@ -13,16 +13,16 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from clinic.analysis import QualityGateError, UploadError
+from clinic.auth import verify_login
+from clinic.context import ClinicContext, clinic_context
+from clinic.followup import compare
+from clinic.importer import ImportRefusedError, import_uploaded
 from device.errors import SkinScanError, StorageError, TamperError
 from device.labels import HAM10000_CLASSES
 from device.records.api import InvalidRecordError, PatientRefError, ScanRecord
 from device.records.qr import validate_patient_ref
 from device.ui.screens import NOTICE, tier_action
-from training.clinic.analysis import QualityGateError, UploadError
-from training.clinic.app import EXTENSION, ClinicContext
-from training.clinic.auth import verify_login
-from training.clinic.followup import compare
-from training.clinic.importer import ImportRefusedError, import_uploaded
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ SECURITY_HEADERS = {
 def _ctx() -> ClinicContext:
     from flask import current_app
 
-    return current_app.extensions[EXTENSION]
+    return clinic_context(current_app)
 
 
 def _user() -> str:

@@ -75,8 +75,8 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _adduser(args: argparse.Namespace) -> int:
-    from training.clinic.auth import add_user
-    from training.clinic.store import ClinicStore
+    from clinic.auth import add_user
+    from clinic.store import ClinicStore
 
     data = args.user_data or args.data
     if data is None:
@@ -105,7 +105,7 @@ def _check_bind(host: str, port: int) -> None:
 
 def build_app(args: argparse.Namespace):  # -> flask.Flask
     """The Flask app for ``skinscan serve``'s options."""
-    from training.clinic.app import ClinicSettings, create_app
+    from clinic.app import ClinicSettings, create_app
 
     if args.clinic_key is None or args.data is None:
         raise ConfigError("serve needs --clinic-key KEY and --data DIR")

@@ -10,55 +10,15 @@ login check before every request but the login page and the stylesheet.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from training.clinic.auth import LoginThrottle
-from training.clinic.store import ClinicStore
+from clinic.context import EXTENSION, ClinicContext, ClinicSettings
+from clinic.store import ClinicStore
+
+__all__ = ["ClinicSettings", "create_app"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
-EXTENSION = "skinscan_clinic"
-
-
-@dataclass
-class ClinicSettings:
-    """How the clinic app is set up.
-
-    Attributes:
-        data_dir: the clinic data folder (see :mod:`training.clinic.store`).
-        clinic_key: the clinic's private key file (``skinscan records keygen``).
-        bundle_dir: the model bundle for uploads (default: the device's).
-        config_file: a device config file for the quality thresholds (default: the device's).
-        max_upload_bytes: the largest request body accepted (uploads, exports).
-        max_pixels: the largest image accepted for analysis.
-        secure_cookies: mark the session cookie ``Secure`` (behind a TLS proxy).
-        session_hours: how long a login lasts.
-    """
-
-    data_dir: Path
-    clinic_key: Path
-    bundle_dir: Path | None = None
-    config_file: Path | None = None
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-    max_pixels: int = 40_000_000
-    secure_cookies: bool = False
-    session_hours: float = 8.0
-    throttle: LoginThrottle = field(default_factory=LoginThrottle)
-
-
-@dataclass
-class ClinicContext:
-    """What the views share: the store, the clinic key, the pipeline, the throttle."""
-
-    settings: ClinicSettings
-    store: ClinicStore
-    clinic_private_key: bytes
-    analysis: Any
-    throttle: LoginThrottle
 
 
 def create_app(
@@ -69,7 +29,7 @@ def create_app(
     Args:
         settings: the app's settings.
         store: an open clinic store (default: opened from ``settings.data_dir``).
-        analysis: an :class:`~training.clinic.analysis.AnalysisService` (default:
+        analysis: an :class:`~clinic.analysis.AnalysisService` (default:
             loaded from the settings' bundle).
 
     Returns:
@@ -83,9 +43,9 @@ def create_app(
     from flask import Flask
     from flask_wtf.csrf import CSRFProtect
 
+    from clinic import views
+    from clinic.analysis import AnalysisService
     from device.records.export import load_private_key
-    from training.clinic import views
-    from training.clinic.analysis import AnalysisService
 
     private_key = load_private_key(settings.clinic_key)
     if analysis is None:
