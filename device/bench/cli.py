@@ -20,6 +20,10 @@ LAZY_TARGETS: dict[str, tuple[str, str]] = {
         "training.bench_distributed",
         "training images/s with 1, 2, ... local tf.distribute workers (desktop)",
     ),
+    "sources": (
+        "training.source_bench",
+        "leave-one-source-out screening of training candidates (desktop)",
+    ),
 }
 
 
