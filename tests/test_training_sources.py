@@ -193,3 +193,39 @@ def test_real_archives_have_the_documented_sources(ham_dir: Path) -> None:
         "isic-archive": 2884,
     }
     assert source_counts(samples)["isic-archive"] == {"bkl": 386, "mel": 546, "nv": 1952}
+
+
+@pytest.mark.tf
+def test_train_on_two_archives_with_a_held_out_source(
+    two_archives: tuple[Path, Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    from training.train import TrainConfig, _Data, train_weights
+
+    ham, other = two_archives
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(ham), "--data", str(other), "--run", str(run)]
+    argv += ["--cache", str(tmp_path / "cache"), "--backbone", "tiny_cnn"]
+    argv += ["--hold-out-source", "rosendahl", "--source-power", "0.5"]
+    argv += ["--steps-per-epoch", "1", "--head-epochs", "1", "--finetune-epochs", "0"]
+    argv += ["--deep-epochs", "0", "--batch-size", "4", "--threshold-confidence", "0"]
+    assert main(argv) == 0
+    with (run / "split.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    sources = Counter(r["dataset"] for r in rows)
+    assert "rosendahl" not in sources and sources["other-clinic"] > 0
+    assert {"vidir_modern", "vidir_molemax"} <= set(sources)
+    provenance = json.loads((run / "provenance.json").read_text())
+    assert provenance["held_out_source"] == "rosendahl"
+    assert set(provenance["sources"]) == set(sources)
+    assert sum(provenance["sources"]["other-clinic"].values()) == sources["other-clinic"]
+    assert provenance["data_dirs"] == [str(ham.resolve()), str(other.resolve())]
+    # The loss weights of the training split are class and source balanced.
+    cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
+    data = _Data(cfg, run)
+    weights = train_weights(cfg, data)
+    chosen = data.by_split["train"][2]
+    assert weights is not None and len(weights) == len(chosen)
+    assert np.allclose(weights, balanced_weights(chosen, 0.5))
+    cfg.source_power = 0.0
+    assert train_weights(cfg, data) is None

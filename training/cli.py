@@ -9,7 +9,27 @@ from pathlib import Path
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Register the train arguments."""
-    parser.add_argument("--data", help="HAM10000 folder (HAM10000_metadata.csv + images/)")
+    parser.add_argument(
+        "--data",
+        action="append",
+        metavar="DIR",
+        help="an archive folder: your HAM10000 folder (HAM10000_metadata.csv + images/); "
+        "repeat it to add archives such as the isic-archive folder (each is its own source)",
+    )
+    parser.add_argument(
+        "--hold-out-source",
+        default="",
+        metavar="SOURCE",
+        help="leave every image of this acquisition source out of the run (e.g. rosendahl, "
+        "isic-archive): the leave-one-source-out benchmark's full fold",
+    )
+    parser.add_argument(
+        "--source-power",
+        type=float,
+        default=None,
+        help="with several sources, weight each image by (n / (S n_source)) ** POWER on top "
+        "of its class weight (0: sources at their natural share; 1: every source equal)",
+    )
     parser.add_argument("--run", default="runs/ham10000", help="run folder to create")
     parser.add_argument("--resume", metavar="RUN", help="resume an interrupted run folder")
     parser.add_argument("--report-only", metavar="RUN", help="rewrite the report of a finished run")
@@ -114,7 +134,9 @@ def main(args: argparse.Namespace) -> int:
     if not args.data:
         raise DatasetError("--data is required (the HAM10000 folder), or --resume RUN")
     cfg = TrainConfig(
-        data_dir=str(Path(args.data).resolve()),
+        data_dir=str(Path(args.data[0]).resolve()),
+        extra_data_dirs=[str(Path(d).resolve()) for d in args.data[1:]],
+        hold_out_source=args.hold_out_source,
         run_dir=args.run,
         cache_dir=args.cache,
         seed=args.seed,
@@ -137,6 +159,7 @@ def main(args: argparse.Namespace) -> int:
         "lr_scaling",
         "collective_timeout_s",
         "record_shards",
+        "source_power",
     )
     for name in tunables:
         value = getattr(args, name)

@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -119,6 +119,56 @@ def load_metadata(data_dir: str | Path) -> tuple[list[Sample], LoadReport]:
                 )
     report.kept = len(samples)
     return samples, report
+
+
+# The archive name of a folder in HAM10000's own layout, whatever the folder is called.
+HAM10000_ARCHIVE = "ham10000"
+
+
+def source_of(sample: Sample, archive: str) -> str:
+    """The acquisition source of a sample read from the archive folder named ``archive``."""
+    return sample.source or archive
+
+
+def load_sources(data_dirs: Sequence[str | Path]) -> tuple[list[Sample], list[LoadReport]]:
+    """Read every archive folder into one list of samples, each with its source.
+
+    Args:
+        data_dirs: archive folders (HAM10000 layout, ISIC one-hot or plain labels CSV).
+
+    Returns:
+        (samples of all archives in the order given, one load report per archive).
+
+    Raises:
+        DatasetError: no folder given, or a folder cannot be read.
+    """
+    if not data_dirs:
+        raise DatasetError("no data folder given")
+    samples: list[Sample] = []
+    reports: list[LoadReport] = []
+    seen: dict[str, str] = {}
+    for data_dir in data_dirs:
+        folder = Path(data_dir)
+        loaded, report = load_metadata(folder)
+        kept: list[Sample] = []
+        for sample in loaded:
+            if sample.image_id in seen:
+                report.skip(sample.image_id, f"image id already read from {seen[sample.image_id]}")
+                continue
+            seen[sample.image_id] = folder.name
+            kept.append(_with_source(sample, folder.name, report.layout))
+        report.kept = len(kept)
+        samples.extend(kept)
+        reports.append(report)
+        log.info("%s: %d images, sources %s", folder, len(kept), sorted({s.source for s in kept}))
+    return samples, reports
+
+
+def _with_source(sample: Sample, folder_name: str, layout: str) -> Sample:
+    from dataclasses import replace
+
+    archive = HAM10000_ARCHIVE if layout == HAM10000_ARCHIVE else folder_name
+    return replace(sample, source=source_of(sample, folder_name), archive=archive)
 
 
 def _load_archive(data: Path, csv_path: Path, layout: str) -> tuple[list[Sample], LoadReport]:
@@ -436,7 +486,7 @@ def load_preprocessed(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.n
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
     rows = [r for r in read_split_csv(run_dir / "split.csv") if r["split"] == split]
-    samples, _ = load_metadata(config["data_dir"])
+    samples, _ = load_sources([config["data_dir"], *config.get("extra_data_dirs", [])])
     spec = PreprocessSpec.from_dict(config["preprocessing"])
     cache = build_cache(samples, Path(config["cache_dir"]), spec)
     usable = [r for r in rows if r["image_id"] not in cache.failed]

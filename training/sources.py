@@ -20,64 +20,22 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from device.errors import DatasetError
 from device.labels import CLASS_CODES
-from training.data import SPLITS, LoadReport, Sample, group_ids, load_metadata
+from training.data import SPLITS, Sample, group_ids, load_sources
+
+__all__ = [
+    "balanced_weights",
+    "held_out_fold",
+    "load_sources",
+    "source_counts",
+    "source_split",
+]
 
 log = logging.getLogger(__name__)
-
-# The archive name of a folder in HAM10000's own layout, whatever the folder is called.
-HAM10000_ARCHIVE = "ham10000"
-
-
-def source_of(sample: Sample, archive: str) -> str:
-    """The acquisition source of a sample read from the archive folder named ``archive``."""
-    return sample.source or archive
-
-
-def load_sources(data_dirs: Sequence[str | Path]) -> tuple[list[Sample], list[LoadReport]]:
-    """Read every archive folder into one list of samples, each with its source.
-
-    Args:
-        data_dirs: archive folders (HAM10000 layout, ISIC one-hot or plain labels CSV).
-
-    Returns:
-        (samples of all archives in the order given, one load report per archive).
-
-    Raises:
-        DatasetError: no folder given, or a folder cannot be read.
-    """
-    if not data_dirs:
-        raise DatasetError("no data folder given")
-    samples: list[Sample] = []
-    reports: list[LoadReport] = []
-    seen: dict[str, str] = {}
-    for data_dir in data_dirs:
-        folder = Path(data_dir)
-        loaded, report = load_metadata(folder)
-        kept: list[Sample] = []
-        for sample in loaded:
-            if sample.image_id in seen:
-                report.skip(sample.image_id, f"image id already read from {seen[sample.image_id]}")
-                continue
-            seen[sample.image_id] = folder.name
-            kept.append(_with_source(sample, folder.name, report.layout))
-        report.kept = len(kept)
-        samples.extend(kept)
-        reports.append(report)
-        log.info("%s: %d images from sources %s", folder, len(kept), dict(source_counts(kept)))
-    return samples, reports
-
-
-def _with_source(sample: Sample, folder_name: str, layout: str) -> Sample:
-    from dataclasses import replace
-
-    archive = HAM10000_ARCHIVE if layout == HAM10000_ARCHIVE else folder_name
-    return replace(sample, source=source_of(sample, folder_name), archive=archive)
 
 
 def source_counts(samples: Iterable[Sample]) -> dict[str, dict[str, int]]:

@@ -87,6 +87,13 @@ class TrainConfig:
             rows it read, per epoch (checks and debugging); empty: not recorded.
         distribution: filled in by a distributed run: workers, replicas, global batch
             and learning-rate scale actually used.
+        extra_data_dirs: further archive folders trained on with ``data_dir`` (for
+            example the isic-archive folder); each is its own acquisition source.
+        hold_out_source: an acquisition source left out of the whole run (train, val
+            and test), for the leave-one-source-out benchmark; empty: none.
+        source_power: with several sources, each image's loss weight is the class
+            weight times ``(n / (S n_s)) ** source_power`` (training.sources); 0 keeps
+            sources at their natural share.
     """
 
     data_dir: str
@@ -125,6 +132,9 @@ class TrainConfig:
     collective_timeout_s: float = 120.0
     record_shards: str = ""
     distribution: dict[str, Any] | None = None
+    extra_data_dirs: list[str] = field(default_factory=list)
+    hold_out_source: str = ""
+    source_power: float = 0.0
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -133,6 +143,14 @@ def _write_json(path: Path, data: Any) -> None:
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def _citation(layout: str, cfg: TrainConfig) -> str:
+    """Who to cite for the data of a run (every archive it read)."""
+    parts = []
+    for name, folder in zip(layout.split("+"), [cfg.data_dir, *cfg.extra_data_dirs], strict=False):
+        parts.append(HAM10000_CITATION if name == "ham10000" else f"{name} archive {folder}")
+    return "; ".join(parts)
 
 
 def write_calibration(
@@ -190,11 +208,22 @@ def _class_weights(labels: np.ndarray, mode: str) -> np.ndarray:
     return np.where(counts > 0, counts.sum() / (len(CLASS_CODES) * np.maximum(counts, 1)), 0.0)
 
 
-def make_batches(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, steps: int):
-    """A Keras PyDataset of augmented, one-hot, class-weighted batches."""
+def make_batches(
+    cfg: TrainConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    steps: int,
+    sample_weights: np.ndarray | None = None,
+):
+    """A Keras PyDataset of augmented, one-hot, weighted batches.
+
+    Each image's loss weight is ``sample_weights`` when given (class and source
+    balanced, :func:`training.sources.balanced_weights`), else its class weight.
+    """
     import keras
 
-    weights = _class_weights(labels, cfg.class_weighting)
+    if sample_weights is None:
+        sample_weights = _class_weights(labels, cfg.class_weighting)[labels]
     augment_cfg = AugmentConfig.from_dict(cfg.augment)
 
     class Batches(keras.utils.PyDataset):
@@ -218,7 +247,7 @@ def make_batches(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, steps
             )
             x = np.stack([augment(images[r], rng, augment_cfg) for r in rows]).astype(np.float32)
             y = np.eye(len(CLASS_CODES), dtype=np.float32)[labels[rows]]
-            return x, y, weights[labels[rows]].astype(np.float32)
+            return x, y, sample_weights[rows].astype(np.float32)
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
@@ -294,20 +323,17 @@ class _Data:
         from training.data import (
             build_cache,
             dataset_hash,
-            grouped_split,
-            load_metadata,
             read_split_csv,
             split_seed_of,
             with_colour_reference,
             write_split_csv,
         )
+        from training.sources import source_counts
 
-        samples, load_report = load_metadata(cfg.data_dir)
+        samples, load_report, splitter = _load_samples(cfg)
         split_path = run_dir / "split.csv"
         if not split_path.is_file():
-            write_split_csv(
-                split_path, samples, grouped_split(samples, seed=split_seed_of(asdict(cfg)))
-            )
+            write_split_csv(split_path, samples, splitter(samples, seed=split_seed_of(asdict(cfg))))
         assignment = {r["image_id"]: r["split"] for r in read_split_csv(split_path)}
         samples = [s for s in samples if s.image_id in assignment]
         if cfg.limit_per_split:
@@ -333,6 +359,7 @@ class _Data:
         self.skipped = load_report.skipped
         self.layout, self.grouping = load_report.layout, load_report.grouping
         self.data_hash = dataset_hash(self.samples)
+        self.sources = source_counts(self.samples)
         self.split_hash = _file_hash(split_path)
         self.by_split: dict[str, tuple[np.ndarray, np.ndarray, list]] = {}
         for split in ("train", "val", "test"):
@@ -341,6 +368,33 @@ class _Data:
             images = np.asarray(cache.images[np.sort(rows)])[np.argsort(np.argsort(rows))]
             labels = np.array([s.label for s in chosen], dtype=np.int64)
             self.by_split[split] = (images, labels, chosen)
+
+
+def _load_samples(cfg: TrainConfig):
+    """(samples, load report, split function) of a run: one archive, or several sources.
+
+    One archive without a held-out source reads and splits exactly as before
+    (lesion-grouped, stratified by diagnosis), so old runs and their split files stay
+    valid. Several archives, or a held-out source, read every archive with its
+    sources and split stratified by (source, diagnosis).
+    """
+    from training.data import LoadReport, grouped_split, load_metadata, load_sources
+    from training.sources import held_out_fold, source_split
+
+    if not cfg.extra_data_dirs and not cfg.hold_out_source:
+        samples, report = load_metadata(cfg.data_dir)
+        return samples, report, grouped_split
+    samples, reports = load_sources([cfg.data_dir, *cfg.extra_data_dirs])
+    merged = LoadReport(
+        kept=len(samples),
+        skipped=[entry for r in reports for entry in r.skipped],
+        layout="+".join(r.layout for r in reports),
+        grouping="; ".join(r.grouping for r in reports),
+    )
+    if cfg.hold_out_source:
+        samples, held = held_out_fold(samples, cfg.hold_out_source)
+        log.info("source %s held out: %d images never used", cfg.hold_out_source, len(held))
+    return samples, merged, source_split
 
 
 def _stratified_subset(samples: list, assignment: dict[str, str], limit: int) -> list:
@@ -480,6 +534,10 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
     Returns:
         The run folder.
     """
+    if cfg.distributed and cfg.source_power:
+        from device.errors import ConfigError
+
+        raise ConfigError("source_power: source-balanced weights are not yet in distributed runs")
     if cfg.distributed:
         from training.distributed import run_distributed_training
 
@@ -523,7 +581,7 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
 
     full_steps = math.ceil(len(y_train) / cfg.batch_size)
     steps = min(full_steps, cfg.steps_per_epoch) if cfg.steps_per_epoch else full_steps
-    batches = make_batches(cfg, x_train, y_train, steps)
+    batches = make_batches(cfg, x_train, y_train, steps, train_weights(cfg, data))
     phases = [
         ("head", cfg.head_epochs, cfg.head_lr, None),
         ("finetune", cfg.finetune_epochs, cfg.finetune_lr, cfg.first_trainable_block),
@@ -574,6 +632,19 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Path:
     return run_dir
 
 
+def train_weights(cfg: TrainConfig, data: _Data) -> np.ndarray | None:
+    """Per-image loss weights of the training split: class and source balanced.
+
+    None (class weights only, as before) for a run with one source or ``source_power`` 0.
+    """
+    from training.sources import balanced_weights
+
+    chosen = data.by_split["train"][2]
+    if len(data.sources) < 2 or cfg.source_power == 0 or cfg.class_weighting == "none":
+        return None
+    return balanced_weights(chosen, cfg.source_power).astype(np.float32)
+
+
 def finish_run(
     cfg: TrainConfig,
     run_dir: Path,
@@ -610,10 +681,11 @@ def finish_run(
             "backbone": cfg.backbone,
             "weights_source": backbone.weights_source,
             "weights_licence": backbone.weights_licence,
-            "dataset": HAM10000_CITATION
-            if data.layout == "ham10000"
-            else f"{data.layout} archive {cfg.data_dir}",
+            "dataset": _citation(data.layout, cfg),
             "data_layout": data.layout,
+            "data_dirs": [cfg.data_dir, *cfg.extra_data_dirs],
+            "sources": data.sources,
+            "held_out_source": cfg.hold_out_source or None,
             "split_grouping": data.grouping,
             "skipped": data.skipped,
             "train_seconds": state["elapsed_s"],
