@@ -181,3 +181,34 @@ def test_bad_script_is_reported(tmp_path):
     result = skinscan(tmp_path, "--headless", "--script", "capture, jump")
     assert result.returncode == 2
     assert "script step 2 'jump' is unknown" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        ("", "the script is empty"),
+        ("session-1.txt", "script file not found: session-1.txt"),
+    ],
+    ids=["empty", "missing-file"],
+)
+def test_an_empty_or_missing_script_is_refused_at_once(tmp_path, script, message):
+    started = time.monotonic()
+    result = skinscan(tmp_path, "--backend", "sim", "--headless", "--script", script, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 50  # refused, not run until the timeout
+
+
+def test_help_lists_every_script_verb():
+    result = subprocess.run(
+        [sys.executable, "-m", "device.cli", "run", "--help"],
+        cwd=ROOT, env=environment(ROOT / "unused"), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    from device.hw.buttons import BUTTON_EVENTS
+
+    for verb in (*BUTTON_EVENTS, "wait SECONDS", "fault KIND"):
+        assert f"\n  {verb} " in result.stdout, verb
+    assert "powers off a Pi" in result.stdout
+    assert "Scan patient card" in result.stdout

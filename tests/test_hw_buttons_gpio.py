@@ -118,6 +118,31 @@ def test_long_hold_of_power_yields_shutdown_once(factory):
         buttons.close()
 
 
+def test_short_back_press_is_back_on_release(factory):
+    clock = FakeClock()
+    buttons = GpioButtons(PINS, hold_time_s=5.0, pin_factory=factory, clock=clock)
+    try:
+        press(factory, PINS["back"])
+        assert buttons.poll() == []  # BACK has a second meaning when held: wait for the release
+        clock.advance(0.3)
+        release(factory, PINS["back"])
+        assert buttons.poll() == ["back"]
+    finally:
+        buttons.close()
+
+
+def test_long_hold_of_back_yields_patient_once(factory):
+    buttons = GpioButtons(PINS, hold_time_s=0.5, pin_factory=factory)
+    try:
+        press(factory, PINS["back"])
+        assert wait_for(buttons, timeout=3.0) == ["patient"]
+        release(factory, PINS["back"])
+        time.sleep(0.05)
+        assert buttons.poll() == []  # not also "back"
+    finally:
+        buttons.close()
+
+
 def test_close_releases_every_pin(factory):
     buttons = GpioButtons(PINS, pin_factory=factory)
     buttons.close()
@@ -144,5 +169,6 @@ def test_labels_name_the_physical_buttons(factory):
     try:
         assert buttons.labels["capture"] == "CAPTURE"
         assert buttons.labels["shutdown"] == "Hold POWER"
+        assert buttons.labels["patient"] == "Hold BACK"
     finally:
         buttons.close()

@@ -27,9 +27,11 @@ def press(pygame, key_name: str) -> None:
 
 def test_keys_map_to_events_in_order(window):
     buttons = KeyButtons()
-    for key in ("space", "h", "s", "n", "escape", "x", "2"):
+    for key in ("space", "h", "s", "n", "escape", "x", "c", "2"):
         press(window, key)
-    assert buttons.poll() == ["capture", "toggle", "save", "next", "back", "shutdown", "fault:blur"]
+    assert buttons.poll() == [
+        "capture", "toggle", "save", "next", "back", "shutdown", "patient", "fault:blur"
+    ]  # fmt: skip
     assert buttons.poll() == []
 
 
@@ -42,7 +44,8 @@ def test_unmapped_keys_are_ignored_and_closing_the_window_quits(window):
 
 def test_every_button_has_a_key_and_a_printed_label():
     events = set(KEYMAP.values())
-    for name in ("capture", "toggle", "next", "save", "back", "shutdown", "history", "quit"):
+    named = ("capture", "toggle", "next", "save", "back", "shutdown", "patient", "history", "quit")
+    for name in named:
         assert name in events
         assert KeyButtons.labels[name]
     assert KeyButtons.labels["capture"] == "Space"

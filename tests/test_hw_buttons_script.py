@@ -90,3 +90,40 @@ def test_multi_buttons_merges_sources_and_finishes_with_the_script():
     both = MultiButtons([script, other])
     assert both.poll() == ["save", "capture"]
     assert both.finished
+
+
+@pytest.mark.parametrize("spec", ["session.txt", "scripts/visit-1", "./missing.script"])
+def test_a_missing_script_file_is_reported_as_such(tmp_path, monkeypatch, spec):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=f"script file not found: {spec}"):
+        load_script(spec)
+
+
+def test_a_single_step_is_still_a_script(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert [s.event for s in load_script("patient")] == ["patient"]
+    assert [s.seconds for s in load_script("wait 2.5")] == [2.5]
+
+
+@pytest.mark.parametrize("spec", ["", "   ", "# only a comment\n", ", ;"])
+def test_an_empty_script_is_refused(spec):
+    with pytest.raises(ConfigError, match="script is empty"):
+        load_script(spec)
+
+
+def test_an_empty_script_file_is_refused(tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="script is empty"):
+        load_script(str(path))
+
+
+def test_patient_is_a_script_verb_and_every_verb_is_documented():
+    from device.hw.buttons import BUTTON_EVENTS
+    from device.hw.buttons_script import SCRIPT_HELP
+
+    assert [s.event for s in parse_script("patient, capture")] == ["patient", "capture"]
+    for verb in BUTTON_EVENTS:
+        assert f"\n  {verb} " in SCRIPT_HELP, verb
+    for needed in ("wait SECONDS", "fault KIND", "powers off", "Hold POWER", "Hold BACK"):
+        assert needed in SCRIPT_HELP, needed

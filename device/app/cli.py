@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Register ``skinscan run``'s options."""
+    """Register ``skinscan run``'s options, and list the script verbs after them."""
+    from device.hw.buttons_script import SCRIPT_HELP
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = SCRIPT_HELP
     parser.add_argument(
         "--backend",
         choices=("pi", "usb", "sim"),
@@ -42,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--script",
         metavar="SEQ",
         help="scripted buttons, e.g. 'capture, wait 1.5, toggle, save, next' (or a file); "
-        "the program ends when the script does",
+        "the program ends when the script does. The verbs are listed below",
     )
     parser.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
     parser.add_argument("--config", metavar="FILE", help="config file (default /etc/skinscan)")
@@ -78,13 +82,15 @@ def _open_display(mode: str, config: Any, screenshots: str | None) -> Any:
     return display
 
 
-def _buttons(args: argparse.Namespace, backend: str, config: Any, display_mode: str) -> Any:
+def _buttons(
+    args: argparse.Namespace, backend: str, config: Any, display_mode: str, script: Any
+) -> Any:
     from device.app.runner import NoButtons
     from device.hw.buttons import MultiButtons
 
     # The first source's labels are the ones printed on screen.
     sources: list[Any] = []
-    if backend == "pi" and not args.script:
+    if backend == "pi" and args.script is None:
         from device.hw.buttons_gpio import GpioButtons, GpioError
 
         try:
@@ -101,10 +107,10 @@ def _buttons(args: argparse.Namespace, backend: str, config: Any, display_mode: 
         from device.hw.buttons_keys import KeyButtons
 
         sources.append(KeyButtons())
-    if args.script:
-        from device.hw.buttons_script import ScriptButtons, load_script
+    if script is not None:
+        from device.hw.buttons_script import ScriptButtons
 
-        sources.append(ScriptButtons(load_script(args.script)))
+        sources.append(ScriptButtons(script))
     if not sources:
         return NoButtons()
     return sources[0] if len(sources) == 1 else MultiButtons(sources)
@@ -157,6 +163,11 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--images {args.images}: no such folder or file")
     if args.frames is not None and args.frames < 1:
         raise ConfigError("--frames must be at least 1")
+    script = None
+    if args.script is not None:
+        from device.hw.buttons_script import load_script
+
+        script = load_script(args.script)  # a bad script is refused before anything opens
 
     mode, why = _display_mode(args, backend, config.display.fullscreen)
     if mode == "headless" and not args.headless:
@@ -174,7 +185,7 @@ def main(args: argparse.Namespace) -> int:
     poweroff = shutdown == "poweroff" or (shutdown == "auto" and backend == "pi")
     display = _open_display(mode, config, args.screenshots)
     try:
-        buttons = _buttons(args, backend, config, display.mode)
+        buttons = _buttons(args, backend, config, display.mode, script)
         store = _store(config)
     except BaseException:
         display.close()

@@ -8,6 +8,7 @@ Event names:
 
 - ``capture``, ``toggle``, ``next``, ``save``, ``back``: the buttons;
 - ``power``: a short press of the power button; ``shutdown``: a long hold;
+- ``patient``: a long hold of BACK: scan a patient card, or clear the patient;
 - ``history``: open the saved scans (keyboard and scripts);
 - ``quit``: leave the program without powering off (window closed, ``q``);
 - ``fault:<kind>``: tell the simulated camera to fail (see camera_sim.FAULTS).
@@ -29,10 +30,14 @@ BUTTON_EVENTS: tuple[str, ...] = (
     "back",
     "power",
     "shutdown",
+    "patient",
     "history",
     "quit",
 )
 FAULT_PREFIX = "fault:"
+# Physical buttons with a second meaning when held: button -> event sent on a long hold.
+# Such a button sends its own event on release instead of on press.
+HOLD_EVENTS: dict[str, str] = {"power": "shutdown", "back": "patient"}
 
 
 @runtime_checkable
@@ -82,8 +87,10 @@ class MultiButtons:
 def button_labels(names: Iterable[str]) -> dict[str, str]:
     """Labels for physical buttons: the button's own name in capitals.
 
-    Shutdown is not a button of its own but a long hold of POWER, and says so.
+    Shutdown and patient are not buttons of their own but long holds of POWER
+    and BACK (:data:`HOLD_EVENTS`), and say so.
     """
     labels = {name: name.upper() for name in names}
-    labels["shutdown"] = "Hold POWER"
+    for button, held in HOLD_EVENTS.items():
+        labels[held] = f"Hold {button.upper()}"
     return labels

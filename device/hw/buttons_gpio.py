@@ -9,8 +9,9 @@ factory supports it, and a software filter here (some factories, including
 ``MockFactory``, ignore ``bounce_time``): a press within ``bounce_time_s`` of
 the button's previous press or release is contact bounce and is dropped.
 
-The power button: a hold of ``hold_time_s`` sends ``shutdown``; a shorter press
-sends ``power``.
+Buttons with a second meaning (:data:`device.hw.buttons.HOLD_EVENTS`): a hold
+of ``hold_time_s`` sends the held event (POWER: ``shutdown``, BACK: ``patient``);
+a shorter press sends the button's own event when it is released.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from device.errors import SkinScanError
-from device.hw.buttons import button_labels
+from device.hw.buttons import HOLD_EVENTS, button_labels
 
 log = logging.getLogger(__name__)
-
-POWER = "power"
 
 
 class GpioError(SkinScanError, OSError):
@@ -39,7 +38,7 @@ class GpioButtons:
 
     Args:
         pins: button name -> BCM pin number.
-        hold_time_s: hold of the power button that means shutdown.
+        hold_time_s: hold of POWER that means shutdown (and of BACK that means patient).
         bounce_time_s: debounce window.
         pin_factory: a gpiozero pin factory (tests pass ``MockFactory()``); None
             means gpiozero's default choice.
@@ -87,8 +86,8 @@ class GpioButtons:
         )
         button.when_pressed = lambda: self._pressed(name)
         button.when_released = lambda: self._released(name)
-        if name == POWER:
-            button.when_held = lambda: self._power_held()
+        if name in HOLD_EVENTS:
+            button.when_held = lambda: self._held_down(name)
         return button
 
     def _debounced(self, name: str) -> bool:
@@ -100,7 +99,7 @@ class GpioButtons:
     def _pressed(self, name: str) -> None:
         with self._lock:
             accepted = self._debounced(name)
-        if accepted and name != POWER:
+        if accepted and name not in HOLD_EVENTS:
             self._queue.put(name)
 
     def _released(self, name: str) -> None:
@@ -108,13 +107,13 @@ class GpioButtons:
             accepted = self._debounced(name)
             was_held = name in self._held
             self._held.discard(name)
-        if name == POWER and accepted and not was_held:
-            self._queue.put(POWER)
+        if name in HOLD_EVENTS and accepted and not was_held:
+            self._queue.put(name)
 
-    def _power_held(self) -> None:
+    def _held_down(self, name: str) -> None:
         with self._lock:
-            self._held.add(POWER)
-        self._queue.put("shutdown")
+            self._held.add(name)
+        self._queue.put(HOLD_EVENTS[name])
 
     def poll(self) -> list[str]:
         """Drain the queue of events pushed by gpiozero's thread."""

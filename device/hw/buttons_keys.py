@@ -24,6 +24,7 @@ KEYMAP: dict[str, str] = {
     "escape": "back",
     "backspace": "back",
     "l": "history",
+    "c": "patient",
     "p": "power",
     "x": "shutdown",
     "q": "quit",

@@ -2,13 +2,8 @@
 
 A script is a list of steps separated by commas, semicolons or new lines, for
 example ``capture, wait 1.5, toggle, next, save``. ``#`` starts a comment.
-Steps:
-
-- an event name: ``capture``, ``toggle``, ``next``, ``save``, ``back``,
-  ``power``, ``shutdown``, ``history``, ``quit``;
-- ``wait SECONDS``: let the live view run that long;
-- ``fault KIND``: make the simulated camera fail (black, blur, exception,
-  disconnect, reconnect).
+The verbs are listed, with what each does, in :data:`SCRIPT_HELP` (which
+``skinscan run --help`` prints).
 
 One event is released per poll, so the app handles and draws each in turn.
 """
@@ -29,6 +24,34 @@ from device.hw.buttons import BUTTON_EVENTS, FAULT_PREFIX, button_labels
 log = logging.getLogger(__name__)
 
 SCRIPT_FAULTS = ("black", "blur", "exception", "disconnect", "reconnect")
+
+SCRIPT_HELP = """\
+script verbs (--script 'patient, wait 0.5, capture, wait 1, capture, wait 1.5, save'):
+  capture   the CAPTURE button: scan (live view), read the card (patient card screen),
+            choose (body-site list), compare (history), new scan (result), continue
+  toggle    TOGGLE: body-site list (live view), heatmap on/off (result, history),
+            next patient: clear the patient (patient card screen), up (body-site list)
+  next      NEXT: saved scans (live view, result), older scan (history), down (list)
+  save      SAVE: save the result; in history, this patient's scans or all scans
+  back      BACK: back to the live view, cancel
+  power     a short press of POWER: cancels the power-off question; nothing else, so
+            a brush against the button never powers off
+  shutdown  a long hold of POWER (shown as "Hold POWER"): asks "Power off?" on a Pi or
+            "Quit SkinScan?" in the simulator; capture (or shutdown again) confirms,
+            anything else cancels. Confirming powers off a Pi (config system.shutdown)
+            or ends the program. Saved scans are kept.
+  patient   a long hold of BACK ("Hold BACK"): the "Scan patient card" screen; in the
+            simulator the card is the next image of --images, used up by the capture
+            that reads it
+  history   open the saved scans (the keyboard's L)
+  quit      leave the program at once, without powering off (closing the window)
+  wait SECONDS   let the live view run that long (0 to 3600)
+  fault KIND     make the simulated camera fail: black, blur, exception, disconnect,
+                 reconnect
+A script is one argument (steps separated by commas, semicolons or new lines, '#'
+starts a comment) or the path of a file holding one. The program ends when the
+script does; an empty script is refused.
+"""
 
 
 @dataclass(frozen=True)
@@ -76,11 +99,41 @@ def parse_script(text: str) -> tuple[Step, ...]:
 
 
 def load_script(spec: str) -> tuple[Step, ...]:
-    """Parse ``spec``: a path to a script file when one exists there, else the script itself."""
-    path = Path(spec)
-    if "\n" not in spec and "," not in spec and path.is_file():
-        return parse_script(path.read_text())
-    return parse_script(spec)
+    """Parse ``spec``: a path to a script file when one exists there, else the script itself.
+
+    Raises:
+        ConfigError: a step is unknown, ``spec`` names a file that does not exist
+            (a single word with a ``/`` or a ``.`` that is not a step), or the
+            script has no steps at all (it would run forever).
+    """
+    single = not re.search(r"[,;\n]", spec)
+    path = Path(spec.strip())
+    if single and spec.strip() and path.is_file():
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"script file {spec}: cannot read it ({exc})") from None
+        steps = parse_script(text)
+        where = f"script file {spec}: the script"
+    else:
+        try:
+            steps = parse_script(spec)
+        except ConfigError:
+            if single and _looks_like_path(spec.strip()):
+                raise ConfigError(f"script file not found: {spec.strip()}") from None
+            raise
+        where = "the script"
+    if not steps:
+        raise ConfigError(
+            f"{where} is empty; give at least one step, "
+            "e.g. 'capture, wait 1.5, save' (see skinscan run --help)"
+        )
+    return steps
+
+
+def _looks_like_path(text: str) -> bool:
+    """A single word that names a file rather than a step: it has a folder or a suffix."""
+    return len(text.split()) == 1 and ("/" in text or "." in text or "\\" in text)
 
 
 class ScriptButtons:
