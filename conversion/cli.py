@@ -193,18 +193,20 @@ def main(args: argparse.Namespace) -> int:
     return _shift_threshold(args.out, args.run / "split.csv", images, args)
 
 
-def _run_images(run: Path) -> Path:
-    """The run's image folder, needed by the shift step; checked before converting."""
+def _run_images(run: Path) -> list[Path]:
+    """The run's image folders (one per archive), needed by the shift step; checked first."""
     try:
         config = json.loads((run / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise SkinScanError(f"{run / 'config.json'}: cannot be read ({exc})") from exc
-    images = Path(config.get("data_dir", "")) / "images"
-    if not images.is_dir():
-        raise SkinScanError(
-            f"{images}: the run's images are needed for the shift threshold "
-            "(or pass --no-shift-threshold)"
-        )
+    folders = [Path(config.get("data_dir", "")), *map(Path, config.get("extra_data_dirs", []))]
+    images = [folder / "images" for folder in folders]
+    for folder in images:
+        if not folder.is_dir():
+            raise SkinScanError(
+                f"{folder}: the run's images are needed for the shift threshold "
+                "(or pass --no-shift-threshold)"
+            )
     return images
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -263,3 +264,21 @@ def test_by_unknown_column_is_one_clear_error(
     argv = ["eval", "--bundle", str(bundle), "--metadata", str(csv_path), "--images", str(images)]
     assert main([*argv, "--json", str(tmp_path / "o.json"), "--by", "scanner"]) == 2
     assert "--by scanner: no such column" in capsys.readouterr().err
+
+
+def test_images_in_several_folders_are_found_in_each(
+    folder: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    csv_path, images, bundle = folder
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    for number, path in enumerate(sorted(images.glob("*.jpg"))):
+        shutil.copy(path, (first if number % 2 else second) / path.name)
+    out = tmp_path / "two.json"
+    argv = ["eval", "--bundle", str(bundle), "--metadata", str(csv_path), "--workers", "1"]
+    argv += ["--images", str(first), "--images", str(second), "--json", str(out)]
+    assert main([*argv, "--n-boot", "0"]) == 0
+    both = json.loads(out.read_text())
+    assert both["n_images"] == 5 * len(CLASSES)
+    assert both["images"] == f"{first} {second}"

@@ -48,7 +48,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--metadata", type=Path, required=True, help="CSV with image_id and dx columns"
     )
     parser.add_argument(
-        "--images", type=Path, required=True, help="folder with <image_id>.jpg files"
+        "--images",
+        type=Path,
+        action="append",
+        required=True,
+        help="folder with <image_id>.jpg files (repeat for a run trained on several archives)",
     )
     parser.add_argument("--json", type=Path, required=True, help="where to write the report")
     parser.add_argument(

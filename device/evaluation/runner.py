@@ -66,14 +66,15 @@ class EvalRun:
 
 def read_labelled_csv(
     csv_path: str | Path,
-    images_dir: str | Path,
+    images_dir: str | Path | Sequence[str | Path],
     split: str | None = None,
     by: str | None = None,
 ) -> tuple[list[Item], list[dict[str, str]]]:
     """Read a metadata CSV with at least ``image_id`` and ``dx`` columns.
 
     Rows with an unknown ``dx``, an empty or repeated ``image_id`` are returned
-    as skipped, not raised. The image of a row is ``images_dir/<image_id>.jpg``.
+    as skipped, not raised. The image of a row is ``images_dir/<image_id>.jpg``; with
+    several folders (a run trained on several archives), the first that holds it.
 
     Args:
         csv_path: the CSV (HAM10000 metadata, or a run's split.csv).
@@ -89,11 +90,12 @@ def read_labelled_csv(
         DatasetError: the CSV is missing, unreadable or lacks a required column.
     """
     csv_path = Path(csv_path)
-    images_dir = Path(images_dir)
+    folders = image_folders(images_dir)
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path}: metadata CSV not found")
-    if not images_dir.is_dir():
-        raise DatasetError(f"{images_dir}: image folder not found")
+    for folder in folders:
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: image folder not found")
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -127,10 +129,29 @@ def read_labelled_csv(
             skipped.append({"image_id": image_id, "reason": f"unknown dx {dx!r}"})
         else:
             seen.add(image_id)
-            path = images_dir / f"{image_id}{IMAGE_SUFFIX}"
+            path = _find_image(folders, image_id)
             group = row.get(by, "") if by is not None else ""
             items.append(Item(image_id, CLASS_CODES.index(dx), str(path), group))
     return items, skipped
+
+
+def image_folders(images_dir: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One folder, or several, as a list of paths (at least one)."""
+    if isinstance(images_dir, (str, Path)):
+        return [Path(images_dir)]
+    folders = [Path(p) for p in images_dir]
+    if not folders:
+        raise DatasetError("no image folder given")
+    return folders
+
+
+def _find_image(folders: Sequence[Path], image_id: str) -> Path:
+    """The first folder's ``<image_id>.jpg`` that exists (else the first folder's path)."""
+    name = f"{image_id}{IMAGE_SUFFIX}"
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    return folders[0] / name
 
 
 # Worker state: one Analyzer per process, created by the pool initializer.
@@ -265,7 +286,7 @@ def run_shifted(
 
 def evaluate_folder(
     csv_path: str | Path,
-    images_dir: str | Path,
+    images_dir: str | Path | Sequence[str | Path],
     bundle_dir: str | Path | None = None,
     *,
     workers: int | None = None,
@@ -338,7 +359,7 @@ def evaluate_folder(
         },
         "metadata": str(csv_path),
         "split": split,
-        "images": str(images_dir),
+        "images": " ".join(str(p) for p in image_folders(images_dir)),
     }
     if by is not None:
         group_of = {item.image_id: item.group for item in items}

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from device import metrics
-from device.evaluation.runner import EvalRun, read_labelled_csv, run_shifted
+from device.evaluation.runner import EvalRun, image_folders, read_labelled_csv, run_shifted
 from device.evaluation.shifts import REALISTIC_THRESHOLD_SHIFTS, SHIFTS, UNSHIFTED, Shift
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def _figures(run: EvalRun, threshold: float, n_boot: int, seed: int) -> dict[str
 
 def evaluate_shifts(
     csv_path: str | Path,
-    images_dir: str | Path,
+    images_dir: str | Path | Sequence[str | Path],
     bundle_dir: str | Path | None = None,
     *,
     shifts: Sequence[Shift] = SHIFTS,
@@ -125,7 +125,7 @@ def evaluate_shifts(
     report = {
         "bundle": {"bundle_id": bundle.bundle_id, "path": str(bundle_path)},
         "metadata": str(csv_path),
-        "images": str(images_dir),
+        "images": " ".join(str(p) for p in image_folders(images_dir)),
         "split": split,
         "referral_threshold": threshold,
         "n_boot": n_boot,
