@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import device.records.store as store_mod
+import device.records.durable as durable_mod
+import device.records.sqlite_open as sqlite_open_mod
 from device.errors import DiskFullError, StorageError, TamperError
 from device.records.api import (
     InvalidRecordError,
@@ -480,7 +481,7 @@ def test_database_from_a_newer_version_is_refused(data_dir, key):
 
 
 class _OsProxy:
-    """The os module with some functions replaced (only the store module sees it)."""
+    """The os module with some functions replaced (only the patched store module sees it)."""
 
     def __init__(self, **overrides):
         self._overrides = overrides
@@ -528,7 +529,7 @@ def _read_only(folder: Path, monkeypatch) -> Iterator[str]:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(store_mod, "os", _OsProxy(open=refuse_writes))
+    monkeypatch.setattr(sqlite_open_mod, "os", _OsProxy(open=refuse_writes))
     try:
         yield "simulated EROFS"
     finally:
@@ -611,7 +612,7 @@ def _small_disk(folder: Path, size_kib: int, monkeypatch) -> Iterator[str]:
         budget[0] -= len(data)
         return real_write(fd, data)
 
-    monkeypatch.setattr(store_mod, "os", _OsProxy(write=write))
+    monkeypatch.setattr(durable_mod, "os", _OsProxy(write=write))
     try:
         yield "simulated ENOSPC"
     finally:

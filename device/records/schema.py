@@ -1,0 +1,159 @@
+"""The database layout: tables, the columns a row's seal covers, and the reports built from rows."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table'"
+
+SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE scans (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        scan_id TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        created_ts REAL NOT NULL,
+        device_id TEXT NOT NULL,
+        operator TEXT,
+        body_site TEXT,
+        patient_ref_index TEXT,
+        label TEXT NOT NULL,
+        risk_tier TEXT NOT NULL,
+        p_malignant REAL NOT NULL,
+        probabilities TEXT NOT NULL,
+        quality TEXT NOT NULL,
+        bundle_id TEXT NOT NULL,
+        bundle_sha256 TEXT NOT NULL,
+        app_version TEXT NOT NULL,
+        corrects TEXT REFERENCES scans (scan_id),
+        extra TEXT NOT NULL,
+        image_file TEXT NOT NULL,
+        image_sha256 TEXT NOT NULL,
+        heatmap_file TEXT,
+        heatmap_sha256 TEXT,
+        seal BLOB NOT NULL
+    )""",
+    "CREATE INDEX scans_follow_up ON scans (patient_ref_index, body_site, created_ts)",
+    "CREATE INDEX scans_time ON scans (created_ts)",
+    """CREATE TABLE exports (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        exported_at TEXT NOT NULL,
+        file TEXT NOT NULL,
+        scan_ids TEXT NOT NULL
+    )""",
+    """CREATE TRIGGER scans_no_update BEFORE UPDATE ON scans
+    BEGIN SELECT RAISE(ABORT, 'scan records are append-only'); END""",
+    """CREATE TRIGGER scans_no_delete BEFORE DELETE ON scans
+    BEGIN SELECT RAISE(ABORT, 'scan records are append-only'); END""",
+    """CREATE TRIGGER exports_no_update BEFORE UPDATE ON exports
+    BEGIN SELECT RAISE(ABORT, 'the export log is append-only'); END""",
+    """CREATE TRIGGER exports_no_delete BEFORE DELETE ON exports
+    BEGIN SELECT RAISE(ABORT, 'the export log is append-only'); END""",
+)
+
+# Every column a row's seal authenticates, in a fixed order.
+SEALED_COLUMNS = (
+    "scan_id",
+    "created_at",
+    "created_ts",
+    "device_id",
+    "operator",
+    "body_site",
+    "patient_ref_index",
+    "label",
+    "risk_tier",
+    "p_malignant",
+    "probabilities",
+    "quality",
+    "bundle_id",
+    "bundle_sha256",
+    "app_version",
+    "corrects",
+    "extra",
+    "image_file",
+    "image_sha256",
+    "heatmap_file",
+    "heatmap_sha256",
+)
+
+
+@dataclass(frozen=True)
+class RecordSummary:
+    """A record's plain fields, for listing without decrypting its images.
+
+    Attributes:
+        scan_id: the record's UUID.
+        created_at: ISO-8601 time as saved.
+        label: chosen class code.
+        risk_tier: "refer", "monitor" or "uncertain".
+        p_malignant: P(malignant).
+        body_site: body site, if given.
+        operator: operator id, if given.
+        has_patient_ref: whether an (encrypted) patient reference is attached.
+        corrects: scan id this record corrects, if any.
+        bundle_id: model bundle that produced it.
+    """
+
+    scan_id: str
+    created_at: str
+    label: str
+    risk_tier: str
+    p_malignant: float
+    body_site: str | None
+    operator: str | None
+    has_patient_ref: bool
+    corrects: str | None
+    bundle_id: str
+
+
+@dataclass
+class VerifyReport:
+    """What :meth:`SqliteScanStore.verify` found.
+
+    Attributes:
+        records: number of records checked.
+        integrity: lines of ``PRAGMA integrity_check`` (``["ok"]`` when sound).
+        problems: (scan id, problem) for each record that failed.
+        unreferenced_files: image files that no record points at.
+    """
+
+    records: int = 0
+    integrity: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    unreferenced_files: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the database is sound and every record and file checked out."""
+        return self.integrity == ["ok"] and not self.problems and not self.unreferenced_files
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """Files removed at start: leftovers of saves cut short, which never returned."""
+
+    temporary_files: int = 0
+    unreferenced_files: int = 0
+
+
+def has_schema(conn: sqlite3.Connection) -> bool:
+    """Whether ``conn`` holds the SkinScan tables (a new, empty file does not)."""
+    names = {r[0] for r in conn.execute(TABLES_SQL)}
+    return {"meta", "scans", "exports"} <= names
+
+
+def to_json(value: object) -> str:
+    """Compact, key-sorted JSON as stored in the text columns."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def canonical(values: Mapping[str, Any]) -> bytes:
+    """The sealed columns of a row in their fixed order: what a row's seal authenticates."""
+    return json.dumps(
+        [values[name] for name in SEALED_COLUMNS], separators=(",", ":"), allow_nan=False
+    ).encode()

@@ -1,0 +1,395 @@
+"""Opening the SQLite store: the folder, its lock, the key check and damage handling.
+
+:class:`SqliteStoreBase` holds everything :class:`~device.records.sqlite_store.SqliteScanStore`
+does before its first save or read: create or check the folder, take the
+folder lock, open the database (read-write, or read-only when the folder
+cannot be written), move a damaged database aside when allowed, and sweep
+the leftovers of saves cut short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+from device.errors import DiskFullError, StorageError, TamperError
+from device.records.api import StoreNotice, StoreReadOnlyError
+from device.records.crypto import (
+    FileKeyProvider,
+    KeyProvider,
+    RecordCipher,
+    StaticKeyProvider,
+    fsync_dir,
+)
+from device.records.durable import (
+    SQLITE_CORRUPT,
+    SQLITE_NOTADB,
+    TMP_PREFIX,
+    is_disk_full,
+    is_read_only,
+    now_tag,
+)
+from device.records.paths import DB_NAME, IMAGES_DIR, resolve_key_file
+from device.records.schema import SCHEMA, SCHEMA_VERSION, TABLES_SQL, SweepReport, has_schema
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_FREE_BYTES = 16 * 1024 * 1024
+_LOCK_NAME = ".lock"
+
+
+class _Corrupt(Exception):
+    """Internal: the database file is not a readable SkinScan database."""
+
+
+class SqliteStoreBase:
+    """The opening half of :class:`~device.records.sqlite_store.SqliteScanStore`.
+
+    See that class for the arguments, attributes and errors.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        key_provider: KeyProvider | bytes | None = None,
+        device_id: str | None = None,
+        *,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.db_path = self.data_dir / DB_NAME
+        self.images_dir = self.data_dir / IMAGES_DIR
+        self.min_free_bytes = int(min_free_bytes)
+        self.notices: list[StoreNotice] = []
+        self.swept = SweepReport()
+        self.writable = True
+        self._lock = threading.RLock()
+        self._lock_fd: int | None = None
+        self._exclusive = False
+        self._conn: sqlite3.Connection | None = None
+        if key_provider is None:
+            key_provider = FileKeyProvider(resolve_key_file(self.data_dir))
+        elif isinstance(key_provider, (bytes, bytearray)):
+            key_provider = StaticKeyProvider(bytes(key_provider))
+        try:
+            self._open(key_provider, device_id)
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, OSError) and not isinstance(exc, StorageError):
+                if is_disk_full(exc):
+                    raise DiskFullError(f"no space left in {self.data_dir}") from exc
+                raise StorageError(f"cannot open the scan store in {self.data_dir}: {exc}") from exc
+            raise
+
+    # ----------------------------------------------------------------- opening
+
+    def _open(self, key_provider: KeyProvider, device_id: str | None) -> None:
+        self.writable = self._prepare_folder()
+        if self.writable:
+            exclusive = self._take_lock()
+            self._conn = self._open_writable(exclusive)
+        else:
+            self._conn = self._open_read_only()
+            self.notices.append(
+                StoreNotice(
+                    "read_only",
+                    f"The data folder {self.data_dir} is read-only: scans can be viewed "
+                    "but NOT saved.",
+                    str(self.data_dir),
+                )
+            )
+            log.warning("data folder %s is read-only; saving is disabled", self.data_dir)
+        meta = self._meta()
+        is_new = "key_check" not in meta
+        if is_new and not self.writable:
+            raise StoreReadOnlyError(
+                f"the data folder {self.data_dir} is read-only and holds no records"
+            )
+        self._cipher = RecordCipher(key_provider.load_key(create=is_new))
+        if is_new:
+            self._initialise(device_id)
+            meta = self._meta()
+        elif meta["key_check"] != self._cipher.key_check:
+            raise TamperError(
+                "the device key does not match the saved records (wrong or replaced key file)"
+            )
+        if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.db_path} was written by a newer SkinScan (schema "
+                f"{meta['schema_version']}); update the software"
+            )
+        self.device_id = device_id or meta["device_id"]
+        if self.writable and self._exclusive:
+            self.swept = self._sweep()
+            self._share_lock()
+
+    def _prepare_folder(self) -> bool:
+        """Create the folders; return False when the data folder cannot be written."""
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.images_dir.is_dir():
+                self.images_dir.mkdir(mode=0o700, exist_ok=True)
+                fsync_dir(self.data_dir)
+            probe = self.data_dir / f"{TMP_PREFIX}probe-{os.getpid()}-{secrets.token_hex(4)}"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            if is_read_only(exc) and self.data_dir.is_dir():
+                return False
+            if is_disk_full(exc):
+                raise DiskFullError(f"no space left in {self.data_dir}") from exc
+            raise StorageError(f"cannot use the data folder {self.data_dir}: {exc}") from exc
+        return True
+
+    def _take_lock(self) -> bool:
+        """Hold the folder's lock; exclusive (recovery allowed) when nobody else has it open."""
+        self._lock_fd = os.open(self.data_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._exclusive = True
+        except BlockingIOError:
+            # Another process (the app, or a CLI) has the store open: share it, no recovery.
+            deadline = time.monotonic() + 10.0
+            while True:
+                try:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StorageError(
+                            f"the records in {self.data_dir} are busy (being recovered?)"
+                        ) from None
+                    time.sleep(0.05)
+            self._exclusive = False
+        return self._exclusive
+
+    def _share_lock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+            self._exclusive = False
+
+    def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            target, uri=uri, isolation_level=None, timeout=10.0, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _open_writable(self, exclusive: bool) -> sqlite3.Connection:
+        existed = self.db_path.exists()
+        if not existed:
+            # SQLite would create it 0644; its -wal and -shm copy the database's mode.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            conn = self._check_database(self._connect(str(self.db_path)))
+        except _Corrupt as exc:
+            if not exclusive:
+                raise StorageError(
+                    f"the scan database {self.db_path} is damaged ({exc}); close the app and "
+                    "run this again to move it aside"
+                ) from None
+            self._move_aside(str(exc))
+            os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            conn = self._connect(str(self.db_path))
+            existed = False
+        if exclusive and (not existed or not has_schema(conn)):
+            self._quarantine_unowned_images()
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            conn.close()
+            if is_disk_full(exc):
+                raise DiskFullError(f"no space left to open {self.db_path}") from exc
+            raise StorageError(f"cannot open {self.db_path}: {exc}") from exc
+        if str(mode).lower() != "wal":
+            conn.close()
+            raise StorageError(f"{self.db_path}: the file system does not support WAL ({mode})")
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.db_path.exists():
+            raise StoreReadOnlyError(
+                f"the data folder {self.data_dir} is read-only and holds no records"
+            )
+        path = quote(str(self.db_path.resolve()))
+        last: Exception | None = None
+        # mode=ro reads the WAL when its -shm is usable; immutable=1 always opens
+        # but cannot see a WAL that was never checkpointed (after a power cut).
+        for query in ("mode=ro", "immutable=1"):
+            try:
+                conn = self._check_database(self._connect(f"file:{path}?{query}", uri=True))
+                if has_schema(conn):
+                    if query != "mode=ro":
+                        log.warning("opened %s as immutable: unsaved WAL pages are not seen", path)
+                    return conn
+                conn.close()
+                last = StorageError("the database has no records table")
+            except (sqlite3.Error, _Corrupt, StorageError) as exc:
+                last = exc
+        raise StoreReadOnlyError(
+            f"the data folder {self.data_dir} is read-only and its database cannot be read: {last}"
+        )
+
+    def _check_database(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """Raise _Corrupt when ``conn`` is not a sound SkinScan database (an empty one is fine)."""
+        try:
+            result = [r[0] for r in conn.execute("PRAGMA quick_check")]
+            if result != ["ok"]:
+                raise _Corrupt("; ".join(result[:3]))
+            names = {r[0] for r in conn.execute(TABLES_SQL)}
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            code = getattr(exc, "sqlite_errorcode", None)
+            corrupt = code in (SQLITE_CORRUPT, SQLITE_NOTADB) or (
+                code is None and type(exc) is sqlite3.DatabaseError
+            )
+            if corrupt:
+                raise _Corrupt(str(exc)) from None
+            if is_disk_full(exc):
+                raise DiskFullError(f"no space left to open {self.db_path}") from exc
+            raise StorageError(f"cannot open {self.db_path}: {exc}") from exc
+        except _Corrupt:
+            conn.close()
+            raise
+        if names and not {"meta", "scans"} <= names - {"sqlite_sequence"}:
+            conn.close()
+            raise _Corrupt("it is not a SkinScan database")
+        return conn
+
+    def _move_aside(self, reason: str) -> Path:
+        """Move the damaged database and its images to ``corrupt-<time>/``; delete nothing."""
+        dest = self.data_dir / f"corrupt-{now_tag()}"
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = self.data_dir / f"corrupt-{now_tag()}-{n}"
+        dest.mkdir()
+        for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", IMAGES_DIR):
+            src = self.data_dir / name
+            if src.exists():
+                os.rename(src, dest / name)
+        self.images_dir.mkdir(mode=0o700, exist_ok=True)
+        fsync_dir(dest)
+        fsync_dir(self.data_dir)
+        log.error("scan database %s was damaged (%s); moved to %s", self.db_path, reason, dest)
+        self.notices.append(
+            StoreNotice(
+                "corrupt_db_moved",
+                f"The scan database was damaged and was moved to {dest.name}; a new one was "
+                "started. Earlier scans are kept there for recovery but are not shown.",
+                str(dest),
+            )
+        )
+        return dest
+
+    def _quarantine_unowned_images(self) -> None:
+        """A new database beside old image files: keep those files apart rather than sweep them."""
+        try:
+            leftovers = [p for p in self.images_dir.iterdir() if not p.name.startswith(TMP_PREFIX)]
+        except FileNotFoundError:
+            return
+        if not leftovers:
+            return
+        dest = self.data_dir / f"orphaned-images-{now_tag()}"
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = self.data_dir / f"orphaned-images-{now_tag()}-{n}"
+        os.rename(self.images_dir, dest)
+        self.images_dir.mkdir(mode=0o700)
+        fsync_dir(self.data_dir)
+        log.error("found %d image files without a database; moved to %s", len(leftovers), dest)
+        self.notices.append(
+            StoreNotice(
+                "orphaned_images_moved",
+                f"The scan database was missing; {len(leftovers)} earlier image files were "
+                f"moved to {dest.name} and a new database was started.",
+                str(dest),
+            )
+        )
+
+    def _meta(self) -> dict[str, str]:
+        conn = self._db()
+        if not has_schema(conn):
+            return {}
+        return {r["key"]: r["value"] for r in conn.execute("SELECT key, value FROM meta")}
+
+    def _initialise(self, device_id: str | None) -> None:
+        conn = self._db()
+        values = {
+            "schema_version": str(SCHEMA_VERSION),
+            "key_check": self._cipher.key_check,
+            "device_id": device_id or str(uuid.uuid4()),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if not has_schema(conn):
+                for statement in SCHEMA:  # executescript() would commit early
+                    conn.execute(statement)
+            conn.executemany(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", list(values.items())
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if is_disk_full(exc):
+                raise DiskFullError(f"no space left to create {self.db_path}") from exc
+            raise StorageError(f"cannot create the scan database: {exc}") from exc
+        fsync_dir(self.data_dir)
+        log.info("started a new scan database at %s", self.db_path)
+
+    def _sweep(self) -> SweepReport:
+        """Remove leftovers of saves that never returned (only while nobody else has the store)."""
+        referenced = set()
+        for row in self._db().execute("SELECT image_file, heatmap_file FROM scans"):
+            referenced.update(name for name in row if name)
+        tmp = unreferenced = 0
+        for folder in (self.data_dir, self.images_dir):
+            for path in folder.iterdir():
+                if path.name.startswith(TMP_PREFIX) and path.is_file():
+                    tmp += 1
+                elif folder is self.images_dir and path.name not in referenced:
+                    unreferenced += 1
+                else:
+                    continue
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        if tmp or unreferenced:
+            fsync_dir(self.images_dir)
+            log.info("swept %d temporary and %d unreferenced files", tmp, unreferenced)
+        return SweepReport(tmp, unreferenced)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageError("the scan store is closed")
+        return self._conn
+
+    # ----------------------------------------------------------------- lifetime
+
+    def close(self) -> None:
+        """Close the database and release the folder lock. Safe to call twice."""
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+                self._conn = None
+            if self._lock_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._lock_fd)
+                self._lock_fd = None

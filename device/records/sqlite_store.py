@@ -1,0 +1,361 @@
+"""The SQLite scan store: saving, reading and checking records (opening is in sqlite_open)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from device.errors import DiskFullError, StorageError, TamperError
+from device.records.api import InvalidRecordError, ScanRecord, StoreReadOnlyError
+from device.records.codec import decode_png, encode_png
+from device.records.crypto import fsync_dir
+from device.records.durable import TMP_PREFIX, is_disk_full, sha256_hex, write_durable
+from device.records.queries import summary_of_row, where_clause
+from device.records.schema import (
+    SEALED_COLUMNS,
+    RecordSummary,
+    VerifyReport,
+    canonical,
+    to_json,
+)
+from device.records.sqlite_open import SqliteStoreBase
+from device.records.validation import float_map, parse_time, validate_record
+
+log = logging.getLogger(__name__)
+
+_ROW_OVERHEAD_BYTES = 64 * 1024  # WAL frames for one row and its index entries, generously
+
+
+class SqliteScanStore(SqliteStoreBase):
+    """Append-only, encrypted, power-cut-safe store of scans (see the module docstring).
+
+    Args:
+        data_dir: the data folder; created if absent.
+        key_provider: the device key, as a :class:`~device.records.crypto.KeyProvider`
+            or 32 raw bytes. Default: the key file from
+            :func:`~device.records.paths.resolve_key_file`, created at first start.
+        device_id: this device's id; default the id saved in the database at
+            first start (a new UUID then).
+        min_free_bytes: space to keep free on the data folder's file system; a
+            save that would go below it raises :class:`DiskFullError` early.
+
+    Attributes:
+        data_dir: the data folder.
+        device_id: this device's id.
+        writable: False when the folder is read-only; :meth:`save` then raises
+            :class:`StoreReadOnlyError`.
+        notices: things to show on screen at start (a damaged database moved
+            aside, a read-only folder).
+        swept: leftovers of interrupted saves removed at start.
+
+    Raises:
+        StorageError: the folder cannot be used at all, or the database is
+            damaged while another process has it open.
+        TamperError: the device key does not match the records.
+    """
+
+    # ----------------------------------------------------------------- saving
+
+    def save(self, record: ScanRecord) -> str:
+        """Durably save ``record`` and return its scan id.
+
+        When this returns, the record survives a power cut. When it raises,
+        no part of the record is visible.
+
+        Raises:
+            InvalidRecordError: the record is malformed (nothing written).
+            StoreReadOnlyError: the data folder is read-only.
+            DiskFullError: not enough space; nothing partial was kept.
+            StorageError: the scan id exists already, or another I/O failure.
+        """
+        if not self.writable:
+            raise StoreReadOnlyError(f"cannot save: the data folder {self.data_dir} is read-only")
+        patient_ref = validate_record(record)
+        sid = record.scan_id
+        image_blob = self._cipher.encrypt(encode_png(record.image), sid, "image")
+        heat_blob = None
+        if record.heatmap is not None:
+            heat_blob = self._cipher.encrypt(encode_png(record.heatmap), sid, "heatmap")
+        row = self._row(record, patient_ref, image_blob, heat_blob)
+        seal = self._cipher.encrypt(
+            json.dumps({"patient_ref": patient_ref}).encode(), sid, "record", canonical(row)
+        )
+        files = [(row["image_file"], image_blob)]
+        if heat_blob is not None:
+            files.append((row["heatmap_file"], heat_blob))
+        with self._lock:
+            conn = self._db()
+            if conn.execute("SELECT 1 FROM scans WHERE scan_id = ?", (sid,)).fetchone():
+                raise StorageError(f"scan {sid} is saved already (records are append-only)")
+            if (
+                record.corrects is not None
+                and not conn.execute(
+                    "SELECT 1 FROM scans WHERE scan_id = ?", (record.corrects,)
+                ).fetchone()
+            ):
+                raise InvalidRecordError(f"the corrected scan {record.corrects} does not exist")
+            self._check_space(sum(len(b) for _, b in files) + len(seal) + _ROW_OVERHEAD_BYTES)
+            written: list[Path] = []
+            try:
+                for name, blob in files:
+                    write_durable(self.images_dir / name, blob)
+                    written.append(self.images_dir / name)
+                fsync_dir(self.images_dir)
+                self._insert(conn, {**row, "seal": seal})
+            except BaseException as exc:
+                self._undo_files(conn, sid, written)
+                if is_disk_full(exc):
+                    raise DiskFullError(
+                        f"the storage is full: scan {sid[:8]} was NOT saved; earlier scans are safe"
+                    ) from exc
+                if isinstance(exc, (OSError, sqlite3.Error)) and not isinstance(exc, StorageError):
+                    raise StorageError(f"scan {sid[:8]} was NOT saved: {exc}") from exc
+                raise
+        log.info("saved scan %s (%s, %s)", sid, record.label, record.risk_tier)
+        return sid
+
+    def _row(
+        self,
+        record: ScanRecord,
+        patient_ref: str | None,
+        image_blob: bytes,
+        heat_blob: bytes | None,
+    ) -> dict[str, Any]:
+        sid = record.scan_id
+        return {
+            "scan_id": sid,
+            "created_at": record.created_at,
+            "created_ts": parse_time(record.created_at).timestamp(),
+            "device_id": record.device_id,
+            "operator": record.operator,
+            "body_site": record.body_site,
+            "patient_ref_index": None if patient_ref is None else self._cipher.index(patient_ref),
+            "label": record.label,
+            "risk_tier": record.risk_tier,
+            "p_malignant": float(record.p_malignant),
+            "probabilities": to_json(float_map("probabilities", record.probabilities)),
+            "quality": to_json(float_map("quality", record.quality)),
+            "bundle_id": record.bundle_id,
+            "bundle_sha256": record.bundle_sha256,
+            "app_version": record.app_version,
+            "corrects": record.corrects,
+            "extra": to_json(dict(record.extra)),
+            "image_file": f"{sid}.image",
+            "image_sha256": sha256_hex(image_blob),
+            "heatmap_file": None if heat_blob is None else f"{sid}.heatmap",
+            "heatmap_sha256": None if heat_blob is None else sha256_hex(heat_blob),
+        }
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(f"INSERT INTO scans ({columns}) VALUES ({marks})", tuple(row.values()))
+        conn.execute("COMMIT")
+
+    def _undo_files(self, conn: sqlite3.Connection, sid: str, written: list[Path]) -> None:
+        """After a failed save: roll back and remove its files, unless the row did commit."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            committed = conn.execute("SELECT 1 FROM scans WHERE scan_id = ?", (sid,)).fetchone()
+        except sqlite3.Error:
+            return  # cannot tell: leave the files for the sweep at next start
+        if committed:
+            return
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        with contextlib.suppress(OSError):
+            fsync_dir(self.images_dir)
+
+    def _check_space(self, needed: int) -> None:
+        try:
+            st = os.statvfs(self.data_dir)
+        except OSError:
+            return
+        free = st.f_bavail * st.f_frsize
+        if free < needed + self.min_free_bytes:
+            raise DiskFullError(
+                f"the storage is full ({free // 1024} KiB free): the scan was NOT saved; "
+                "earlier scans are safe. Export and free space."
+            )
+
+    def record_export(self, file_name: str, scan_ids: Sequence[str]) -> None:
+        """Append an entry to the export log (which records left the device, and when)."""
+        if not self.writable:
+            log.warning("export of %d records not logged: read-only folder", len(scan_ids))
+            return
+        with self._lock:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO exports (exported_at, file, scan_ids) VALUES (?, ?, ?)",
+                (
+                    datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    file_name,
+                    to_json(list(scan_ids)),
+                ),
+            )
+            conn.execute("COMMIT")
+
+    # ----------------------------------------------------------------- reading
+
+    def get(self, scan_id: str) -> ScanRecord:
+        """Load and decrypt one record.
+
+        Raises:
+            KeyError: no such record.
+            TamperError: the record or one of its files was altered, or the key is wrong.
+            StorageError: a file is missing or unreadable.
+        """
+        with self._lock:
+            row = self._db().execute("SELECT * FROM scans WHERE scan_id = ?", (scan_id,)).fetchone()
+        if row is None:
+            raise KeyError(scan_id)
+        return self._load(row)
+
+    def history(
+        self, patient_ref: str | None = None, body_site: str | None = None, limit: int = 100
+    ) -> list[ScanRecord]:
+        """Records newest first, optionally only one patient's and one body site's.
+
+        Args:
+            patient_ref: the patient's opaque reference (matched by keyed HMAC).
+            body_site: body site to match exactly.
+            limit: most records to return.
+
+        Raises:
+            PatientRefError: ``patient_ref`` is not an opaque reference.
+            TamperError: a matching record was altered.
+        """
+        where, args = where_clause(self._cipher.index, patient_ref, body_site, None)
+        sql = f"SELECT * FROM scans {where} ORDER BY created_ts DESC, seq DESC LIMIT ?"
+        with self._lock:
+            rows = self._db().execute(sql, (*args, int(limit))).fetchall()
+        return [self._load(row) for row in rows]
+
+    def summaries(
+        self,
+        since: datetime | None = None,
+        patient_ref: str | None = None,
+        body_site: str | None = None,
+    ) -> list[RecordSummary]:
+        """Plain fields of records, oldest first, without decrypting anything."""
+        where, args = where_clause(self._cipher.index, patient_ref, body_site, since)
+        sql = f"SELECT * FROM scans {where} ORDER BY created_ts, seq"
+        with self._lock:
+            rows = self._db().execute(sql, args).fetchall()
+        return [summary_of_row(r) for r in rows]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db().execute("SELECT COUNT(*) FROM scans").fetchone()[0])
+
+    def __contains__(self, scan_id: object) -> bool:
+        """Whether a record with this scan id is saved (nothing is decrypted)."""
+        with self._lock:
+            row = self._db().execute("SELECT 1 FROM scans WHERE scan_id = ?", (scan_id,))
+            return row.fetchone() is not None
+
+    def _load(self, row: sqlite3.Row) -> ScanRecord:
+        sid = row["scan_id"]
+        values = {name: row[name] for name in SEALED_COLUMNS}
+        sealed = json.loads(self._cipher.decrypt(row["seal"], sid, "record", canonical(values)))
+        image = self._read_image(row["image_file"], row["image_sha256"], sid, "image")
+        heatmap = None
+        if row["heatmap_file"] is not None:
+            heatmap = self._read_image(row["heatmap_file"], row["heatmap_sha256"], sid, "heatmap")
+        return ScanRecord(
+            scan_id=sid,
+            created_at=row["created_at"],
+            device_id=row["device_id"],
+            image=image,
+            heatmap=heatmap,
+            probabilities=json.loads(row["probabilities"]),
+            label=row["label"],
+            risk_tier=row["risk_tier"],
+            p_malignant=row["p_malignant"],
+            quality=json.loads(row["quality"]),
+            bundle_id=row["bundle_id"],
+            bundle_sha256=row["bundle_sha256"],
+            app_version=row["app_version"],
+            patient_ref=sealed["patient_ref"],
+            operator=row["operator"],
+            body_site=row["body_site"],
+            corrects=row["corrects"],
+            extra=json.loads(row["extra"]),
+        )
+
+    def _read_image(self, name: str, digest: str, sid: str, purpose: str) -> np.ndarray:
+        if "/" in name or name.startswith("."):
+            raise TamperError(f"scan {sid}: bad {purpose} file name")
+        path = self.images_dir / name
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"scan {sid}: the {purpose} file {name} is missing") from None
+        except OSError as exc:
+            raise StorageError(f"scan {sid}: cannot read the {purpose}: {exc}") from exc
+        if sha256_hex(blob) != digest:
+            raise TamperError(f"scan {sid}: the {purpose} file was altered")
+        return decode_png(self._cipher.decrypt(blob, sid, purpose), sid, purpose)
+
+    # ----------------------------------------------------------------- checking
+
+    def verify(self) -> VerifyReport:
+        """Check the database and every record and file: decrypt, authenticate, decode.
+
+        Returns:
+            A report; ``report.ok`` is True when everything checked out.
+        """
+        report = VerifyReport()
+        with self._lock:
+            conn = self._db()
+            report.integrity = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+            rows = conn.execute("SELECT * FROM scans ORDER BY seq").fetchall()
+        referenced: set[str] = set()
+        for row in rows:
+            report.records += 1
+            referenced.update(n for n in (row["image_file"], row["heatmap_file"]) if n)
+            try:
+                self._load(row)
+            except StorageError as exc:
+                report.problems.append((row["scan_id"], str(exc)))
+            except (ValueError, KeyError) as exc:
+                report.problems.append((row["scan_id"], f"unreadable: {exc}"))
+        try:
+            names = sorted(p.name for p in self.images_dir.iterdir())
+        except OSError as exc:
+            report.problems.append(("-", f"cannot list {self.images_dir}: {exc}"))
+            names = []
+        report.unreferenced_files = [
+            n for n in names if n not in referenced and not n.startswith(TMP_PREFIX)
+        ]
+        return report
+
+    def __enter__(self) -> SqliteScanStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "rw" if self.writable else "ro"
+        return f"SqliteScanStore({str(self.data_dir)!r}, {mode})"
