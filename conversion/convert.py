@@ -191,7 +191,29 @@ def _subgroups(
     if len(rows) != n or [CLASS_CODES.index(r["dx"]) for r in rows] != labels.tolist():
         log.warning("test rows do not line up with the loaded images; subgroups skipped")
         return None
-    return metrics.json_safe(subgroup_metrics(rows, labels, probs, threshold))
+    bands = _skin_bands(run_dir, rows)
+    return metrics.json_safe(subgroup_metrics(rows, labels, probs, threshold, bands))
+
+
+def _skin_bands(run_dir: Path, rows: list[dict[str, str]]) -> list[str] | None:
+    """The ITA skin-tone band of each test image (training.skin_tone), if its images are here."""
+    from device.evaluation.runner import read_labelled_csv
+    from training.skin_tone import skin_tones
+
+    config = _read_json(run_dir / "config.json", required=False)
+    folders = [
+        Path(d) / "images" for d in [config.get("data_dir", ""), *config.get("extra_data_dirs", [])]
+    ]
+    folders = [f for f in folders if f.is_dir()]
+    if not folders:
+        log.warning("the run's images are not here; the skin-tone subgroups are skipped")
+        return None
+    items = {
+        i.image_id: i.path for i in read_labelled_csv(run_dir / "split.csv", folders, "test")[0]
+    }
+    if set(items) != {r["image_id"] for r in rows}:
+        return None
+    return [t.band for t in skin_tones([items[r["image_id"]] for r in rows])]
 
 
 def threshold_rule(calibration_raw: dict[str, Any]) -> dict[str, float]:

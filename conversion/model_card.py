@@ -227,6 +227,7 @@ def render_model_card(manifest: Manifest) -> str:
         f"- Lesion-grouped train/validation/test split (no lesion in two splits). "
         f"Data hash `{prov.data_hash}`, split hash `{prov.split_hash}`.",
         "- The data are not shipped with the bundle.",
+        *_sources_lines(prov.extra.get("sources")),
         "",
         "## Metrics",
         "",
@@ -243,6 +244,7 @@ def render_model_card(manifest: Manifest) -> str:
         "Reproduce with `skinscan eval --bundle <this folder> --metadata <csv of the test "
         "split> --images <image folder> --json out.json`.",
         "",
+        *_held_out_lines(m.get("held_out_sources")),
         "### Conversion parity (validation split)",
         "",
         f"- int8 vs float referral-decision agreement: "
@@ -283,6 +285,55 @@ def render_model_card(manifest: Manifest) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _sources_lines(sources: Any) -> list[str]:
+    """Images per acquisition source and class that the run read (multi-source runs)."""
+    if not isinstance(sources, dict) or not sources:
+        return []
+    codes = sorted({code for counts in sources.values() for code in counts})
+    lines = [
+        "",
+        "Images per acquisition source (all splits):",
+        "",
+        "| source | images | " + " | ".join(codes) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in codes) + " |",
+    ]
+    for source, counts in sources.items():
+        total = sum(counts.values())
+        cells = " | ".join(str(counts.get(code, 0)) for code in codes)
+        lines.append(f"| {source} | {total} | {cells} |")
+    return lines
+
+
+def _held_out_lines(held_out: Any) -> list[str]:
+    """Figures on acquisition sources the model was not trained on (leave-one-source-out)."""
+    if not isinstance(held_out, dict) or not held_out:
+        return []
+    lines = [
+        "### On sources it was not trained on",
+        "",
+        "Each row: the same recipe trained without that source, int8 through the device "
+        "pipeline, at the threshold fitted on the training sources' validation split.",
+        "",
+        "| held-out source | images | malignant AUC | melanoma vs nevus AUC | sensitivity | "
+        "specificity | melanoma sensitivity |",
+        "| --- | ---: | --- | --- | --- | --- | --- |",
+    ]
+    for source, f in held_out.items():
+        ci = f.get("ci95") or {}
+        cells = [
+            _num(f.get(k)) + (f" [{_ci(ci[k])}]" if k in ci else "")
+            for k in (
+                "malignant_auc",
+                "melanoma_nevus_auc",
+                "sensitivity",
+                "specificity",
+                "melanoma_sensitivity",
+            )
+        ]
+        lines.append(f"| {source} | {f.get('n_images', 'n/a')} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _missed_lines(int8: dict) -> list[str]:

@@ -53,14 +53,26 @@ def age_band(age: str) -> str:
 
 
 def subgroup_metrics(
-    rows: list[dict[str, str]], labels: np.ndarray, probs: np.ndarray, threshold: float
+    rows: list[dict[str, str]],
+    labels: np.ndarray,
+    probs: np.ndarray,
+    threshold: float,
+    skin_bands: list[str] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Metrics per localization, sex and age band on the test split."""
+    """Metrics per localization, sex and age band on the test split.
+
+    Also per acquisition source when the rows have a ``dataset`` column, and per
+    skin-tone band (training.skin_tone) when ``skin_bands`` gives one per row.
+    """
     keys = {
         "localization": [r.get("localization") or "unknown" for r in rows],
         "sex": [r.get("sex") or "unknown" for r in rows],
         "age_band": [age_band(r.get("age", "")) for r in rows],
     }
+    if any(r.get("dataset") for r in rows):
+        keys["dataset"] = [r.get("dataset") or "unknown" for r in rows]
+    if skin_bands is not None:
+        keys["skin_tone"] = list(skin_bands)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for name, values in keys.items():
         groups: dict[str, dict[str, Any]] = {}

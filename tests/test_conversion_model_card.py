@@ -1,0 +1,53 @@
+"""The model card of a bundle: per-source training data, held-out sources, subgroups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bundle_factory import make_bundle
+
+from conversion.model_card import render_model_card
+from device.runtime.bundle import load_bundle
+
+
+def _manifest(tmp_path: Path):
+    return load_bundle(make_bundle(tmp_path / "bundle")).manifest
+
+
+def test_card_lists_images_per_source_when_the_run_had_several(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    assert "Images per acquisition source" not in render_model_card(manifest)
+    sources = {"rosendahl": {"mel": 3, "nv": 5}, "isic-archive": {"bkl": 2, "mel": 4}}
+    manifest.provenance.extra["sources"] = sources
+    card = render_model_card(manifest)
+    assert "| source | images | bkl | mel | nv |" in card
+    assert "| rosendahl | 8 | 0 | 3 | 5 |" in card
+    assert "| isic-archive | 6 | 2 | 4 | 0 |" in card
+
+
+def test_card_shows_figures_on_sources_it_was_not_trained_on(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    assert "not trained on" not in render_model_card(manifest)
+    manifest.metrics["held_out_sources"] = {
+        "vidir_modern": {
+            "n_images": 3363,
+            "malignant_auc": 0.871,
+            "melanoma_sensitivity": 0.9,
+            "ci95": {"malignant_auc": [0.85, 0.89]},
+        }
+    }
+    card = render_model_card(manifest)
+    assert "### On sources it was not trained on" in card
+    assert "| vidir_modern | 3363 | 0.871 [0.850 – 0.890] | n/a | n/a | n/a | 0.900 |" in card
+
+
+def test_card_has_a_table_per_subgroup_including_source_and_skin_tone(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    group = {"n": 4, "n_malignant": 1, "balanced_accuracy": 0.5, "malignant_auc": 0.7}
+    manifest.metrics["subgroups_int8_test"] = {
+        "dataset": {"rosendahl": group},
+        "skin_tone": {"very light": group, "brown": {**group, "n": 1}},
+    }
+    card = render_model_card(manifest)
+    assert "**By dataset**" in card and "**By skin tone**" in card
+    assert "| brown | 1 | 1 |" in card
