@@ -109,7 +109,7 @@ def build_manifest(
         familiarity: the out-of-distribution check's spec (its file must be in ``files``).
 
     Returns:
-        The validated manifest.
+        The validated manifest, sealed (``decision_sha256`` set).
     """
     for required in (MODEL_FILE, GRADCAM_FILE):
         if required not in files:
@@ -144,20 +144,23 @@ def build_manifest(
             name: FileEntry(sha256=sha256_bytes(data), size=len(data))
             for name, data in sorted(files.items())
         },
-    )
+    ).sealed()
 
 
 def write_bundle(out_dir: str | Path, files: Mapping[str, bytes], manifest: Manifest) -> Path:
     """Write the files and then manifest.json into ``out_dir`` (created if needed).
 
     The manifest is written last, through a temporary file and a rename, so a
-    half-written bundle never has a valid manifest.
+    half-written bundle never has a valid manifest. It is sealed here (its
+    ``decision_sha256`` recomputed), so every bundle conversion writes carries the
+    checksum the device verifies, whatever was changed on the way.
 
     Returns:
         The bundle folder.
     """
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    manifest = manifest.sealed()
     for name in manifest.files:
         if name not in files:
             raise ValueError(f"manifest lists {name} but no content was given")

@@ -22,6 +22,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.cli", "train a model on HAM10000 (desktop, needs TensorFlow)"),
     "ensemble": ("training.ensemble_cli", "average runs on one split into one model (desktop)"),
     "convert": ("conversion.cli", "convert a training run into an int8 model bundle"),
+    "calibrate-quality": (
+        "training.quality_calibration",
+        "measure the quality gate's blur and colour limits on a dataset (desktop)",
+    ),
     "eval": ("device.evaluation.cli", "evaluate a bundle on a labelled image folder"),
     "bench": ("device.bench.cli", "benchmarks: pipeline, segmentation, device"),
     "records": ("device.records.cli", "list, export, verify or open scan records"),

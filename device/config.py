@@ -20,7 +20,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from device.errors import ConfigError
 
@@ -37,7 +47,20 @@ BACKEND_ENV = "SKINSCAN_BACKEND"
 BACKENDS = ("auto", "pi", "usb", "sim")
 
 Backend = Literal["auto", "pi", "usb", "sim"]
-Size = tuple[int, int]
+# Strict types: TOML has real booleans, integers and floats, and `max_fps = true` or
+# `usb_index = "0"` is a mistake to report, not a value to coerce. A whole number is
+# still fine where a decimal is expected.
+Size = tuple[StrictInt, StrictInt]
+
+# What a list-valued key needs, said in words when its shape or type is wrong
+# (pydantic would say only "Field required" for a missing second element).
+SHAPE_HINTS = {
+    "camera.colour_gains": "needs two numbers [red, blue], e.g. [1.9, 1.7]",
+    "camera.preview_size": "needs two whole numbers [width, height], e.g. [640, 480]",
+    "camera.still_size": "needs two whole numbers [width, height], e.g. [1024, 768]",
+    "display.size": "needs two whole numbers [width, height], e.g. [800, 480]",
+    "system.shutdown_command": 'needs a list of strings, e.g. ["systemctl", "poweroff"]',
+}
 
 
 class _Section(BaseModel):
@@ -58,7 +81,7 @@ class ModelConfig(_Section):
         bundle: bundle folder; empty means the shipped ``device/models/default``.
     """
 
-    bundle: str = ""
+    bundle: StrictStr = ""
 
 
 class CameraConfig(_Section):
@@ -78,10 +101,10 @@ class CameraConfig(_Section):
 
     preview_size: Size = (640, 480)
     still_size: Size = (1024, 768)
-    usb_index: int = Field(0, ge=0, le=63)
-    sim_source: str = ""
-    retry_s: float = Field(2.0, ge=0.1, le=60.0)
-    colour_gains: tuple[float, float] | None = None
+    usb_index: StrictInt = Field(0, ge=0, le=63)
+    sim_source: StrictStr = ""
+    retry_s: StrictFloat = Field(2.0, ge=0.1, le=60.0)
+    colour_gains: tuple[StrictFloat, StrictFloat] | None = None
 
     @field_validator("colour_gains")
     @classmethod
@@ -104,12 +127,12 @@ class CameraConfig(_Section):
 class PinMap(_Section):
     """Button name -> BCM GPIO number; each button pulls its pin to ground."""
 
-    capture: int = Field(5, ge=2, le=27)
-    toggle: int = Field(27, ge=2, le=27)
-    next: int = Field(22, ge=2, le=27)
-    save: int = Field(23, ge=2, le=27)
-    back: int = Field(6, ge=2, le=27)
-    power: int = Field(3, ge=2, le=27)
+    capture: StrictInt = Field(5, ge=2, le=27)
+    toggle: StrictInt = Field(27, ge=2, le=27)
+    next: StrictInt = Field(22, ge=2, le=27)
+    save: StrictInt = Field(23, ge=2, le=27)
+    back: StrictInt = Field(6, ge=2, le=27)
+    power: StrictInt = Field(3, ge=2, le=27)
 
     @model_validator(mode="after")
     def _distinct(self) -> PinMap:
@@ -134,8 +157,8 @@ class ButtonsConfig(_Section):
         pins: button name -> BCM GPIO number.
     """
 
-    hold_time_s: float = Field(2.0, ge=0.5, le=10.0)
-    bounce_time_s: float = Field(0.05, ge=0.0, le=0.5)
+    hold_time_s: StrictFloat = Field(2.0, ge=0.5, le=10.0)
+    bounce_time_s: StrictFloat = Field(0.05, ge=0.0, le=0.5)
     pins: PinMap = PinMap()
 
 
@@ -151,8 +174,8 @@ class DisplayConfig(_Section):
 
     size: Size = (800, 480)
     fullscreen: Literal["auto", "yes", "no"] = "auto"
-    max_fps: int = Field(30, ge=1, le=120)
-    heatmap_alpha: float = Field(0.5, ge=0.1, le=0.9)
+    max_fps: StrictInt = Field(30, ge=1, le=120)
+    heatmap_alpha: StrictFloat = Field(0.5, ge=0.1, le=0.9)
 
     @field_validator("size")
     @classmethod
@@ -163,10 +186,12 @@ class DisplayConfig(_Section):
 class QualityConfig(_Section):
     """The capture quality gate; see :class:`device.imaging.quality.QualityThresholds`."""
 
-    min_sharpness: float = Field(12.0, ge=0.0, le=10000.0)
-    max_dark_fraction: float = Field(0.35, ge=0.0, le=1.0)
-    max_bright_fraction: float = Field(0.10, ge=0.0, le=1.0)
-    min_lesion_contrast: float = Field(0.05, ge=0.0, le=1.0)
+    min_sharpness: StrictFloat = Field(8.0, ge=0.0, le=10000.0)
+    min_reblur_loss: StrictFloat = Field(0.40, ge=0.0, le=1.0)
+    max_dark_fraction: StrictFloat = Field(0.35, ge=0.0, le=1.0)
+    max_bright_fraction: StrictFloat = Field(0.10, ge=0.0, le=1.0)
+    min_lesion_contrast: StrictFloat = Field(0.05, ge=0.0, le=1.0)
+    min_colourfulness: StrictFloat = Field(4.5, ge=0.0, le=100.0)
 
 
 class RecordsConfig(_Section):
@@ -178,7 +203,7 @@ class RecordsConfig(_Section):
     """
 
     store: Literal["sqlite", "memory"] = "sqlite"
-    data_dir: str = ""
+    data_dir: StrictStr = ""
 
 
 class SystemConfig(_Section):
@@ -191,8 +216,8 @@ class SystemConfig(_Section):
     """
 
     shutdown: Literal["auto", "poweroff", "exit"] = "auto"
-    shutdown_command: tuple[str, ...] = ("systemctl", "poweroff")
-    device_id: str = ""
+    shutdown_command: tuple[StrictStr, ...] = ("systemctl", "poweroff")
+    device_id: StrictStr = ""
 
     @field_validator("shutdown_command")
     @classmethod
@@ -298,7 +323,7 @@ def _allowed(loc: tuple[Any, ...]) -> str:
 
 
 def _format_errors(exc: ValidationError, source: Path | None) -> str:
-    lines = []
+    lines: list[str] = []
     for error in exc.errors():
         loc = tuple(error["loc"])
         # Drop pydantic's positional suffixes (tuple indices, validator names).
@@ -307,6 +332,12 @@ def _format_errors(exc: ValidationError, source: Path | None) -> str:
         where = f" ({source}, line {line})" if line else (f" ({source})" if source else "")
         if error["type"] == "extra_forbidden":
             lines.append(f"unknown key '{dotted}'{where}")
+            continue
+        if dotted in SHAPE_HINTS and error["type"] != "value_error":
+            # One line per key, with the key's whole value, not one per element.
+            text = f"{dotted} {SHAPE_HINTS[dotted]}{where}"
+            if text not in lines:
+                lines.append(text)
             continue
         message = str(error["msg"]).removeprefix("Value error, ")
         allowed = "" if error["type"] == "literal_error" else _allowed(loc)

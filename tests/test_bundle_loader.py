@@ -239,3 +239,46 @@ def test_loading_a_bundle_imports_no_tensorflow(bundle_dir: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("field", "edit"),
+    [
+        ("referral_threshold", lambda m: m["calibration"].__setitem__("referral_threshold", 0.9)),
+        ("temperature", lambda m: m["calibration"].__setitem__("temperature", 3.0)),
+        ("uncertainty", lambda m: m["calibration"].__setitem__("uncertainty_threshold", 0.1)),
+        ("label name", lambda m: m["labels"][4].__setitem__("name", "Freckle")),
+        ("spec", lambda m: m["preprocessing"].__setitem__("hair_removal", False)),
+    ],
+)
+def test_a_hand_edited_decision_field_is_refused(bundle_dir: Path, field: str, edit) -> None:
+    load_bundle(bundle_dir)  # as converted: accepted
+    edit_manifest(bundle_dir, edit)
+    with pytest.raises(ManifestError, match=r"manifest\.json: edited after conversion"):
+        load_bundle(bundle_dir)
+
+
+def test_a_bundle_without_the_decision_checksum_is_refused(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m.pop("decision_sha256"))
+    with pytest.raises(ManifestError, match="no decision_sha256"):
+        load_bundle(bundle_dir)
+
+
+def test_provenance_and_metrics_are_not_decision_fields(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, lambda m: m["metrics"].__setitem__("note", "re-evaluated"))
+    assert load_bundle(bundle_dir).manifest.metrics["note"] == "re-evaluated"
+
+
+def test_conversion_rewrites_reseal_the_bundle(bundle_dir: Path) -> None:
+    from conversion.shift_threshold import rewrite_bundle
+
+    manifest = read_manifest(bundle_dir)
+    rewritten = rewrite_bundle(bundle_dir, manifest, calibration={"referral_threshold": 0.37})
+    assert rewritten.decision_sha256 != manifest.decision_sha256
+    loaded = load_bundle(bundle_dir)
+    assert loaded.manifest.calibration.referral_threshold == 0.37
+
+
+def test_the_shipped_bundle_is_sealed() -> None:
+    manifest = read_manifest(ROOT / "device" / "models" / "default")
+    assert manifest.decision_sha256 == manifest.decision_digest()

@@ -136,9 +136,10 @@ def test_auto_backend_resolves_by_machine():
 
 
 def test_quality_section_becomes_thresholds(tmp_path):
-    path = write(tmp_path, "[quality]\nmin_sharpness = 30.0\n")
+    path = write(tmp_path, "[quality]\nmin_sharpness = 0.3\nmin_colourfulness = 2.5\n")
     thresholds = load(path).quality_thresholds()
-    assert thresholds.min_sharpness == 30.0
+    assert thresholds.min_sharpness == 0.3
+    assert thresholds.min_colourfulness == 2.5
     assert thresholds.max_dark_fraction == 0.35
 
 
@@ -149,3 +150,37 @@ def test_fixed_white_balance_gains_are_read_and_checked(tmp_path):
     for bad in ("[0.0, 1.7]", "[1.9]", "[1.9, 40.0]"):
         with pytest.raises(ConfigError, match=r"camera\.colour_gains"):
             load(write(tmp_path, f"[camera]\ncolour_gains = {bad}\n", "bad.toml"))
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("display", "max_fps", "true"),
+        ("display", "max_fps", "30.0"),
+        ("display", "size", "[800, true]"),
+        ("camera", "usb_index", '"0"'),
+        ("camera", "retry_s", "false"),
+        ("display", "heatmap_alpha", '"0.5"'),
+        ("buttons.pins", "capture", "true"),
+    ],
+)
+def test_values_of_the_wrong_type_are_refused_not_coerced(tmp_path, section, key, value):
+    path = write(tmp_path, f"[{section}]\n{key} = {value}\n")
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}.*(line 2)"):
+        load(path)
+
+
+def test_whole_numbers_are_still_fine_for_decimal_settings(tmp_path):
+    config = load(write(tmp_path, "[camera]\nretry_s = 5\ncolour_gains = [2, 1.5]\n"))
+    assert config.camera.retry_s == 5.0
+    assert config.camera.colour_gains == (2.0, 1.5)
+
+
+@pytest.mark.parametrize("bad", ["[1.9]", "[1.9, 1.7, 1.0]", "1.9", '["a", "b"]', "[true, 1.0]"])
+def test_colour_gains_of_the_wrong_shape_say_what_is_needed(tmp_path, bad):
+    path = write(tmp_path, f"[camera]\ncolour_gains = {bad}\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    message = str(caught.value)
+    assert "camera.colour_gains needs two numbers [red, blue]" in message
+    assert "Field required" not in message

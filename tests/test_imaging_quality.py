@@ -10,6 +10,7 @@ from device.imaging.quality import (
     REASON_BLUR,
     REASON_BRIGHT,
     REASON_DARK,
+    REASON_NO_COLOUR,
     REASON_NO_LESION,
     QualityThresholds,
     assess_quality,
@@ -66,7 +67,14 @@ def test_metrics_are_scale_independent():
 
 def test_metrics_dict_has_every_number():
     metrics = assess_quality(make_phantom(1).image, THRESHOLDS).metrics()
-    assert set(metrics) == {"sharpness", "dark_fraction", "bright_fraction", "lesion_contrast"}
+    assert set(metrics) == {
+        "sharpness",
+        "reblur_loss",
+        "dark_fraction",
+        "bright_fraction",
+        "lesion_contrast",
+        "colourfulness",
+    }
     assert all(np.isfinite(v) for v in metrics.values())
 
 
@@ -76,3 +84,60 @@ def test_shipped_config_uses_the_calibrated_thresholds():
 
     assert load_config(system_path=Path("/nonexistent")).quality_thresholds() == THRESHOLDS
     assert DeviceConfig().quality_thresholds() == THRESHOLDS
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+
+
+def _ham(ham_dir: Path, image_id: str) -> np.ndarray:
+    from device.imaging.io import read_image
+
+    return read_image(ham_dir / "images" / f"{image_id}.jpg")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_greyscale_photo_is_refused_for_want_of_colour(seed):
+    frame = make_phantom(seed).image
+    assert assess_quality(frame, THRESHOLDS).passed
+    report = assess_quality(_grey(frame), THRESHOLDS)
+    assert report.reasons == (REASON_NO_COLOUR,)
+    assert "colour image needed" in REASON_NO_COLOUR
+
+
+def test_a_few_coloured_marks_do_not_make_a_grey_photo_colourful():
+    frame = _grey(make_phantom(2).image)
+    frame[:30, :] = (220, 40, 40)  # a red ruler along the top, 6% of the frame
+    assert REASON_NO_COLOUR in assess_quality(frame, THRESHOLDS).reasons
+
+
+@pytest.mark.dataset
+def test_grey_and_desaturated_melanoma_is_refused_but_the_colour_photo_passes(ham_dir):
+    from training.quality_calibration import desaturate
+
+    photo = _ham(ham_dir, "ISIC_0025964")  # a melanoma; the issue's grey copy said Monitor 3%
+    assert REASON_NO_COLOUR not in assess_quality(photo, THRESHOLDS).reasons
+    assert assess_quality(_grey(photo), THRESHOLDS).reasons == (REASON_NO_COLOUR,)
+    assert assess_quality(desaturate(photo, 0.05), THRESHOLDS).reasons == (REASON_NO_COLOUR,)
+
+
+@pytest.mark.dataset
+def test_the_simulators_blur_fault_on_a_melanoma_is_refused(ham_dir):
+    """The issue's frame: ISIC_0026993 as a 1024x768 still with camera_sim's blur fault."""
+    still = cv2.resize(_ham(ham_dir, "ISIC_0026993"), (1024, 768), interpolation=cv2.INTER_LINEAR)
+    assert assess_quality(still, THRESHOLDS).passed
+    blurred = cv2.GaussianBlur(still, (0, 0), sigmaX=max(still.shape[:2]) / 60.0)
+    report = assess_quality(blurred, THRESHOLDS)
+    assert report.reasons == (REASON_BLUR,)
+    assert report.sharpness > 12  # the old gate (Laplacian variance > 12) let it through
+
+
+def test_blur_is_measured_in_analysis_pixels_whatever_the_frame_size():
+    """The same blur, relative to the frame, scores alike on a 640 and a 1280 wide frame."""
+    big = make_phantom(4, size=(960, 1280)).image
+    small = cv2.resize(big, (640, 480), interpolation=cv2.INTER_AREA)
+    for sigma in (1.0, 2.0):  # analysis pixels: 6.4x / 3.2x that on the two frames
+        big_blur = assess_quality(cv2.GaussianBlur(big, (0, 0), sigma * 6.4), THRESHOLDS)
+        small_blur = assess_quality(cv2.GaussianBlur(small, (0, 0), sigma * 3.2), THRESHOLDS)
+        assert big_blur.reblur_loss == pytest.approx(small_blur.reblur_loss, abs=0.03)
+        assert big_blur.sharpness == pytest.approx(small_blur.sharpness, rel=0.2)

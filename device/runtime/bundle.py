@@ -16,7 +16,11 @@ A bundle is a folder::
    size and sha256 (:class:`BundleChecksumError`);
 4. a runtime loads both models (:class:`BundleModelError`);
 5. every tensor agrees with the manifest, and the model input size equals the
-   preprocessing spec's ``input_size`` (:class:`TensorMismatchError`).
+   preprocessing spec's ``input_size`` (:class:`TensorMismatchError`);
+6. the decision fields (labels, tensors, preprocessing, calibration, familiarity)
+   match the manifest's ``decision_sha256``, so an edited threshold is refused
+   (:class:`ManifestError`). This comes last so that an edit the checks above can
+   name precisely (a wrong tensor, a bad spec) is named by them.
 
 Every message names the file and the problem, for the device's error screen.
 """
@@ -118,6 +122,26 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
     _check_labels(manifest)
     preprocess_spec(manifest)
     return manifest
+
+
+def verify_decision_fields(manifest: Manifest) -> None:
+    """Refuse a manifest whose decision fields differ from its ``decision_sha256``.
+
+    Raises:
+        ManifestError: the seal is missing or does not match.
+    """
+    if not manifest.decision_sha256:
+        raise ManifestError(
+            f"{MANIFEST_NAME}: no decision_sha256, so edits to its thresholds cannot be "
+            "detected; rebuild the bundle with this version's conversion (skinscan convert)"
+        )
+    if not manifest.is_sealed:
+        raise ManifestError(
+            f"{MANIFEST_NAME}: edited after conversion: its decision fields (labels, tensors, "
+            "preprocessing, calibration such as referral_threshold, familiarity) no longer "
+            "match its decision_sha256. Restore the original manifest.json; decision "
+            "settings are changed only by conversion, which seals the bundle again"
+        )
 
 
 def _check_labels(manifest: Manifest) -> None:
@@ -280,6 +304,7 @@ def load_bundle(
                 f"{name}: fitted on {familiarity.mean.shape[0]} features but the feature map "
                 f"has {cls_spec.feature_map.shape[-1]} channels"
             )
+    verify_decision_fields(manifest)
     log.info(
         "loaded bundle %s from %s (%s, input %d)",
         manifest.bundle_id,

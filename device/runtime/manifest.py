@@ -20,6 +20,11 @@ Layout (schema version 1)::
     provenance       run id, data and split hashes, backbone, weights source and licence
     metrics          evaluation figures of this bundle (free-form JSON)
     files            file name -> {sha256, size} for every other file in the bundle
+    decision_sha256  sha256 of the decision fields (DECISION_FIELDS) as canonical
+                     JSON; the loader refuses a manifest whose fields no longer match,
+                     so a hand edit of a threshold is refused, not silently used.
+                     It is a seal against edits, not a signature: conversion
+                     (``conversion.manifest.write_bundle``) writes it.
 
 Each tensor is ``{name, shape, dtype, quantization: {scale, zero_point} | null}``
 exactly as the runtime reports it.
@@ -27,6 +32,8 @@ exactly as the runtime reports it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from typing import Annotated, Any, Literal
 
@@ -45,6 +52,16 @@ GRADCAM_FILE = "gradcam.tflite"
 # A bare file name inside the bundle folder: no directories, no "..", no hidden files.
 FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=128)]
 DType = Literal["uint8", "int8", "int16", "int32", "float32"]
+# Everything that changes what the device says for a frame. The model files are
+# covered by their own sha256 in ``files``; provenance, metrics and dates are not.
+DECISION_FIELDS = (
+    "labels",
+    "classifier",
+    "gradcam",
+    "preprocessing",
+    "calibration",
+    "familiarity",
+)
 # Relative tolerance on quantization scales: the float32 stored in the flatbuffer
 # round-trips through JSON as a decimal.
 SCALE_RTOL = 1e-6
@@ -180,6 +197,7 @@ class Manifest(_Strict):
     metrics: dict[str, JsonValue] = Field(default_factory=dict)
     files: dict[FileName, FileEntry]
     familiarity: FamiliaritySpec | None = None
+    decision_sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Manifest:
@@ -217,6 +235,21 @@ class Manifest(_Strict):
     def class_codes(self) -> tuple[str, ...]:
         """Class codes in model output order."""
         return tuple(label.code for label in self.labels)
+
+    def decision_digest(self) -> str:
+        """sha256 of the decision fields, as canonical JSON (sorted keys, no spaces)."""
+        fields = self.model_dump(mode="json", include=set(DECISION_FIELDS))
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def sealed(self) -> Manifest:
+        """This manifest with ``decision_sha256`` set to its decision fields' digest."""
+        return self.model_copy(update={"decision_sha256": self.decision_digest()})
+
+    @property
+    def is_sealed(self) -> bool:
+        """True when ``decision_sha256`` matches the decision fields."""
+        return self.decision_sha256 == self.decision_digest()
 
     def to_json(self) -> str:
         """Serialise for writing to ``manifest.json`` (stable key order, 2-space indent)."""
