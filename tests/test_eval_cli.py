@@ -53,7 +53,7 @@ def report(folder: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFac
     out = tmp_path_factory.mktemp("out") / "report.json"
     argv = ["eval", "--bundle", str(bundle), "--metadata", str(csv_path)]
     argv += ["--images", str(images), "--json", str(out), "--workers", "2", "--n-boot", "200"]
-    assert main(argv) == 0
+    assert main([*argv, "--skip-unknown"]) == 0
     return json.loads(out.read_text())
 
 
@@ -153,6 +153,7 @@ def test_one_worker_and_two_workers_give_the_same_figures(
     csv_path, images, bundle = folder
     out = tmp_path / "one.json"
     argv = ["eval", "--bundle", str(bundle), "--metadata", str(csv_path), "--images", str(images)]
+    argv.append("--skip-unknown")
     assert main([*argv, "--json", str(out), "--workers", "1", "--n-boot", "200"]) == 0
     single = json.loads(out.read_text())
     for key in ("n_images", "balanced_accuracy", "malignant_auc", "per_class_recall", "ci95"):
@@ -161,7 +162,7 @@ def test_one_worker_and_two_workers_give_the_same_figures(
 
 def test_eval_needs_no_tensorflow(folder: tuple[Path, Path, Path], tmp_path: Path) -> None:
     csv_path, images, bundle = folder
-    argv = ["eval", "--bundle", str(bundle), "--metadata", str(csv_path)]
+    argv = ["eval", "--bundle", str(bundle), "--metadata", str(csv_path), "--skip-unknown"]
     argv += ["--images", str(images), "--json", str(tmp_path / "o.json"), "--workers", "1"]
     code = (
         "import sys; from device.cli import main; "
@@ -230,6 +231,7 @@ def test_by_column_reports_every_metric_per_group(
     grouped = write_rows_csv(tmp_path / "grouped.csv", rows)
     out = tmp_path / "by.json"
     argv = ["eval", "--bundle", str(bundle), "--metadata", str(grouped), "--images", str(images)]
+    argv.append("--skip-unknown")
     assert (
         main([*argv, "--json", str(out), "--workers", "1", "--n-boot", "100", "--by", "dataset"])
         == 0
@@ -277,8 +279,33 @@ def test_images_in_several_folders_are_found_in_each(
         shutil.copy(path, (first if number % 2 else second) / path.name)
     out = tmp_path / "two.json"
     argv = ["eval", "--bundle", str(bundle), "--metadata", str(csv_path), "--workers", "1"]
-    argv += ["--images", str(first), "--images", str(second), "--json", str(out)]
+    argv += ["--images", str(first), "--images", str(second), "--json", str(out), "--skip-unknown"]
     assert main([*argv, "--n-boot", "0"]) == 0
     both = json.loads(out.read_text())
     assert both["n_images"] == 5 * len(CLASSES)
     assert both["images"] == f"{first} {second}"
+
+
+def test_unknown_labels_fail_the_run_naming_each_with_its_count(
+    folder: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    csv_path, images, bundle = folder
+    rows = list(csv.DictReader(csv_path.open()))
+    for row in rows[:3]:
+        row["dx"] = "melanoma"
+    rows[3]["dx"] = "NEVUS"
+    relabelled = write_rows_csv(tmp_path / "relabelled.csv", rows)
+    out = tmp_path / "report.json"
+    argv = ["eval", "--bundle", str(bundle), "--metadata", str(relabelled)]
+    argv += ["--images", str(images), "--json", str(out), "--workers", "1", "--n-boot", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "5 of" in err  # melanoma x3, NEVUS x1 and the folder's own 'scc'
+    assert "'melanoma' (3 rows), 'NEVUS' (1 row), 'scc' (1 row)" in err
+    assert "--skip-unknown" in err
+    assert not out.exists()
+
+    assert main([*argv, "--skip-unknown"]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: 5 rows NOT evaluated" in err and "'melanoma' (3 rows)" in err
+    assert json.loads(out.read_text())["n_skipped"] >= 5

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 from device.errors import SkinScanError
@@ -72,6 +73,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="COLUMN",
         help="also report every metric per value of this CSV column, e.g. dataset",
+    )
+    parser.add_argument(
+        "--skip-unknown",
+        action="store_true",
+        help="evaluate without the rows whose dx is not a HAM10000 code (listed, with a "
+        "warning); without it such rows are an error",
     )
     parser.add_argument(
         "--shifts",
@@ -127,6 +134,7 @@ def main(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         split=args.split,
         by=args.by,
+        skip_unknown=args.skip_unknown,
     )
     try:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -146,10 +154,23 @@ def main(args: argparse.Namespace) -> int:
 
         print(markdown_table(report["by"]["column"], report["by"]["groups"]))
     print(f"wrote {args.json}")
+    _warn_unknown(report["skipped"])
     if report["n_images"] == 0:
         print("skinscan eval: no image could be evaluated (see 'skipped' in the report)")
         return 1
     return 0
+
+
+def _warn_unknown(skipped: list[dict[str, str]]) -> None:
+    from device.evaluation.runner import format_counts, unknown_labels
+
+    unknown = unknown_labels(skipped)
+    if unknown:
+        print(
+            f"skinscan eval: WARNING: {sum(unknown.values())} rows NOT evaluated (--skip-unknown): "
+            f"their dx is not a HAM10000 code: {format_counts(unknown)}",
+            file=sys.stderr,
+        )
 
 
 def _main_shifts(args: argparse.Namespace) -> int:

@@ -7,12 +7,14 @@ a pool of worker processes that each load the bundle once.
 
 from __future__ import annotations
 
+import ast
 import csv
 import logging
 import math
 import multiprocessing
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +71,7 @@ def read_labelled_csv(
     images_dir: str | Path | Sequence[str | Path],
     split: str | None = None,
     by: str | None = None,
+    skip_unknown: bool = True,
 ) -> tuple[list[Item], list[dict[str, str]]]:
     """Read a metadata CSV with at least ``image_id`` and ``dx`` columns.
 
@@ -82,12 +85,15 @@ def read_labelled_csv(
         split: keep only rows whose ``split`` column equals this (e.g. "test");
             None keeps every row.
         by: a column whose value becomes each item's ``group`` (``--by``).
+        skip_unknown: skip rows whose ``dx`` is not a HAM10000 code; when False,
+            refuse the CSV instead, naming each unknown label and its count.
 
     Returns:
         (items to evaluate, skipped rows with a reason).
 
     Raises:
-        DatasetError: the CSV is missing, unreadable or lacks a required column.
+        DatasetError: the CSV is missing, unreadable or lacks a required column, or
+            (``skip_unknown`` False) has rows with an unknown ``dx``.
     """
     csv_path = Path(csv_path)
     folders = image_folders(images_dir)
@@ -132,7 +138,31 @@ def read_labelled_csv(
             path = _find_image(folders, image_id)
             group = row.get(by, "") if by is not None else ""
             items.append(Item(image_id, CLASS_CODES.index(dx), str(path), group))
+    unknown = unknown_labels(skipped)
+    if unknown and not skip_unknown:
+        raise DatasetError(
+            f"{csv_path}: {sum(unknown.values())} of {len(rows)} rows have a dx that is not "
+            f"a HAM10000 code: {format_counts(unknown)} (known: {', '.join(CLASS_CODES)}). "
+            "Fix the labels, or pass --skip-unknown to evaluate without those rows"
+        )
     return items, skipped
+
+
+def unknown_labels(skipped: Sequence[dict[str, str]]) -> Counter[str]:
+    """Each unknown ``dx`` among skipped rows and how many rows carry it."""
+    prefix = "unknown dx "
+    return Counter(
+        ast.literal_eval(s["reason"][len(prefix) :])
+        for s in skipped
+        if s["reason"].startswith(prefix)
+    )
+
+
+def format_counts(counts: Counter[str]) -> str:
+    """``'melanoma' (20 rows), 'NEVUS' (12 rows)``, most frequent first."""
+    return ", ".join(
+        f"{label!r} ({n} row{'s' if n != 1 else ''})" for label, n in counts.most_common()
+    )
 
 
 def image_folders(images_dir: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -295,6 +325,7 @@ def evaluate_folder(
     runtime: str | None = None,
     split: str | None = None,
     by: str | None = None,
+    skip_unknown: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a bundle on a labelled folder and return the JSON-ready report.
 
@@ -308,6 +339,8 @@ def evaluate_folder(
         runtime: force a TFLite runtime.
         split: evaluate only the CSV rows of this split (needs a ``split`` column).
         by: also report every metric per value of this CSV column (``"by"`` in the report).
+        skip_unknown: skip rows with an unknown ``dx`` (listed in the report) instead
+            of refusing the CSV.
 
     Returns:
         The report written by ``skinscan eval --json`` (see :mod:`device.evaluation.cli`).
@@ -321,7 +354,7 @@ def evaluate_folder(
     bundle_path = Path(bundle_dir) if bundle_dir is not None else DEFAULT_BUNDLE_DIR
     # Load once here so an invalid bundle fails before any worker starts.
     bundle = load_bundle(bundle_path, runtime=runtime)
-    items, skipped_rows = read_labelled_csv(csv_path, images_dir, split, by)
+    items, skipped_rows = read_labelled_csv(csv_path, images_dir, split, by, skip_unknown)
     run = run_images(bundle_path, items, workers=workers, runtime=runtime)
     threshold = bundle.manifest.calibration.referral_threshold
     skipped = skipped_rows + run.skipped
