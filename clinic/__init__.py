@@ -11,10 +11,11 @@ Modules, one job each:
 * :mod:`clinic.importer`: opening a sealed export and importing it.
 * :mod:`clinic.analysis`: decoding an upload and running the device pipeline.
 * :mod:`clinic.followup`: what changed between two scans of one lesion.
-* :mod:`clinic.auth`: accounts, password hashing, login throttling.
+* :mod:`clinic.auth`: accounts, password hashing, the per-account login lock-out.
+* :mod:`clinic.context`: the app's settings and what its pages share.
 * :mod:`clinic.app`: the Flask app factory; :mod:`clinic.views`: pages.
-* :mod:`clinic.cli`: ``skinscan serve`` and ``skinscan serve adduser``.
+* :mod:`clinic.cli`: ``skinscan serve``, ``serve adduser`` and ``serve unlock``.
 * :mod:`clinic.bench`: ``skinscan bench serve``.
 
-``device/`` never imports this package.
+``device/`` never imports this package. Administrators' guide: ``docs/clinic.md``.
 """

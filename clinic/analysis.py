@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import struct
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -63,8 +64,50 @@ class UploadInfo:
     height: int
 
 
+# JPEG frame headers (SOF0-SOF15 but DHT, JPG and DAC) carry the image size.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_STANDALONE_MARKERS = frozenset(range(0xD0, 0xDA)) | {0x01}  # RSTn, SOI, EOI, TEM
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, or None when it is not there."""
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, or None when none comes before the scan."""
+    at = 2  # after SOI
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _STANDALONE_MARKERS:
+            at += 2
+            continue
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
+        if marker in _SOF_MARKERS:
+            if length < 7 or at + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            return width, height
+        if marker == 0xDA or length < 2:  # the scan began without a frame header
+            return None
+        at += 2 + length
+    return None
+
+
 def sniff_upload(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> UploadInfo:
     """Check an upload's type and size from its header, without decoding its pixels.
+
+    The size is read from the PNG or JPEG header by this module, before Pillow
+    opens the file, so a huge image is refused as too large in the same words
+    whatever its kind (Pillow's own check would call it a decompression bomb).
 
     Raises:
         UploadError: empty, not a JPEG or PNG, an unreadable header, too small or too large.
@@ -72,20 +115,14 @@ def sniff_upload(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> UploadInf
     if not data:
         raise UploadError("the file is empty")
     if data.startswith(JPEG_MAGIC):
-        kind = "JPEG"
+        kind, size = "JPEG", _jpeg_size(data)
     elif data.startswith(PNG_MAGIC):
-        kind = "PNG"
+        kind, size = "PNG", _png_size(data)
     else:
         raise UploadError("this is not a JPEG or PNG image; upload a photo of the lesion")
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as header:
-            width, height = header.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise UploadError(
-            f"the {kind} file is damaged: its header cannot be read ({exc})"
-        ) from None
+    if size is None:
+        raise UploadError(f"the {kind} file is damaged: its header has no image size")
+    width, height = size
     if width * height > max_pixels:
         raise UploadError(
             f"the image is too large: {width}x{height} pixels "
@@ -93,6 +130,16 @@ def sniff_upload(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> UploadInf
         )
     if min(width, height) < MIN_SIDE:
         raise UploadError(f"the image is too small: {width}x{height} pixels (at least {MIN_SIDE})")
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            if header.size != (width, height):
+                raise ValueError(f"it says {header.size[0]}x{header.size[1]} pixels elsewhere")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UploadError(
+            f"the {kind} file is damaged: its header cannot be read ({exc})"
+        ) from None
     return UploadInfo(kind, int(width), int(height))
 
 

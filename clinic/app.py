@@ -3,8 +3,11 @@
 Security settings, all from well-kept libraries: session cookies signed by
 Flask (``HttpOnly``, ``SameSite=Strict``, ``Secure`` behind TLS), CSRF tokens
 on every form (Flask-WTF's :class:`~flask_wtf.csrf.CSRFProtect`), an upload
-size limit (``MAX_CONTENT_LENGTH``), a strict Content-Security-Policy, and a
-login check before every request but the login page and the stylesheet.
+size limit (``MAX_CONTENT_LENGTH``), a strict Content-Security-Policy, a
+login check before every request but the login page and the stylesheet, and a
+per-account login lock-out kept in the clinic database. ``X-Forwarded-For`` is
+believed only when ``trusted_proxies`` says how many proxies set it (werkzeug's
+:class:`~werkzeug.middleware.proxy_fix.ProxyFix`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from clinic.context import EXTENSION, ClinicContext, ClinicSettings
 from clinic.store import ClinicStore
+from device.errors import ConfigError
 
 __all__ = ["ClinicSettings", "create_app"]
 
@@ -36,6 +40,7 @@ def create_app(
         The ``flask.Flask`` app.
 
     Raises:
+        ConfigError: a setting is out of range.
         ExportKeyError: the clinic key file is missing or not a private key.
         BundleError: the model bundle is invalid.
         StorageError: the data folder cannot be used.
@@ -52,6 +57,8 @@ def create_app(
         analysis = AnalysisService(
             settings.bundle_dir, config_file=settings.config_file, max_pixels=settings.max_pixels
         )
+    if settings.trusted_proxies < 0:
+        raise ConfigError(f"trusted_proxies {settings.trusted_proxies}: must be 0 or more")
     if store is None:
         store = ClinicStore(settings.data_dir)
 
@@ -74,9 +81,15 @@ def create_app(
         store=store,
         clinic_private_key=private_key,
         analysis=analysis,
-        throttle=settings.throttle,
+        throttle=settings.throttle.using(store),
     )
     views.register(app)
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Only the client address: the scheme and host stay as served, so Flask-WTF's
+        # strict referrer check is not switched on behind a proxy whose pages send none.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)
     log.info(
         "clinic app ready: data %s, bundle %s, %d scans",
         settings.data_dir,

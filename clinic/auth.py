@@ -3,17 +3,17 @@
 Passwords are hashed with argon2-cffi's :class:`~argon2.PasswordHasher`
 (argon2id, its default parameters) and never stored or logged in clear. A
 failed login is slow for everyone and, after :data:`MAX_FAILURES` failures
-within :data:`WINDOW_S` seconds for the same account or from the same address,
-further attempts are refused until the window has passed.
+within :data:`WINDOW_S` seconds for the same account, further attempts at that
+account are refused until the window has passed. The failures are kept in the
+clinic database, so they survive a restart.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from clinic.store import ClinicStore
 from device.errors import SkinScanError
@@ -91,53 +91,80 @@ def verify_login(store: ClinicStore, username: str, password: str) -> bool:
     return True
 
 
+class FailureLog(Protocol):
+    """Where failed logins are kept: :class:`~clinic.store.ClinicStore` in the app."""
+
+    def add_login_failure(self, account: str, at: float, address: str | None) -> None:
+        """Record one failed login of ``account`` at time ``at``."""
+
+    def login_failures(self, account: str, since: float) -> list[float]:
+        """The times of ``account``'s failed logins at or after ``since``, oldest first."""
+
+    def clear_login_failures(self, account: str) -> int:
+        """Forget ``account``'s failures; how many."""
+
+    def prune_login_failures(self, before: float) -> int:
+        """Forget every account's failures older than ``before``; how many."""
+
+
 class LoginThrottle:
-    """Counts failed logins per key (account, address) in a sliding window.
+    """Locks an account after :data:`MAX_FAILURES` failed logins within :data:`WINDOW_S`.
+
+    Failures count per account (the username typed, known or not), never per
+    address: behind a reverse proxy on the same machine every user arrives from
+    one address, and one user's typos must not lock out the others. The app binds
+    the throttle to the clinic database (:meth:`using`), so a restart does not
+    reset the failures.
 
     Args:
         max_failures: failures allowed within the window.
         window_s: the window, seconds.
-        clock: monotonic clock (tests pass a fake one).
+        clock: wall clock in seconds (tests pass a fake one); wall time, because
+            the failures outlive the process.
+        log: where the failures are kept; None: only the limits, bound later with
+            :meth:`using` (as :class:`~clinic.context.ClinicSettings` holds it).
     """
 
     def __init__(
         self,
         max_failures: int = MAX_FAILURES,
         window_s: float = WINDOW_S,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+        log: FailureLog | None = None,
     ) -> None:
+        if max_failures < 1 or window_s <= 0:
+            raise ValueError("the lock-out needs max_failures >= 1 and window_s > 0")
         self.max_failures = int(max_failures)
         self.window_s = float(window_s)
         self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+        self._log = log
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        times = self._failures.setdefault(key, deque())
-        while times and now - times[0] > self.window_s:
-            times.popleft()
-        return times
+    def using(self, log: FailureLog) -> LoginThrottle:
+        """The same limits, with the failures kept in ``log``."""
+        return LoginThrottle(self.max_failures, self.window_s, self.clock, log)
 
-    def retry_after(self, *keys: str) -> float:
-        """Seconds until any of ``keys`` may try again; 0 when none is blocked."""
+    @property
+    def log(self) -> FailureLog:
+        """Where the failures are kept."""
+        if self._log is None:
+            raise RuntimeError("the login throttle is not bound to a store: call using(store)")
+        return self._log
+
+    def retry_after(self, account: str) -> float:
+        """Seconds until ``account`` may try again; 0 when it is not locked."""
         now = self.clock()
-        wait = 0.0
-        with self._lock:
-            for key in keys:
-                times = self._recent(key, now)
-                if len(times) >= self.max_failures:
-                    wait = max(wait, self.window_s - (now - times[0]))
-        return wait
+        times = self.log.login_failures(account, now - self.window_s)
+        if len(times) < self.max_failures:
+            return 0.0
+        # Locked until the oldest failure that still counts leaves the window.
+        return max(0.0, times[-self.max_failures] + self.window_s - now)
 
-    def failed(self, *keys: str) -> None:
-        """Record one failed attempt for each key."""
+    def failed(self, account: str, address: str | None = None) -> None:
+        """Record one failed login of ``account`` (from ``address``, kept for the admin)."""
         now = self.clock()
-        with self._lock:
-            for key in keys:
-                self._recent(key, now).append(now)
+        self.log.prune_login_failures(now - self.window_s)  # the table stays small
+        self.log.add_login_failure(account, now, address)
 
-    def succeeded(self, *keys: str) -> None:
-        """Forget the failures of ``keys`` after a successful login."""
-        with self._lock:
-            for key in keys:
-                self._failures.pop(key, None)
+    def succeeded(self, account: str) -> None:
+        """Forget ``account``'s failures after a successful login."""
+        self.log.clear_login_failures(account)

@@ -1,14 +1,16 @@
-"""``skinscan serve``: the clinic web app, served by waitress; ``skinscan serve adduser``.
+"""``skinscan serve``: the clinic web app, served by waitress; ``adduser`` and ``unlock``.
 
 At the clinic::
 
     skinscan records keygen --out ~/clinic-keys
     skinscan serve adduser --data ~/clinic-data alice
     skinscan serve --clinic-key ~/clinic-keys/clinic.key --data ~/clinic-data
+    skinscan serve unlock --data ~/clinic-data alice     # lift a login lock-out
 
 It listens on 127.0.0.1:8080 by default. ``--host 0.0.0.0`` (or an address)
 exposes it to the network: do that only behind a TLS reverse proxy, with
-``--secure-cookies``. Flask, waitress and argon2 are imported inside
+``--secure-cookies`` (and ``--trusted-proxies 1`` so that the log names the
+client's address, not the proxy's). Flask, waitress and argon2 are imported inside
 :func:`main`, so ``skinscan --help`` works without the clinic extra.
 """
 
@@ -54,6 +56,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="mark the session cookie Secure (when served over HTTPS by a reverse proxy)",
     )
+    parser.add_argument(
+        "--trusted-proxies",
+        type=int,
+        default=0,
+        metavar="N",
+        help="believe X-Forwarded-For from N reverse proxies in front of the app "
+        "(default 0: the header is ignored)",
+    )
     actions = parser.add_subparsers(dest="serve_action", metavar="ACTION")
     p = actions.add_parser("adduser", help="create a clinician account")
     p.add_argument("username", help="2-32 characters: a-z, 0-9, '.', '_', '-'")
@@ -62,6 +72,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin (scripts)"
+    )
+    p = actions.add_parser("unlock", help="lift an account's login lock-out")
+    p.add_argument("username", help="the locked account")
+    p.add_argument(
+        "--data", dest="user_data", type=Path, metavar="DIR", help="the clinic data folder"
     )
 
 
@@ -85,6 +100,18 @@ def _adduser(args: argparse.Namespace) -> int:
     with ClinicStore(data) as store:
         add_user(store, args.username, password)
     print(f"created user {args.username} in {data}")
+    return 0
+
+
+def _unlock(args: argparse.Namespace) -> int:
+    from clinic.store import ClinicStore
+
+    data = args.user_data or args.data
+    if data is None:
+        raise ConfigError("unlock needs --data DIR (the clinic data folder)")
+    with ClinicStore(data) as store:
+        forgotten = store.clear_login_failures(args.username.strip().lower())
+    print(f"unlocked {args.username}: {forgotten} failed login(s) forgotten")
     return 0
 
 
@@ -116,6 +143,7 @@ def build_app(args: argparse.Namespace):  # -> flask.Flask
         config_file=args.config,
         max_upload_bytes=int(args.max_upload_mb) * 1024 * 1024,
         secure_cookies=bool(args.secure_cookies),
+        trusted_proxies=int(args.trusted_proxies),
     )
     return create_app(settings)
 
@@ -124,6 +152,8 @@ def main(args: argparse.Namespace) -> int:
     """Run ``skinscan serve`` (or its ``adduser`` action) and return the exit code."""
     if args.serve_action == "adduser":
         return _adduser(args)
+    if args.serve_action == "unlock":
+        return _unlock(args)
     try:
         import waitress
     except ImportError:

@@ -30,6 +30,10 @@ class ClinicSettings:
         max_pixels: the largest image accepted for analysis.
         secure_cookies: mark the session cookie ``Secure`` (behind a TLS proxy).
         session_hours: how long a login lasts.
+        trusted_proxies: how many reverse proxies in front of the app set
+            ``X-Forwarded-For``; 0 (default): the header is ignored and the
+            connection's own address is the client's.
+        throttle: the login lock-out's limits (bound to the store by the app).
     """
 
     data_dir: Path
@@ -40,6 +44,7 @@ class ClinicSettings:
     max_pixels: int = 40_000_000
     secure_cookies: bool = False
     session_hours: float = 8.0
+    trusted_proxies: int = 0
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 

@@ -137,15 +137,36 @@ def import_uploaded(
         raise ImportRefusedError("no export file was given")
     folder = store.temp_path()
     folder.mkdir()
+    # Our own names on disk (the uploaded name is never used as a path); messages
+    # name the user's file instead, with its place in the upload as the detail.
+    shown: dict[str, str] = {}
     try:
         for number, (name, data) in enumerate(files):
+            label = _label(name, number, len(files))
             if not data.startswith(MAGIC):
                 raise ImportRefusedError(
-                    f"refused: {Path(name).name or 'the file'} is not a SkinScan export "
+                    f"refused: {label} is not a SkinScan export "
                     f"(a {SUFFIX} file from 'skinscan records export'); nothing was imported"
                 )
-            # Our own names: the uploaded name is never used as a path.
-            (folder / f"part-{number:03d}{SUFFIX}").write_bytes(data)
-        return import_export(store, folder, clinic_private_key, imported_by=imported_by)
+            part = folder / f"part-{number:03d}{SUFFIX}"
+            part.write_bytes(data)
+            shown[str(part)] = shown[part.name] = label
+        try:
+            return import_export(store, folder, clinic_private_key, imported_by=imported_by)
+        except ImportRefusedError as exc:
+            raise ImportRefusedError(_rename(str(exc), shown)) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _label(name: str, number: int, count: int) -> str:
+    """How a message names an uploaded file: its name, and its place when there are several."""
+    base = Path(name.replace("\\", "/")).name or "the file"
+    return base if count == 1 else f"{base} (file {number + 1} of {count})"
+
+
+def _rename(message: str, shown: dict[str, str]) -> str:
+    """``message`` with the temporary part paths and names replaced by the user's file names."""
+    for internal in sorted(shown, key=len, reverse=True):  # full paths before bare names
+        message = message.replace(internal, shown[internal])
+    return message

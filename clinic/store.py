@@ -4,7 +4,8 @@ Layout of the clinic data folder (``skinscan serve --data DIR``)::
 
     store.key      256-bit key of the clinic store, mode 0600 (back it up with the folder)
     scans/         a device ``SqliteScanStore``: scans, images and heatmaps, AES-256-GCM at rest
-    clinic.db      users (argon2 hashes), reviews, the import log, the patient list
+    clinic.db      users (argon2 hashes), reviews, the import log, the patient list,
+                   failed logins (for the lock-out)
     session.key    the secret that signs session cookies, mode 0600
     tmp/           uploads being read; emptied at start
 
@@ -76,6 +77,16 @@ _SCHEMA = (
         added INTEGER NOT NULL,
         already_present INTEGER NOT NULL
     )""",
+    # Failed logins per account, for the lock-out (clinic.auth.LoginThrottle). The
+    # account is a keyed hash: a password typed into the username field is not kept.
+    """CREATE TABLE IF NOT EXISTS login_failures (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_index TEXT NOT NULL,
+        failed_at REAL NOT NULL,
+        address TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS login_failures_account "
+    "ON login_failures (account_index, failed_at)",
     """CREATE TRIGGER IF NOT EXISTS reviews_no_update BEFORE UPDATE ON reviews
     BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END""",
     """CREATE TRIGGER IF NOT EXISTS reviews_no_delete BEFORE DELETE ON reviews
@@ -275,6 +286,42 @@ class ClinicStore:
         """Every account name, sorted."""
         with self._connect() as conn:
             return [r["username"] for r in conn.execute("SELECT username FROM users ORDER BY 1")]
+
+    # ----------------------------------------------------------------- failed logins
+
+    def add_login_failure(self, account: str, at: float, address: str | None) -> None:
+        """Record one failed login of ``account`` at ``at`` (seconds since the epoch)."""
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO login_failures (account_index, failed_at, address) VALUES (?, ?, ?)",
+                (self._cipher.index(account), float(at), address),
+            )
+
+    def login_failures(self, account: str, since: float) -> list[float]:
+        """The times of ``account``'s failed logins at or after ``since``, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT failed_at FROM login_failures WHERE account_index = ? AND failed_at >= ? "
+                "ORDER BY failed_at",
+                (self._cipher.index(account), float(since)),
+            ).fetchall()
+        return [float(r["failed_at"]) for r in rows]
+
+    def clear_login_failures(self, account: str) -> int:
+        """Forget ``account``'s failed logins (a login, or the admin's unlock); how many."""
+        with self._connect() as conn:
+            cursor = conn.execute(
+                "DELETE FROM login_failures WHERE account_index = ?", (self._cipher.index(account),)
+            )
+            return int(cursor.rowcount)
+
+    def prune_login_failures(self, before: float) -> int:
+        """Forget every account's failed logins older than ``before``; how many."""
+        with self._connect() as conn:
+            cursor = conn.execute(
+                "DELETE FROM login_failures WHERE failed_at < ?", (float(before),)
+            )
+            return int(cursor.rowcount)
 
     # ----------------------------------------------------------------- scans
 

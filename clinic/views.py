@@ -19,6 +19,7 @@ from clinic.context import ClinicContext, clinic_context
 from clinic.followup import compare
 from clinic.importer import ImportRefusedError, import_uploaded
 from device.errors import SkinScanError, StorageError, TamperError
+from device.imaging import quality
 from device.labels import HAM10000_CLASSES
 from device.records.api import InvalidRecordError, PatientRefError, ScanRecord
 from device.records.qr import validate_patient_ref
@@ -33,6 +34,16 @@ QUALITY_LABELS = {
     "bright_fraction": "Bright (clipped) pixels",
     "lesion_contrast": "Lesion contrast",
 }
+# The quality gate speaks to a health worker holding the scanner ("check the LED
+# ring"); an uploaded photo needs advice about the photo. Keyed by what failed;
+# a reason not listed here is shown as the gate words it.
+UPLOAD_ADVICE = {
+    quality.REASON_BLUR.split(" — ")[0]: "upload a sharper photo (in focus, not moved)",
+    quality.REASON_DARK.split(" — ")[0]: "upload a better-lit photo",
+    quality.REASON_BRIGHT.split(" — ")[0]: "upload a photo without glare or clipped highlights",
+    quality.REASON_NO_LESION.split(" — ")[0]: "upload a photo with the lesion in the centre",
+}
+REFILL_FILE = "Your entries are kept; choose the image file again (browsers do not keep it)."
 DIAGNOSES = [(d.code, f"{d.name} ({d.code})") for d in HAM10000_CLASSES] + [("other", "Other")]
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -182,10 +193,13 @@ def login() -> Any:
         return _page("login.html", next=request.args.get("next", ""))
     username = request.form.get("username", "").strip().lower()
     password = request.form.get("password", "")
-    keys = (f"user:{username}", f"addr:{request.remote_addr}")
-    wait = ctx.throttle.retry_after(*keys)
+    # Per account, never per address: behind a proxy on the same machine all users
+    # share one address (the address is logged, and is the client's only when
+    # trusted_proxies is set).
+    wait = ctx.throttle.retry_after(username)
     if wait > 0:
         minutes = max(1, round(wait / 60))
+        log.warning("locked account %r: login refused from %s", username, request.remote_addr)
         return _page(
             "login.html",
             429,
@@ -193,7 +207,7 @@ def login() -> Any:
             next=request.form.get("next", ""),
         )
     if not username or not verify_login(ctx.store, username, password):
-        ctx.throttle.failed(*keys)
+        ctx.throttle.failed(username, request.remote_addr)
         log.warning("failed login for %r from %s", username, request.remote_addr)
         return _page(
             "login.html",
@@ -201,7 +215,7 @@ def login() -> Any:
             error="Wrong username or password.",
             next=request.form.get("next", ""),
         )
-    ctx.throttle.succeeded(keys[0])
+    ctx.throttle.succeeded(username)
     session.clear()  # a fresh session (and CSRF token) at every login
     session["user"] = username
     session.permanent = True
@@ -342,30 +356,37 @@ def import_page() -> Any:
     return _page("import.html", imports=ctx.store.imports(), report=report)
 
 
+def _upload_advice(reason: str) -> str:
+    """A quality-gate reason with advice for an uploaded photo instead of the device's."""
+    what = reason.split(" — ", 1)[0]
+    return f"{what} — {UPLOAD_ADVICE[what]}" if what in UPLOAD_ADVICE else reason
+
+
+def _upload_form(status: int, error: str, form: Mapping[str, str]) -> Any:
+    """The upload form again, with the message and what the user had entered."""
+    return _page("upload.html", status, bundle_id=_ctx().analysis.bundle_id, error=error, form=form)
+
+
 def upload() -> Any:
     """GET: the upload form. POST: analyse the image through the device pipeline."""
     from flask import redirect, request, url_for
 
     ctx = _ctx()
     if request.method == "GET":
-        return _page("upload.html", bundle_id=ctx.analysis.bundle_id)
+        return _page("upload.html", bundle_id=ctx.analysis.bundle_id, form={})
+    form = {
+        "patient_ref": request.form.get("patient_ref", "").strip()[:64],
+        "body_site": request.form.get("body_site", "").strip()[:64],
+    }
     file = request.files.get("image")
     if file is None or not file.filename:
-        return _page(
-            "upload.html", 400, bundle_id=ctx.analysis.bundle_id, error="Choose an image file."
-        )
-    patient_ref = request.form.get("patient_ref", "").strip() or None
-    body_site = request.form.get("body_site", "").strip()[:64] or None
+        return _upload_form(400, "Choose an image file.", form)
+    patient_ref = form["patient_ref"] or None
     if patient_ref is not None:
         try:
             patient_ref = validate_patient_ref(patient_ref)
         except PatientRefError as exc:
-            return _page(
-                "upload.html",
-                400,
-                bundle_id=ctx.analysis.bundle_id,
-                error=f"Patient reference refused: {exc}.",
-            )
+            return _upload_form(400, f"Patient reference refused: {exc}. {REFILL_FILE}", form)
     data = file.read()
     try:
         record = ctx.analysis.analyse_upload(
@@ -373,19 +394,17 @@ def upload() -> Any:
             ctx.store.temp_path(),
             uploaded_by=_user(),
             patient_ref=patient_ref,
-            body_site=body_site,
+            body_site=form["body_site"] or None,
         )
     except QualityGateError as exc:
         return _page(
             "retake.html",
             422,
-            reasons=exc.reasons,
+            reasons=[_upload_advice(r) for r in exc.reasons],
             quality=_quality_rows(exc.metrics, ctx.analysis.thresholds),
         )
-    except UploadError as exc:
-        return _page("upload.html", 400, bundle_id=ctx.analysis.bundle_id, error=f"{exc}.")
-    except InvalidRecordError as exc:
-        return _page("upload.html", 400, bundle_id=ctx.analysis.bundle_id, error=f"{exc}.")
+    except (UploadError, InvalidRecordError) as exc:
+        return _upload_form(400, f"{exc}. {REFILL_FILE}", form)
     ctx.store.add_scan(record)
     return redirect(url_for("scan", scan_id=record.scan_id))
 

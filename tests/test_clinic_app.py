@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -25,10 +28,11 @@ from clinic_support import (
     upload,
 )
 
-from clinic.analysis import AnalysisService
+from clinic.analysis import AnalysisService, UploadError, sniff_upload
 from clinic.app import ClinicSettings, create_app
 from clinic.auth import LoginThrottle, hash_password
 from device.imaging.io import read_image
+from device.imaging.quality import assess_quality
 from device.records.testing import make_record
 from device.runtime.analyzer import Analyzer
 
@@ -164,14 +168,61 @@ def test_wrong_password_is_refused(client):
     assert login(client, username="nobody").status_code == 401
 
 
-def test_login_is_rate_limited_per_account_and_address(client, clock):
+def test_the_lockout_counts_failures_per_account_not_per_address(client, clock):
     for _ in range(5):
         assert login(client, password="guess").status_code == 401
     blocked = login(client)  # even the right password
     assert blocked.status_code == 429 and "Too many failed logins" in _alert(blocked)
-    assert login(client, username="bob", password=PASSWORD + "!").status_code == 429  # same address
+    # Behind a same-machine TLS proxy every user comes from one address: bob still gets in.
+    assert login(client, username="bob", password=PASSWORD + "!").status_code == 302
+    assert login(client).status_code == 429
     clock.now += 901
     assert login(client).status_code == 302
+
+
+def test_the_lockout_survives_a_restart(tmp_path, app, client, analysis, keys, clock):
+    for _ in range(5):
+        assert login(client, password="guess").status_code == 401
+    app.extensions["skinscan_clinic"].store.close()
+    settings = ClinicSettings(
+        data_dir=tmp_path / "clinic",
+        clinic_key=keys[0],
+        throttle=LoginThrottle(max_failures=5, window_s=900, clock=clock),
+    )
+    restarted = create_app(settings, analysis=analysis)
+    try:
+        fresh = restarted.test_client()
+        assert login(fresh).status_code == 429
+        clock.now += 901
+        assert login(fresh).status_code == 302
+    finally:
+        restarted.extensions["skinscan_clinic"].store.close()
+
+
+def test_a_forwarded_address_is_trusted_only_when_configured(
+    tmp_path, analysis, keys, caplog, password_hashes
+):
+    for proxies, logged in ((0, "127.0.0.1"), (1, "203.0.113.9")):
+        settings = ClinicSettings(
+            data_dir=tmp_path / f"clinic{proxies}", clinic_key=keys[0], trusted_proxies=proxies
+        )
+        flask_app = create_app(settings, analysis=analysis)
+        store = flask_app.extensions["skinscan_clinic"].store
+        try:
+            store.add_user("alice", password_hashes["alice"])
+            client = flask_app.test_client()
+            token = csrf(client)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="clinic.views"):
+                response = client.post(
+                    "/login",
+                    data={"username": "alice", "password": "guess", "csrf_token": token},
+                    headers={"X-Forwarded-For": "203.0.113.9"},
+                )
+            assert response.status_code == 401
+            assert f"from {logged}" in caplog.text, (proxies, caplog.text)
+        finally:
+            store.close()
 
 
 def test_logout_ends_the_session(logged_in):
@@ -242,6 +293,23 @@ def test_tampered_or_foreign_export_is_refused_on_the_page(tmp_path, logged_in, 
     assert response.status_code == 422 and "another clinic" in _alert(response)
     response = import_files(logged_in, [("notes.txt", b"hello")])
     assert response.status_code == 422 and "not a SkinScan export" in _alert(response)
+    assert store.scan_count() == 0
+
+
+def test_import_errors_name_the_users_file_not_an_internal_part(tmp_path, logged_in, keys, store):
+    _, other_public = make_keys(tmp_path / "other")
+    (foreign,) = make_export(tmp_path / "usb2", other_public)
+    response = import_files(logged_in, [("visit-2024-05.sealed", foreign.read_bytes())])
+    alert = _alert(response)
+    assert response.status_code == 422
+    assert "visit-2024-05.sealed cannot be opened with this clinic key" in alert
+    assert "part-0" not in alert and str(store.tmp_dir) not in alert
+    (mine,) = make_export(tmp_path / "usb", keys[1])
+    (other,) = make_export(tmp_path / "usb3", keys[1], [make_record(9, size=48)])
+    files = [("monday.sealed", mine.read_bytes()), ("tuesday.sealed", other.read_bytes())]
+    alert = _alert(import_files(logged_in, files))
+    assert "tuesday.sealed (file 2 of 2) belongs to another export" in alert, alert
+    assert "part-0" not in alert
     assert store.scan_count() == 0
 
 
@@ -329,12 +397,11 @@ def test_upload_runs_exactly_the_device_pipeline(tmp_path, logged_in, store, ana
     assert record.p_malignant == pytest.approx(reference.p_malignant, abs=1e-6)
     assert record.bundle_id == analysis.bundle_id and record.operator == "alice"
     assert record.patient_ref == PATIENT and record.heatmap is not None
-    assert set(record.quality) == {
-        "sharpness",
-        "dark_fraction",
-        "bright_fraction",
-        "lesion_contrast",
-    }
+    gate = assess_quality(read_image(path), analysis.thresholds)
+    assert record.quality == pytest.approx(gate.metrics())
+    assert {"sharpness", "dark_fraction", "bright_fraction", "lesion_contrast"} <= set(
+        record.quality
+    )
     page = _text(logged_in.get(response.headers["Location"]))
     assert NOTICE in page and analysis.bundle_id in page and "clinic upload" in page
     assert f"{100 * analysis.referral_threshold:.1f}%" in page
@@ -385,7 +452,7 @@ def test_a_frame_failing_the_quality_gate_gets_no_diagnosis(logged_in, store):
 
     blurred = cv2.GaussianBlur(read_phantom(), (0, 0), 12)
     for image, reason in (
-        (np.full((450, 600, 3), 190, np.uint8), "no lesion in view"),
+        (np.full((450, 600, 3), (205, 160, 140), np.uint8), "no lesion in view"),  # bare skin
         (np.full((450, 600, 3), 5, np.uint8), "too dark"),
         (blurred, "blurred"),
     ):
@@ -395,6 +462,74 @@ def test_a_frame_failing_the_quality_gate_gets_no_diagnosis(logged_in, store):
         assert reason in _alert(response)
         assert "Refer to a clinician" not in page and "Top 3" not in page
     assert store.scan_count() == 0
+
+
+def _png_header_image(width: int, height: int) -> bytes:
+    """A real greyscale PNG of ``width`` x ``height`` black pixels (deflate keeps it small)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    packer = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte 0, then the row
+    stream = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
+    )
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A real JPEG whose frame header (SOF0) says ``width`` x ``height``."""
+    data = bytearray(lesion_jpeg(5))
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def huge_png() -> bytes:
+    return _png_header_image(30000, 30000)
+
+
+def test_a_huge_image_is_refused_from_its_header(logged_in, store, huge_png):
+    for data, name in ((huge_png, "huge.png"), (_jpeg_claiming(30000, 30000), "huge.jpg")):
+        response = upload(logged_in, data, name=name)
+        alert = _alert(response)
+        assert response.status_code == 400, alert
+        assert "too large: 30000x30000 pixels (900 MP; at most 2 MP)" in alert
+        assert "decompression" not in alert.lower() and "DOS attack" not in alert
+    assert store.scan_count() == 0
+    with pytest.raises(UploadError, match=r"\(900 MP; at most 40 MP\)"):
+        sniff_upload(huge_png)
+
+
+def test_a_refused_patient_reference_keeps_what_was_entered(logged_in, store):
+    response = upload(logged_in, lesion_jpeg(), patient_ref="Jane Doe", body_site="left forearm")
+    assert response.status_code == 400
+    page, alert = _text(response), _alert(response)
+    assert 'name="patient_ref" maxlength="64" value="Jane Doe"' in page
+    assert 'name="body_site" maxlength="64" value="left forearm"' in page
+    assert "Patient reference refused" in alert and "choose the image file again" in alert
+    assert store.scan_count() == 0
+
+
+def test_the_retake_page_of_an_upload_advises_on_the_photo_not_the_device(logged_in):
+    import cv2
+
+    dark = np.full((450, 600, 3), 5, np.uint8)
+    blurred = cv2.GaussianBlur(read_phantom(), (0, 0), 12)
+    for image, reason, advice in (
+        (dark, "too dark", "better-lit"),
+        (blurred, "blurred", "sharper"),
+    ):
+        response = upload(logged_in, encode(image, ".png"), name="x.png")
+        page = _text(response)
+        assert response.status_code == 422 and reason in _alert(response)
+        assert advice in _alert(response)
+        assert "LED ring" not in page and "hold still" not in page and "Retake" not in page
 
 
 def test_a_bad_patient_reference_is_refused(logged_in, store):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sqlite3
 import subprocess
 import sys
 
@@ -108,3 +109,43 @@ def test_device_never_imports_the_clinic_app_or_flask():
                 ].startswith("clinic"):
                     offenders.append(f"{path.relative_to(root)}:{number}")
     assert offenders == []
+
+
+def test_serve_trusts_forwarded_addresses_only_when_told(tmp_path, monkeypatch):
+    import waitress
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    calls = []
+    monkeypatch.setattr(waitress, "serve", lambda app, **kw: calls.append(app))
+    private, _ = generate_clinic_keypair(tmp_path / "keys")
+    base = ["serve", "--clinic-key", str(private), "--data", str(tmp_path / "c")]
+    assert cli.main(base) == 0
+    assert cli.main([*base, "--trusted-proxies", "1"]) == 0
+    plain, proxied = calls
+    assert not isinstance(plain.wsgi_app, ProxyFix)
+    assert isinstance(proxied.wsgi_app, ProxyFix) and proxied.wsgi_app.x_for == 1
+    assert cli.main([*base, "--trusted-proxies", "-1"]) == 2
+
+
+def test_unlock_lifts_a_lockout_kept_in_the_clinic_database(tmp_path, monkeypatch, capsys):
+    from clinic.auth import LoginThrottle
+    from clinic.store import ClinicStore
+
+    data = tmp_path / "clinic"
+    with ClinicStore(data) as store:
+        throttle = LoginThrottle(max_failures=3, window_s=900).using(store)
+        for _ in range(3):
+            throttle.failed("alice", "127.0.0.1")
+        throttle.failed("bob", "127.0.0.1")
+        assert throttle.retry_after("alice") > 800 and throttle.retry_after("bob") == 0
+    assert cli.main(["serve", "unlock", "--data", str(data), "alice"]) == 0
+    assert "3 failed login(s) forgotten" in capsys.readouterr().out
+    with ClinicStore(data) as store:
+        throttle = LoginThrottle(max_failures=3, window_s=900).using(store)
+        assert throttle.retry_after("alice") == 0
+        assert len(store.login_failures("bob", since=0)) == 1
+        # Nothing of the typed name is kept in clear (it may be a mistyped password).
+        conn = sqlite3.connect(data / "clinic.db")
+        dump = "\n".join(conn.iterdump())
+        conn.close()
+        assert "bob" not in dump and "alice" not in dump
