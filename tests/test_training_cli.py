@@ -84,3 +84,28 @@ def test_the_v3_recipe_is_spec_3_without_acquisition_augmentation():
     assert _args("--recipe", "v3").recipe == "v3"
     with pytest.raises(ValueError):
         recipe_overrides("v9")
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "no-images"])
+def test_bad_data_leaves_no_run_folder_behind(tmp_path, kind, capsys):
+    from device.cli import main
+
+    data = tmp_path / "data"
+    if kind != "missing":
+        data.mkdir()
+    if kind == "no-images":
+        (data / "HAM10000_metadata.csv").write_text("lesion_id,image_id,dx\nL1,ISIC_1,nv\n")
+    run = tmp_path / "runs" / "X"
+    assert main(["train", "--data", str(data), "--run", str(run)]) == 2
+    assert "skinscan train: error:" in capsys.readouterr().err
+    assert not run.exists() and not run.parent.exists()
+
+
+def test_an_existing_run_folder_is_kept_when_the_data_is_bad(tmp_path):
+    from device.cli import main
+
+    run = tmp_path / "X"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    assert main(["train", "--data", str(tmp_path / "nope"), "--run", str(run)]) == 2
+    assert (run / "notes.txt").read_text() == "mine"

@@ -133,6 +133,10 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if not args.data:
         raise DatasetError("--data is required (the HAM10000 folder), or --resume RUN")
+    # Check the data before anything creates the run folder, so a typo in --data
+    # leaves nothing behind (and TensorFlow is not even imported).
+    for folder in args.data:
+        check_data(folder)
     cfg = TrainConfig(
         data_dir=str(Path(args.data[0]).resolve()),
         extra_data_dirs=[str(Path(d).resolve()) for d in args.data[1:]],
@@ -171,6 +175,27 @@ def main(args: argparse.Namespace) -> int:
         cfg.augment = no_augmentation()
     run_training(cfg)
     return 0
+
+
+def check_data(data_dir: str) -> None:
+    """Refuse a dataset folder that has no usable image, before a run folder is made.
+
+    Raises:
+        DatasetError: the folder or its labels are missing, or no row has its image.
+    """
+    from device.errors import DatasetError
+    from training.data import load_metadata
+
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise DatasetError(f"--data {data_dir}: no such folder (expected the HAM10000 folder)")
+    samples, report = load_metadata(folder)
+    if not samples:
+        examples = "; ".join(f"{s['image_id']}: {s['reason']}" for s in report.skipped[:3])
+        raise DatasetError(
+            f"--data {data_dir}: no usable image ({len(report.skipped)} rows skipped"
+            + (f", e.g. {examples})" if examples else ")")
+        )
 
 
 def recipe_overrides(recipe: str) -> dict:
