@@ -32,6 +32,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("clinic.cli", "the clinic web app: import exports, review, analyse"),
 }
 
+EPILOG = """\
+folder options:
+  --data DIR      a dataset of labelled images (train, calibrate-quality,
+                  bench segmentation): HAM10000_metadata.csv + images/
+  --data-dir DIR  the device's own data folder of saved scans (records)
+
+'skinscan COMMAND --help' shows each command's options."""
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skinscan",
         description="SkinScan: offline skin-lesion screening. A screening aid, not a diagnosis.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"skinscan {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")

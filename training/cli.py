@@ -52,11 +52,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "model files (spec 3, v3 augmentation, 16 deep epochs), which the shipped bundle then "
         "gets spec 6 from with 'skinscan convert --clamp-colour'",
     )
-    parser.add_argument("--head-epochs", type=int)
-    parser.add_argument("--finetune-epochs", type=int)
-    parser.add_argument("--first-trainable-block")
+    parser.add_argument("--head-epochs", type=int, help="phase 1 epochs: the head only")
+    parser.add_argument(
+        "--finetune-epochs", type=int, help="phase 2 epochs: the head and the last blocks"
+    )
+    parser.add_argument(
+        "--first-trainable-block", help="lowest backbone block trained in phase 2, e.g. block11"
+    )
     parser.add_argument("--deep-epochs", type=int, help="phase 3 epochs (0 skips it)")
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--batch-size", type=int, help="images per training step")
     parser.add_argument(
         "--threshold-confidence",
         type=float,
