@@ -203,7 +203,10 @@ def login() -> Any:
         return _page(
             "login.html",
             429,
-            error=f"Too many failed logins. Try again in about {minutes} minute(s).",
+            error=(
+                f"Too many failed logins for this account. Try again in about {minutes} "
+                "minute(s), or ask the clinic's administrator to unlock it."
+            ),
             next=request.form.get("next", ""),
         )
     if not username or not verify_login(ctx.store, username, password):

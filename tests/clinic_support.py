@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,31 @@ def encode(image: np.ndarray, ext: str = ".jpg") -> bytes:
 def lesion_jpeg(seed: int = 5) -> bytes:
     """A phantom lesion photo (600x450) that passes the quality gate."""
     return encode(make_phantom(seed, size=(450, 600)).image)
+
+
+def png_of_size(width: int, height: int) -> bytes:
+    """A real greyscale PNG of ``width`` x ``height`` black pixels (deflate keeps it small)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    packer = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte 0, then the row
+    stream = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
+    )
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A real JPEG whose frame header (SOF0) says ``width`` x ``height``."""
+    data = bytearray(lesion_jpeg(5))
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
 
 
 def csrf(client: Any, path: str = "/login") -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import re
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -21,10 +19,12 @@ from clinic_support import (
     csrf,
     encode,
     import_files,
+    jpeg_claiming,
     lesion_jpeg,
     login,
     make_export,
     make_keys,
+    png_of_size,
     upload,
 )
 
@@ -464,38 +464,13 @@ def test_a_frame_failing_the_quality_gate_gets_no_diagnosis(logged_in, store):
     assert store.scan_count() == 0
 
 
-def _png_header_image(width: int, height: int) -> bytes:
-    """A real greyscale PNG of ``width`` x ``height`` black pixels (deflate keeps it small)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    packer = zlib.compressobj(9)
-    row = bytes(width + 1)  # filter byte 0, then the row
-    stream = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
-    )
-
-
-def _jpeg_claiming(width: int, height: int) -> bytes:
-    """A real JPEG whose frame header (SOF0) says ``width`` x ``height``."""
-    data = bytearray(lesion_jpeg(5))
-    at = data.index(b"\xff\xc0")
-    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
-
-
 @pytest.fixture(scope="module")
 def huge_png() -> bytes:
-    return _png_header_image(30000, 30000)
+    return png_of_size(30000, 30000)
 
 
 def test_a_huge_image_is_refused_from_its_header(logged_in, store, huge_png):
-    for data, name in ((huge_png, "huge.png"), (_jpeg_claiming(30000, 30000), "huge.jpg")):
+    for data, name in ((huge_png, "huge.png"), (jpeg_claiming(30000, 30000), "huge.jpg")):
         response = upload(logged_in, data, name=name)
         alert = _alert(response)
         assert response.status_code == 400, alert

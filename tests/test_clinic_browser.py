@@ -18,8 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from clinic_support import PASSWORD, lesion_jpeg
+from clinic_support import PASSWORD, encode, lesion_jpeg, make_export, png_of_size
 
 from clinic.app import ClinicSettings, create_app
 from clinic.auth import add_user
@@ -198,4 +199,83 @@ def test_a_clinician_imports_reviews_and_uploads_in_a_browser(
     page.click("button:has-text('Analyse')")
     expect(page.locator("[role=alert]")).to_contain_text("not a JPEG or PNG")
     _shot(page, shots, "upload-refused")
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def plain_server(tmp_path_factory):
+    """A clinic app with one account and no imports (no simulator needed)."""
+    root = tmp_path_factory.mktemp("clinic-errors")
+    private, _ = generate_clinic_keypair(root / "keys")
+    app = create_app(ClinicSettings(data_dir=root / "data", clinic_key=private))
+    store = app.extensions["skinscan_clinic"].store
+    add_user(store, "alice", PASSWORD)
+    with BackgroundServer(app, threads=2) as running:
+        yield running
+    store.close()
+
+
+def test_what_a_clinician_sees_when_something_is_refused(plain_server, browser, shots, tmp_path):
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    expect = sync_api.expect
+    alert = page.locator("[role=alert]")
+
+    # Five wrong passwords lock that account only; a colleague still logs in.
+    page.goto(plain_server.url + "/login")
+    for _ in range(6):
+        page.fill("input[name=username]", "carol")
+        page.fill("input[name=password]", "a wrong guess")
+        page.click("button[type=submit]")
+    expect(alert).to_contain_text("Too many failed logins")
+    _shot(page, shots, "login-locked")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Patients")
+
+    # A refused patient reference: the form keeps what was typed.
+    image = tmp_path / "lesion.jpg"
+    image.write_bytes(lesion_jpeg(5))
+    page.click("text=Upload image")
+    page.set_input_files("input[name=image]", str(image))
+    page.fill("input[name=patient_ref]", "Jane Doe")
+    page.fill("input[name=body_site]", "left forearm")
+    page.click("button:has-text('Analyse')")
+    expect(alert).to_contain_text("choose the image file again")
+    expect(page.locator("input[name=patient_ref]")).to_have_value("Jane Doe")
+    expect(page.locator("input[name=body_site]")).to_have_value("left forearm")
+    _shot(page, shots, "upload-reference-refused")
+
+    # A 30000x30000 PNG: too large, in plain words.
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_of_size(30000, 30000))
+    page.set_input_files("input[name=image]", str(huge))
+    page.fill("input[name=patient_ref]", "")
+    page.click("button:has-text('Analyse')")
+    expect(alert).to_contain_text("(900 MP; at most 40 MP)")
+    expect(page.locator("input[name=body_site]")).to_have_value("left forearm")
+    _shot(page, shots, "upload-too-large")
+
+    # A dark photo: advice for a photo, not for the scanner.
+    dark = tmp_path / "dark.png"
+    dark.write_bytes(encode(np.full((450, 600, 3), 5, np.uint8), ".png"))
+    page.set_input_files("input[name=image]", str(dark))
+    page.click("button:has-text('Analyse')")
+    expect(alert).to_contain_text("too dark — upload a better-lit photo")
+    assert "LED ring" not in page.content()
+    _shot(page, shots, "upload-retake")
+
+    # An export sealed to another clinic: the message names the user's file.
+    _, other_public = generate_clinic_keypair(tmp_path / "other-keys")
+    (part,) = make_export(tmp_path / "usb", other_public)
+    named = tmp_path / "visit-2024-05.sealed"
+    named.write_bytes(part.read_bytes())
+    page.click("text=Import export")
+    page.set_input_files("input[name=export]", str(named))
+    page.click("button:has-text('Import')")
+    expect(alert).to_contain_text("visit-2024-05.sealed cannot be opened with this clinic key")
+    assert "part-0" not in alert.inner_text()
+    _shot(page, shots, "import-refused")
     context.close()
