@@ -153,6 +153,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="efficientnet_lite0",
         help="frozen ImageNet backbone (training.backbones; tiny_cnn for tests)",
     )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="full folds instead of screening: fine-tune, convert to int8 and evaluate the "
+        "held-out source through the device pipeline (resumable; about 20 min a fold here)",
+    )
+    parser.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=3,
+        help="with --full: epochs of the top blocks after one head epoch",
+    )
+    parser.add_argument(
+        "--first-trainable-block",
+        default="block11",
+        help="with --full: lowest backbone block fine-tuned after the head epoch",
+    )
+    parser.add_argument(
+        "--steps-per-epoch", type=int, default=0, help="with --full: cap (smoke runs only)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -161,6 +181,10 @@ def main(args: argparse.Namespace) -> int:
 
     folds = tuple(args.fold or DEFAULT_FOLDS)
     candidates = [CANDIDATES[n] for n in (args.candidate or list(CANDIDATES))]
+    if args.full:
+        from training.source_folds import run_full_folds
+
+        return run_full_folds(args, folds, candidates)
     cache = args.cache or args.out / "cache"
     args.out.mkdir(parents=True, exist_ok=True)
     samples, _ = load_sources(args.data)
