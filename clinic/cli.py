@@ -160,6 +160,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(
             "the clinic app needs the clinic extra: pip install -e '.[clinic]'"
         ) from None
+    from clinic.server import waitress_options
+
     _check_bind(args.host, args.port)
     app = build_app(args)
     if not app.extensions["skinscan_clinic"].store.usernames():
@@ -169,5 +171,12 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"skinscan serve: http://{args.host}:{args.port}/ (Ctrl-C stops)")
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="skinscan")
+    waitress.serve(
+        app,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        ident="skinscan",
+        **waitress_options(int(args.trusted_proxies)),
+    )
     return 0

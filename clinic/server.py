@@ -10,6 +10,16 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def waitress_options(trusted_proxies: int) -> dict[str, Any]:
+    """waitress settings for an app that believes ``trusted_proxies`` proxies.
+
+    waitress removes ``X-Forwarded-*`` headers it was not told to trust, so the
+    app's ProxyFix would never see them. With ``trusted_proxies`` > 0 the headers
+    are passed on and ProxyFix alone decides which entry is the client.
+    """
+    return {"clear_untrusted_proxy_headers": False} if trusted_proxies > 0 else {}
+
+
 class BackgroundServer:
     """The app served by waitress from a daemon thread, for tests and benchmarks.
 
@@ -18,15 +28,25 @@ class BackgroundServer:
         host: address to bind (default loopback only).
         port: port; 0 picks a free one.
         threads: waitress worker threads.
+        options: further waitress settings (e.g. :func:`waitress_options`).
 
     Attributes:
         url: the server's base URL, e.g. ``http://127.0.0.1:40123``.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, threads: int = 4) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        threads: int = 4,
+        **options: Any,
+    ) -> None:
         from waitress.server import create_server
 
-        self._server = create_server(app, host=host, port=port, threads=threads, ident="skinscan")
+        self._server = create_server(
+            app, host=host, port=port, threads=threads, ident="skinscan", **options
+        )
         self.port = int(self._server.effective_port)
         self.url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(target=self._run, name="waitress", daemon=True)

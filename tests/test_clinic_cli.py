@@ -116,14 +116,16 @@ def test_serve_trusts_forwarded_addresses_only_when_told(tmp_path, monkeypatch):
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     calls = []
-    monkeypatch.setattr(waitress, "serve", lambda app, **kw: calls.append(app))
+    monkeypatch.setattr(waitress, "serve", lambda app, **kw: calls.append((app, kw)))
     private, _ = generate_clinic_keypair(tmp_path / "keys")
     base = ["serve", "--clinic-key", str(private), "--data", str(tmp_path / "c")]
     assert cli.main(base) == 0
     assert cli.main([*base, "--trusted-proxies", "1"]) == 0
-    plain, proxied = calls
+    (plain, plain_options), (proxied, proxied_options) = calls
     assert not isinstance(plain.wsgi_app, ProxyFix)
+    assert "clear_untrusted_proxy_headers" not in plain_options  # waitress drops the header
     assert isinstance(proxied.wsgi_app, ProxyFix) and proxied.wsgi_app.x_for == 1
+    assert proxied_options["clear_untrusted_proxy_headers"] is False  # ProxyFix decides
     assert cli.main([*base, "--trusted-proxies", "-1"]) == 2
 
 
@@ -149,3 +151,44 @@ def test_unlock_lifts_a_lockout_kept_in_the_clinic_database(tmp_path, monkeypatc
         dump = "\n".join(conn.iterdump())
         conn.close()
         assert "bob" not in dump and "alice" not in dump
+
+
+def test_behind_waitress_the_forwarded_address_reaches_the_log(tmp_path, caplog):
+    """waitress drops proxy headers by default; with --trusted-proxies the app sees them."""
+    import http.cookiejar
+    import re
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from clinic.app import ClinicSettings, create_app
+    from clinic.server import BackgroundServer, waitress_options
+
+    private, _ = generate_clinic_keypair(tmp_path / "keys")
+    for proxies, logged in ((0, "127.0.0.1"), (1, "198.51.100.7")):
+        settings = ClinicSettings(
+            data_dir=tmp_path / f"c{proxies}", clinic_key=private, trusted_proxies=proxies
+        )
+        app = create_app(settings)
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        try:
+            with BackgroundServer(app, threads=1, **waitress_options(proxies)) as server:
+                page = opener.open(server.url + "/login").read().decode()
+                token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+                form = {"username": "alice", "password": "wrong guess", "csrf_token": token}
+                request = urllib.request.Request(
+                    server.url + "/login",
+                    data=urllib.parse.urlencode(form).encode(),
+                    headers={"X-Forwarded-For": "198.51.100.7"},
+                )
+                caplog.clear()
+                with caplog.at_level(logging.WARNING, logger="clinic.views"):
+                    try:
+                        opener.open(request)
+                    except urllib.error.HTTPError as exc:
+                        assert exc.code == 401
+                assert f"failed login for 'alice' from {logged}" in caplog.text, caplog.text
+        finally:
+            app.extensions["skinscan_clinic"].store.close()
