@@ -13,8 +13,11 @@ from device.app.events import (
     Analyzed,
     BundleReady,
     Button,
+    CameraNotice,
     CameraReady,
     Capture,
+    CardRead,
+    CardRefused,
     Exit,
     Failed,
     Frame,
@@ -24,19 +27,26 @@ from device.app.events import (
     Notice,
     PowerOff,
     QualityFailed,
+    ReadCard,
     ReloadBundle,
     Save,
     Saved,
 )
+from device.app.patient import BODY_SITES
 from device.ui.screens import (
     AnalyzingScreen,
+    CardScreen,
+    CompareScreen,
     ErrorScreen,
     HistoryScreen,
     PreviewScreen,
     ResultScreen,
     RetakeScreen,
     ShutdownScreen,
+    SiteScreen,
 )
+
+REF = "SKS-000142-7F3Q"
 
 
 def run(state: AppState, *events):
@@ -254,7 +264,7 @@ def test_frames_are_ignored_outside_the_live_view():
 
 
 def test_every_screen_has_hints_naming_real_buttons():
-    buttons = {"capture", "toggle", "next", "save", "back", "shutdown"}
+    buttons = {"capture", "toggle", "next", "save", "back", "shutdown", "patient"}
     states = [
         replace(initial_state(), frame=frame()),
         at_result(),
@@ -266,3 +276,216 @@ def test_every_screen_has_hints_naming_real_buttons():
         screen = view(state)
         assert screen.hints, screen.kind
         assert {h.button for h in screen.hints} <= buttons
+
+
+# ---- the patient card, body site and follow-up ----------------------------------------------
+
+
+def saved_item(key: str, created_at: str, site: str | None, ref: str | None = REF, p=0.1):
+    """A history entry as result_from_record makes it."""
+    return replace(
+        sample_result(key, p_malignant=p),
+        saved_id=f"{key}-id",
+        created_at=created_at,
+        patient_ref=ref,
+        body_site=site,
+    )
+
+
+def with_patient(site: str | None = None) -> AppState:
+    state, _ = run(initial_state(), frame(), Button("patient"), Button("capture"), CardRead(REF))
+    if site is not None:
+        state = replace(state, body_site=site)
+    return state
+
+
+def test_patient_button_opens_the_card_screen_and_capture_reads_the_card():
+    state, screen = run(initial_state(), frame(), Button("patient"))
+    assert state.mode == "card" and isinstance(screen, CardScreen)
+    assert screen.frame is not None and screen.problem == ""
+    assert {h.button for h in screen.hints} == {"capture", "back"}  # nothing to clear yet
+    state, screen = step(state, Button("capture"))
+    assert state.commands == (ReadCard(),)
+    assert isinstance(screen, AnalyzingScreen) and screen.title == "Patient card"
+    state, screen = step(state, CardRead(REF))
+    assert isinstance(screen, PreviewScreen)
+    assert state.patient_ref == REF and state.body_site is None
+    assert screen.patient == f"Patient {REF} · site not chosen"
+    assert "Patient card read" in screen.message
+
+
+def test_a_refused_card_stays_on_the_card_screen_with_the_reason():
+    state, screen = run(
+        initial_state(), frame(), Button("patient"), Button("capture"),
+        CardRefused("this looks like a name, not a card reference"),
+    )  # fmt: skip
+    assert isinstance(screen, CardScreen) and "looks like a name" in screen.problem
+    assert state.patient_ref is None
+    state, screen = step(state, Button("back"))
+    assert isinstance(screen, PreviewScreen) and screen.patient == ""
+
+
+def test_the_patient_is_on_every_screen_until_cleared():
+    state = with_patient("back")
+    line = f"Patient {REF} · back"
+    screens = [
+        view(state),
+        run(state, Button("capture"))[1],
+        run(state, Button("capture"), Analyzed(sample_result()))[1],
+        run(state, Button("capture"), QualityFailed(("blurred — hold still",)))[1],
+        run(state, Button("next"), HistoryLoaded((), REF))[1],
+        run(state, Button("toggle"))[1],
+        run(state, Button("shutdown"))[1],
+        run(state, Failed("camera", "unplugged"))[1],
+    ]
+    for screen in screens:
+        assert screen.patient == line, screen.kind
+    # "Next patient": the card screen clears the patient and the site.
+    state, screen = run(state, Button("patient"))
+    assert ("toggle", "Next patient") in [(h.button, h.action) for h in screen.hints]
+    state, screen = step(state, Button("toggle"))
+    assert state.patient_ref is None and state.body_site is None
+    assert isinstance(screen, PreviewScreen) and screen.patient == ""
+    assert "next patient" in screen.message
+
+
+def test_body_site_is_chosen_from_the_list_with_the_buttons():
+    state = with_patient()
+    state, screen = step(state, Button("toggle"))
+    assert isinstance(screen, SiteScreen) and screen.sites == BODY_SITES
+    assert screen.index == 0
+    state, screen = run(state, Button("next"), Button("next"), Button("next"), Button("next"))
+    assert screen.sites[screen.index] == "back"
+    state, screen = run(state, Button("toggle"), Button("next"))  # up, then down again
+    state, screen = step(state, Button("capture"))
+    assert state.body_site == "back" and isinstance(screen, PreviewScreen)
+    assert screen.patient == f"Patient {REF} · back"
+    # Reopening the list starts at the chosen site; back cancels without a change.
+    state, screen = run(state, Button("toggle"), Button("next"), Button("back"))
+    assert state.body_site == "back"
+
+
+def test_a_scan_made_while_a_patient_is_set_carries_the_reference_and_site():
+    state = with_patient("forearm")
+    state, _ = run(state, Button("capture"), Analyzed(sample_result()), Button("save"))
+    (command,) = state.commands
+    assert isinstance(command, Save)
+    assert command.result.patient_ref == REF and command.result.body_site == "forearm"
+    # Without a patient nothing is attached.
+    state, _ = run(at_result(), Button("save"))
+    assert state.commands[0].result.patient_ref is None
+
+
+def test_reading_the_same_card_again_keeps_the_site_another_card_resets_it():
+    state = with_patient("back")
+    state, _ = run(state, Button("patient"), Button("capture"), CardRead(REF))
+    assert state.body_site == "back"
+    state, _ = run(state, Button("patient"), Button("capture"), CardRead("K7-2291-55"))
+    assert state.patient_ref == "K7-2291-55" and state.body_site is None
+
+
+def test_history_is_this_patients_and_save_switches_to_everyone():
+    state = with_patient("back")
+    state, _ = step(state, Button("next"))
+    assert state.commands == (LoadHistory(REF),)
+    items = (saved_item("s2", "2026-03-01T10:00:00+00:00", "back"),)
+    state, screen = step(state, HistoryLoaded(items, REF))
+    assert screen.scope == f"Patient {REF}"
+    assert ("save", "All") in [(h.button, h.action) for h in screen.hints]
+    state, _ = step(state, Button("save"))
+    assert state.commands == (LoadHistory(None),)
+    state, screen = step(state, HistoryLoaded(items, None))
+    assert screen.scope == "All patients"
+    state, _ = step(state, Button("save"))
+    assert state.commands == (LoadHistory(REF),)
+    # Without a patient, history is everyone's and SAVE does nothing there.
+    state, _ = run(initial_state(), frame(), Button("next"))
+    assert state.commands == (LoadHistory(None),)
+
+
+def test_earlier_scans_of_the_same_site_are_offered_side_by_side():
+    items = (
+        saved_item("s4", "2026-04-10T09:00:00+00:00", "back", p=0.30),
+        saved_item("s3", "2026-03-20T09:00:00+00:00", "forearm"),
+        saved_item("s2", "2026-03-01T09:00:00+00:00", "back", p=0.12),
+        saved_item("s1", "2026-01-01T09:00:00+00:00", "back", ref="K7-2291-55"),
+        saved_item("s0", "2025-12-01T09:00:00+00:00", "back", p=0.05),
+    )
+    state, screen = run(with_patient("back"), Button("next"), HistoryLoaded(items, None))
+    assert screen.earlier == 2  # s2 and s0: not the forearm, not the other patient
+    assert ("capture", "Compare") in [(h.button, h.action) for h in screen.hints]
+    state, screen = step(state, Button("capture"))
+    assert isinstance(screen, CompareScreen)
+    assert screen.later.when == "2026-04-10 09:00 UTC"
+    assert screen.earlier.when == "2026-03-01 09:00 UTC"
+    assert screen.site == "back"
+    assert screen.change == "40 days later · P(malignant) 12% → 30%"
+    assert screen.position == "1 of 2"
+    state, screen = step(state, Button("next"))
+    assert screen.earlier.when == "2025-12-01 09:00 UTC"
+    state, screen = step(state, Button("next"))
+    assert screen.earlier.when == "2026-03-01 09:00 UTC"  # round again
+    state, screen = step(state, Button("back"))
+    assert isinstance(screen, HistoryScreen) and screen.index == 0
+    # The forearm scan has nothing to compare with: CAPTURE goes to the live view.
+    state, screen = step(state, Button("next"))
+    assert screen.earlier == 0 and "capture" not in [h.button for h in screen.hints]
+    state, screen = step(state, Button("capture"))
+    assert isinstance(screen, PreviewScreen)
+
+
+def test_a_scan_without_a_patient_or_site_has_no_follow_up():
+    items = (
+        saved_item("s2", "2026-03-01T09:00:00+00:00", None),
+        saved_item("s1", "2026-01-01T09:00:00+00:00", None),
+    )
+    _state, screen = run(initial_state(), frame(), Button("next"), HistoryLoaded(items))
+    assert screen.earlier == 0
+
+
+# ---- issue 22 section 4: screens ---------------------------------------------------------------
+
+
+def test_starting_screen_is_not_titled_analysing():
+    screen = view(initial_state())
+    assert isinstance(screen, AnalyzingScreen) and screen.text == "Starting camera…"
+    assert screen.title != "Analysing"
+    assert screen.snapshot_key == "starting"
+
+
+def test_history_keeps_the_heatmap_as_the_user_left_it():
+    state, _ = run(at_result(), Button("toggle"))
+    assert not state.show_heatmap
+    item = saved_item("s1", "2026-03-01T09:00:00+00:00", None)
+    state, screen = run(state, Button("next"), HistoryLoaded((item,)))
+    assert not state.show_heatmap and not screen.result.show_heatmap
+
+
+def test_the_only_saved_scan_offers_no_older_one():
+    item = saved_item("s1", "2026-03-01T09:00:00+00:00", None)
+    state, screen = run(initial_state(), frame(), Button("next"), HistoryLoaded((item,)))
+    assert "next" not in [h.button for h in screen.hints]
+    state, screen = step(state, Button("next"))
+    assert state.history_index == 0
+    two = (item, saved_item("s0", "2026-02-01T09:00:00+00:00", None))
+    state, screen = run(initial_state(), frame(), Button("next"), HistoryLoaded(two))
+    assert ("next", "Older") in [(h.button, h.action) for h in screen.hints]
+    state, screen = step(state, Button("next"))
+    assert ("next", "Newest") in [(h.button, h.action) for h in screen.hints]
+
+
+def test_history_times_say_utc():
+    item = saved_item("s1", "2026-03-01T09:05:31+00:00", None)
+    _state, screen = run(initial_state(), frame(), Button("next"), HistoryLoaded((item,)))
+    assert screen.created_at == "2026-03-01 09:05 UTC"
+
+
+def test_camera_notice_is_shown_on_the_live_view_until_the_next_scan():
+    state, screen = run(
+        initial_state(), frame(), CameraNotice("unreadable image file a.jpg: empty file; skipped")
+    )
+    assert isinstance(screen, PreviewScreen) and "a.jpg" in screen.warning
+    state, screen = run(state, frame())
+    assert "a.jpg" in screen.warning
+    state, screen = run(state, Button("capture"), QualityFailed(("x",)), Button("capture"))
+    assert isinstance(screen, PreviewScreen) and screen.warning is None

@@ -135,3 +135,41 @@ def test_stills_can_be_delivered_at_the_real_camera_resolution():
     camera.open()
     assert camera.preview_frame().shape == (480, 640, 3)
     assert camera.capture_still().shape == (1520, 2028, 3)
+
+
+def _bad_files(folder) -> None:
+    """A text file named .jpg, an empty file and a truncated JPEG."""
+    (folder / "a-text.jpg").write_text("these are my notes, not a photo")
+    (folder / "b-empty.png").write_bytes(b"")
+    good = np.full((60, 80, 3), (200, 40, 40), np.uint8)
+    ok, data = cv2.imencode(".jpg", good)
+    assert ok
+    (folder / "c-truncated.jpg").write_bytes(data.tobytes()[: len(data) // 2])
+
+
+def test_unreadable_files_are_skipped_with_a_notice(tmp_path):
+    _bad_files(tmp_path)
+    image = np.full((60, 80, 3), (20, 200, 40), np.uint8)
+    cv2.imwrite(str(tmp_path / "d-good.png"), image[..., ::-1])
+    camera = SimCamera(source=tmp_path)
+    camera.open()
+    assert camera.preview_frame()[0, 0].tolist() == [20, 200, 40]
+    notices = camera.take_notices()
+    assert [n.split(":")[0] for n in notices] == [
+        "unreadable image file a-text.jpg",
+        "unreadable image file b-empty.png",
+        "unreadable image file c-truncated.jpg",
+    ]
+    assert "skipped" in notices[0]
+    assert camera.take_notices() == []  # each notice is given once
+    # The still is the good image; the next loop over the folder skips the bad ones again.
+    assert camera.capture_still()[0, 0].tolist() == [20, 200, 40]
+    assert camera.capture_still()[0, 0].tolist() == [20, 200, 40]
+
+
+def test_a_folder_of_only_unreadable_files_is_a_camera_error(tmp_path):
+    _bad_files(tmp_path)
+    camera = SimCamera(source=tmp_path)
+    camera.open()
+    with pytest.raises(CameraError, match="no readable image"):
+        camera.preview_frame()

@@ -8,16 +8,27 @@ it and reports the outcome as the next event.
 Modes and buttons (``shutdown`` = long hold of POWER works everywhere):
 
 ===========  ===============================================================
-preview      capture: analyse · next/history: saved scans
+preview      capture: analyse · toggle: body site · next/history: saved scans
 analyzing    (waits for the outcome)
 result       toggle: heatmap · save · capture/back: new scan · next: history
 retake       capture/back: back to the live view
-history      next: older scan · toggle: heatmap · back/capture: live view
+history      next: older scan · toggle: heatmap · capture: compare with an
+             earlier scan of the same site (else live view) · save: this
+             patient's scans / all scans · back: live view
+compare      next: an even earlier scan · toggle: heatmap · back/capture: history
+card         capture: read the card · toggle: next patient (clear) · back: cancel
+reading      (waits for the card's outcome)
+site         next/toggle: down/up the list · capture/save: choose · back: cancel
 error        camera: retries by itself · bundle: capture retries ·
              disk full/storage: back/capture returns to the result
 shutdown     capture or shutdown again: confirm · anything else: cancel
 exit         final
 ===========  ===============================================================
+
+``patient`` (a long hold of BACK) opens the card screen from the live view, a
+result, a retake, history or the body-site list. The patient and body site stay
+set, and are shown on every screen, until another card is read or the patient
+is cleared; every scan analysed meanwhile carries them.
 """
 
 from __future__ import annotations
@@ -29,8 +40,11 @@ from device.app.events import (
     Analyzed,
     BundleReady,
     Button,
+    CameraNotice,
     CameraReady,
     Capture,
+    CardRead,
+    CardRefused,
     Command,
     ErrorInfo,
     Event,
@@ -43,14 +57,25 @@ from device.app.events import (
     Notice,
     PowerOff,
     QualityFailed,
+    ReadCard,
     ReloadBundle,
     ResultView,
     Save,
     Saved,
 )
+from device.app.patient import (
+    BODY_SITES,
+    change_line,
+    earlier_same_site,
+    patient_line,
+    when_text,
+)
 from device.hw.buttons import FAULT_PREFIX
 from device.ui.screens import (
     AnalyzingScreen,
+    CardScreen,
+    CompareScreen,
+    CompareSide,
     ErrorScreen,
     Hint,
     HistoryScreen,
@@ -59,11 +84,29 @@ from device.ui.screens import (
     RetakeScreen,
     Screen,
     ShutdownScreen,
+    SiteScreen,
 )
 
 log = logging.getLogger(__name__)
 
-MODES = ("preview", "analyzing", "result", "retake", "history", "error", "shutdown", "exit")
+MODES = (
+    "preview",
+    "analyzing",
+    "result",
+    "retake",
+    "history",
+    "compare",
+    "card",
+    "reading",
+    "site",
+    "error",
+    "shutdown",
+    "exit",
+)
+# Where the patient button opens the card screen (not while something is under way).
+PATIENT_FROM = ("preview", "result", "retake", "history", "compare", "site")
+# Modes that show the live camera and so fall to the camera error when it goes.
+LIVE_MODES = ("preview", "analyzing", "card", "reading")
 
 ERROR_TEXT: dict[str, tuple[str, str]] = {
     # problem -> (title, what to do)
@@ -115,6 +158,14 @@ class AppState:
         camera_ok: the camera is open; camera_detail: why not.
         bundle_ok: the model bundle is loaded; bundle_detail: why not.
         poweroff: confirming shutdown powers the device off (else just exits).
+        patient_ref: the patient set from their card, or None.
+        body_site: the body site chosen, or None.
+        site_index: the highlighted entry of the body-site list.
+        card_problem: why the last card could not be read ("" when none).
+        message: a status line for the live view ("Patient card read").
+        warning: a camera notice for the live view (a skipped image file).
+        history_patient: whose scans the loaded history holds (None: everyone's).
+        compare_index: the history index of the earlier scan being compared.
         commands: work requested by the last step, for the main loop.
     """
 
@@ -133,6 +184,14 @@ class AppState:
     bundle_ok: bool = True
     bundle_detail: str = ""
     poweroff: bool = False
+    patient_ref: str | None = None
+    body_site: str | None = None
+    site_index: int = 0
+    card_problem: str = ""
+    message: str = ""
+    warning: str = ""
+    history_patient: str | None = None
+    compare_index: int = 0
     commands: tuple[Command, ...] = ()
 
 
@@ -163,10 +222,14 @@ def _common(state: AppState, event: Event) -> AppState | None:
             return replace(state, commands=(InjectFault(event.name[len(FAULT_PREFIX) :]),))
         if event.name == "shutdown" and state.mode != "shutdown":
             return replace(state, mode="shutdown", back_to=state.mode)
+        if event.name == "patient" and state.mode in PATIENT_FROM:
+            return replace(state, mode="card", card_problem="", message="")
         return None
+    if isinstance(event, CameraNotice):
+        return replace(state, warning=event.detail)
     if isinstance(event, Failed) and event.problem == "camera":
         state = replace(state, camera_ok=False, camera_detail=event.detail)
-        if state.mode in ("preview", "analyzing") or (
+        if state.mode in LIVE_MODES or (
             state.mode == "error" and state.error is not None and state.error.problem == "camera"
         ):
             return _error(state, "camera", event.detail)
@@ -187,12 +250,22 @@ def _common(state: AppState, event: Event) -> AppState | None:
             return _enter_preview(state)
         return state
     if isinstance(event, HistoryLoaded):
+        # The heatmap stays as the health worker left it.
         return replace(
-            state, mode="history", history=event.items, history_index=0, show_heatmap=True
+            state,
+            mode="history",
+            history=event.items,
+            history_index=0,
+            history_patient=event.patient_ref,
         )
     if isinstance(event, Notice):
         return _error(state, "notice", event.detail, back_to=state.mode)
     return None
+
+
+def _load_history(state: AppState) -> AppState:
+    """Ask for saved scans: this patient's while one is set."""
+    return replace(state, commands=(LoadHistory(state.patient_ref),))
 
 
 def _preview(state: AppState, event: Event) -> AppState:
@@ -202,15 +275,74 @@ def _preview(state: AppState, event: Event) -> AppState:
         if event.name == "capture":
             if not state.bundle_ok:
                 return _error(state, "bundle", state.bundle_detail)
-            return replace(state, mode="analyzing", commands=(Capture(),))
+            return replace(state, mode="analyzing", commands=(Capture(),), message="", warning="")
+        if event.name == "toggle":
+            index = BODY_SITES.index(state.body_site) if state.body_site in BODY_SITES else 0
+            return replace(state, mode="site", site_index=index)
         if event.name in ("next", "history"):
-            return replace(state, commands=(LoadHistory(),))
+            return _load_history(state)
+    return state
+
+
+def _card(state: AppState, event: Event) -> AppState:
+    if isinstance(event, Frame):
+        return replace(state, frame=event)
+    if isinstance(event, Button):
+        if event.name == "capture":
+            return replace(state, mode="reading", commands=(ReadCard(),), warning="")
+        if event.name == "toggle" and state.patient_ref:
+            cleared = replace(
+                state,
+                patient_ref=None,
+                body_site=None,
+                message="Patient cleared: scan the next patient's card",
+            )
+            return _enter_preview(cleared)
+        if event.name == "back":
+            return _enter_preview(state)
+    return state
+
+
+def _reading(state: AppState, event: Event) -> AppState:
+    if isinstance(event, CardRead):
+        same = event.patient_ref == state.patient_ref
+        site = state.body_site if same else None  # a new patient starts without a site
+        read = replace(
+            state,
+            patient_ref=event.patient_ref,
+            body_site=site,
+            card_problem="",
+            message="Patient card read" + ("" if site else ": choose the body site"),
+        )
+        return _enter_preview(read)
+    if isinstance(event, CardRefused):
+        return replace(state, mode="card", card_problem=event.reason)
+    if isinstance(event, Failed):
+        return replace(state, mode="card", card_problem=event.detail)
+    return state
+
+
+def _site(state: AppState, event: Event) -> AppState:
+    if not isinstance(event, Button):
+        return state
+    count = len(BODY_SITES)
+    if event.name == "next":
+        return replace(state, site_index=(state.site_index + 1) % count)
+    if event.name == "toggle":
+        return replace(state, site_index=(state.site_index - 1) % count)
+    if event.name in ("capture", "save"):
+        site = BODY_SITES[state.site_index]
+        return _enter_preview(replace(state, body_site=site, message=f"Body site: {site}"))
+    if event.name == "back":
+        return _enter_preview(state)
     return state
 
 
 def _analyzing(state: AppState, event: Event) -> AppState:
     if isinstance(event, Analyzed):
-        return replace(state, mode="result", result=event.result, show_heatmap=True)
+        # The scan belongs to the patient and site set when it was made.
+        result = replace(event.result, patient_ref=state.patient_ref, body_site=state.body_site)
+        return replace(state, mode="result", result=result)
     if isinstance(event, QualityFailed):
         return replace(state, mode="retake", retake=event.reasons, retake_image=event.image)
     if isinstance(event, Failed):
@@ -231,7 +363,7 @@ def _result(state: AppState, event: Event) -> AppState:
         if event.name in ("capture", "back"):
             return _enter_preview(state)
         if event.name in ("next", "history"):
-            return replace(state, commands=(LoadHistory(),))
+            return _load_history(state)
     if isinstance(event, Saved):
         saved = replace(result, saved_id=event.scan_id, created_at=event.created_at)
         return replace(state, result=saved)
@@ -242,12 +374,32 @@ def _result(state: AppState, event: Event) -> AppState:
 
 def _history(state: AppState, event: Event) -> AppState:
     if isinstance(event, Button):
-        if event.name == "next" and state.history:
+        if event.name == "next" and len(state.history) > 1:
             return replace(state, history_index=(state.history_index + 1) % len(state.history))
         if event.name == "toggle":
             return replace(state, show_heatmap=not state.show_heatmap)
+        if event.name == "save" and state.patient_ref:
+            scope = None if state.history_patient else state.patient_ref
+            return replace(state, commands=(LoadHistory(scope),))
+        if event.name == "capture" and state.history:
+            earlier = earlier_same_site(state.history, state.history_index)
+            if earlier:
+                return replace(state, mode="compare", compare_index=earlier[0])
         if event.name in ("back", "capture"):
             return _enter_preview(state)
+    return state
+
+
+def _compare(state: AppState, event: Event) -> AppState:
+    if isinstance(event, Button):
+        if event.name == "next":
+            earlier = earlier_same_site(state.history, state.history_index)
+            position = earlier.index(state.compare_index) if state.compare_index in earlier else -1
+            return replace(state, compare_index=earlier[(position + 1) % len(earlier)])
+        if event.name == "toggle":
+            return replace(state, show_heatmap=not state.show_heatmap)
+        if event.name in ("back", "capture"):
+            return replace(state, mode="history")
     return state
 
 
@@ -280,8 +432,8 @@ def _shutdown(state: AppState, event: Event) -> AppState:
         return state
     if event.name in ("capture", "shutdown"):
         return replace(state, mode="exit", commands=(PowerOff() if state.poweroff else Exit(),))
-    if event.name in ("back", "power", "toggle", "next", "save"):
-        if state.back_to == "analyzing":
+    if event.name in ("back", "power", "toggle", "next", "save", "patient"):
+        if state.back_to in ("analyzing", "reading"):
             return _enter_preview(state)
         return replace(state, mode=state.back_to)
     return state
@@ -292,6 +444,10 @@ _MODE_STEPS = {
     "analyzing": _analyzing,
     "result": _result,
     "history": _history,
+    "compare": _compare,
+    "card": _card,
+    "reading": _reading,
+    "site": _site,
     "retake": _retake,
     "error": _error_mode,
     "shutdown": _shutdown,
@@ -343,24 +499,130 @@ def _result_screen(result: ResultView, show_heatmap: bool, title: str, hints) ->
     )
 
 
-def view(state: AppState) -> Screen:
-    """What the screen shows for ``state``."""
+def _compare_side(item: ResultView) -> CompareSide:
+    return CompareSide(
+        image=item.image,
+        overlay=item.overlay,
+        when=when_text(item.created_at),
+        risk_tier=item.risk_tier,
+        p_malignant=item.p_malignant,
+        label=item.top3[0].name if item.top3 else item.label,
+        unfamiliar=item.unfamiliar,
+    )
+
+
+def _history_view(state: AppState) -> Screen:
+    if not state.history:
+        scope = "Patient " + state.history_patient if state.history_patient else ""
+        hints = [("back", "Back")]
+        if state.patient_ref:
+            hints.insert(0, ("save", "This patient" if not state.history_patient else "All"))
+        return HistoryScreen(index=0, total=0, result=None, scope=scope, hints=_hints(*hints))
+    index, total = state.history_index, len(state.history)
+    item = state.history[index]
+    earlier = earlier_same_site(state.history, index)
+    pairs: list[tuple[str, str]] = []
+    if total > 1:
+        pairs.append(("next", "Newest" if index == total - 1 else "Older"))
+    pairs.append(("toggle", "Heatmap"))
+    if earlier:
+        pairs.append(("capture", "Compare"))
+    if state.patient_ref:
+        pairs.append(("save", "All" if state.history_patient else "This patient"))
+    pairs.append(("back", "Live view"))
+    if state.history_patient:
+        scope = f"Patient {state.history_patient}"
+    else:
+        scope = "All patients" if state.patient_ref else ""
+    # Within one patient's history the site says enough; among everyone's, name the patient.
+    who = None if state.history_patient else item.patient_ref
+    subject = " · ".join(x for x in (who, item.body_site) if x)
+    title = f"Saved scan {index + 1} of {total}"
+    return HistoryScreen(
+        index=index,
+        total=total,
+        result=_result_screen(item, state.show_heatmap, title, ()),
+        created_at=when_text(item.created_at),
+        hints=_hints(*pairs),
+        scope=scope,
+        subject=subject,
+        earlier=len(earlier),
+    )
+
+
+def _compare_view(state: AppState) -> Screen:
+    later = state.history[state.history_index]
+    earlier = state.history[state.compare_index]
+    older = earlier_same_site(state.history, state.history_index)
+    position = older.index(state.compare_index) + 1 if state.compare_index in older else 1
+    pairs = [("toggle", "Heatmap"), ("back", "History")]
+    if len(older) > 1:
+        pairs.insert(0, ("next", "Earlier"))
+    return CompareScreen(
+        earlier=_compare_side(earlier),
+        later=_compare_side(later),
+        show_heatmap=state.show_heatmap,
+        site=later.body_site or "",
+        change=change_line(earlier, later),
+        position=f"{position} of {len(older)}",
+        hints=_hints(*pairs),
+    )
+
+
+def _screen(state: AppState) -> Screen:
+    """The screen for ``state``, without the patient line."""
     mode = state.mode
     if mode == "preview":
         frame = state.frame
-        hints = _hints(("capture", "Scan"), ("next", "History"), ("shutdown", _off(state)))
+        hints = _hints(
+            ("capture", "Scan"),
+            ("toggle", "Site"),
+            ("next", "History"),
+            ("patient", "Patient"),
+            ("shutdown", _off(state)),
+        )
         if frame is None:
-            return AnalyzingScreen(frame=None, text="Starting camera…", hints=hints)
+            return AnalyzingScreen(
+                frame=None, text="Starting camera…", title="Starting", hints=hints
+            )
         return PreviewScreen(
             frame=frame.image,
             lesion_box=frame.lesion_box,
             quality_ok=frame.quality_ok,
             reason=frame.reason,
             fps=frame.fps,
+            message=state.message or None,
+            warning=state.warning or None,
             hints=hints,
         )
     if mode == "analyzing":
         return AnalyzingScreen(frame=state.frame.image if state.frame else None)
+    if mode == "card":
+        pairs = [("capture", "Read card")]
+        if state.patient_ref:
+            pairs.append(("toggle", "Next patient"))
+        pairs.append(("back", "Cancel"))
+        return CardScreen(
+            frame=state.frame.image if state.frame else None,
+            problem=state.card_problem,
+            current=state.patient_ref or "",
+            hints=_hints(*pairs),
+        )
+    if mode == "reading":
+        return AnalyzingScreen(
+            frame=state.frame.image if state.frame else None,
+            text="Reading card…",
+            title="Patient card",
+        )
+    if mode == "site":
+        return SiteScreen(
+            sites=BODY_SITES,
+            index=state.site_index,
+            current=state.body_site or "",
+            hints=_hints(
+                ("capture", "Choose"), ("next", "Down"), ("toggle", "Up"), ("back", "Cancel")
+            ),
+        )
     if mode == "result":
         assert state.result is not None
         hints = _hints(
@@ -376,19 +638,9 @@ def view(state: AppState) -> Screen:
             hints=_hints(("capture", "Try again")),
         )
     if mode == "history":
-        hints = _hints(("next", "Older"), ("toggle", "Heatmap"), ("back", "Live view"))
-        if not state.history:
-            return HistoryScreen(index=0, total=0, result=None, hints=_hints(("back", "Back")))
-        item = state.history[state.history_index]
-        title = f"Saved scan {state.history_index + 1} of {len(state.history)}"
-        screen = _result_screen(item, state.show_heatmap, title, ())
-        return HistoryScreen(
-            index=state.history_index,
-            total=len(state.history),
-            result=screen,
-            created_at=item.created_at.replace("T", " ")[:16],
-            hints=hints,
-        )
+        return _history_view(state)
+    if mode == "compare":
+        return _compare_view(state)
     if mode == "error":
         error = state.error or ErrorInfo("analysis", "unknown problem")
         title, action = ERROR_TEXT.get(error.problem, ERROR_TEXT["analysis"])
@@ -418,3 +670,10 @@ def view(state: AppState) -> Screen:
             ),
         )
     return ShutdownScreen(confirmed=True, poweroff=state.poweroff)
+
+
+def view(state: AppState) -> Screen:
+    """What the screen shows for ``state``: every screen carries the patient line."""
+    screen = _screen(state)
+    line = patient_line(state.patient_ref, state.body_site)
+    return replace(screen, patient=line) if line else screen

@@ -40,6 +40,8 @@ class ResultView:
             images (the tier is then "uncertain", unless it is "refer").
         unusual_light: the light was unlike that of nearly all training images and the
             colours were corrected before classification (worth checking the LED ring).
+        patient_ref: the patient set when the scan was made (from their card), or None.
+        body_site: the body site chosen for it, or None.
     """
 
     scan_key: str
@@ -58,6 +60,8 @@ class ResultView:
     created_at: str = ""
     unfamiliar: bool = False
     unusual_light: bool = False
+    patient_ref: str | None = None
+    body_site: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,9 +136,31 @@ class Saved:
 
 @dataclass(frozen=True, eq=False)
 class HistoryLoaded:
-    """Saved scans, newest first."""
+    """Saved scans, newest first; only this patient's when ``patient_ref`` is set."""
 
     items: tuple[ResultView, ...]
+    patient_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class CardRead:
+    """A patient card was read: its opaque reference."""
+
+    patient_ref: str
+
+
+@dataclass(frozen=True)
+class CardRefused:
+    """No reference could be taken from the card photo, and why (shown on screen)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class CameraNotice:
+    """The camera skipped something the tester should know about (an unreadable file)."""
+
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -155,6 +181,9 @@ Event = (
     | Saved
     | HistoryLoaded
     | Notice
+    | CardRead
+    | CardRefused
+    | CameraNotice
 )
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -174,7 +203,14 @@ class Save:
 
 @dataclass(frozen=True)
 class LoadHistory:
-    """Read saved scans from the store."""
+    """Read saved scans from the store: only this patient's when ``patient_ref`` is set."""
+
+    patient_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class ReadCard:
+    """Take a still and read the patient reference from the QR code on a card."""
 
 
 @dataclass(frozen=True)
@@ -199,4 +235,4 @@ class InjectFault:
     fault: str
 
 
-Command = Capture | Save | LoadHistory | ReloadBundle | PowerOff | Exit | InjectFault
+Command = Capture | Save | LoadHistory | ReadCard | ReloadBundle | PowerOff | Exit | InjectFault

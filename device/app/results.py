@@ -127,6 +127,8 @@ def record_from_result(
         bundle_id=bundle_id,
         bundle_sha256=bundle_sha256,
         app_version=__version__,
+        patient_ref=result.patient_ref,
+        body_site=result.body_site,
         extra={
             "referral_threshold": f"{result.referral_threshold:.6f}",
             "unfamiliar": "1" if result.unfamiliar else "0",
@@ -170,4 +172,6 @@ def result_from_record(
         created_at=record.created_at,
         unfamiliar=record.extra.get("unfamiliar") == "1",
         unusual_light=record.extra.get("unusual_light") == "1",
+        patient_ref=record.patient_ref,
+        body_site=record.body_site,
     )

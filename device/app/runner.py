@@ -22,18 +22,23 @@ from device.app.events import (
     Analyzed,
     BundleReady,
     Button,
+    CameraNotice,
     CameraReady,
     Capture,
+    CardRead,
+    CardRefused,
     Command,
     Event,
     Exit,
     Failed,
+    Frame,
     HistoryLoaded,
     InjectFault,
     LoadHistory,
     Notice,
     PowerOff,
     QualityFailed,
+    ReadCard,
     ReloadBundle,
     Save,
     Saved,
@@ -46,7 +51,7 @@ from device.app.results import (
     result_from_record,
 )
 from device.app.systemd import Notifier
-from device.errors import CameraError, DiskFullError, SkinScanError, StorageError
+from device.errors import CameraError, DiskFullError, ImageError, SkinScanError, StorageError
 from device.hw.buttons import BUTTON_EVENTS, button_labels
 from device.imaging.quality import QualityThresholds, assess_quality
 from device.ui.render import Renderer
@@ -243,16 +248,32 @@ class App:
                 self.present()
                 return
         self._try_camera()
-        if self.state.mode == "preview" and self.camera_open:
+        if self.state.mode in ("preview", "card") and self.camera_open:
             try:
                 image = self.camera.preview_frame()
             except CameraError as exc:
                 self._camera_lost(exc)
             else:
-                self.dispatch(self.preview.analyze(image))
+                self._camera_notices()
+                self.dispatch(self._live_frame(image))
         self.present()
         self.notifier.watchdog()
         self.frames += 1
+
+    def _live_frame(self, image: Any) -> Event:
+        """The live-view event for ``image``; a frame the gate cannot assess never stops the app."""
+        try:
+            return self.preview.analyze(image)
+        except ImageError as exc:
+            log.warning("live view: %s", exc)
+            return Frame(image=image, lesion_box=None, quality_ok=False, reason=str(exc), fps=0.0)
+
+    def _camera_notices(self) -> None:
+        """Show what the camera skipped (the simulator's unreadable image files)."""
+        take = getattr(self.camera, "take_notices", None)
+        notices = take() if take is not None else []
+        if notices:
+            self.dispatch(CameraNotice(" · ".join(notices)))
 
     # ---- events and commands ----------------------------------------------------------------
 
@@ -275,7 +296,9 @@ class App:
         if isinstance(command, Save):
             return self._save(command)
         if isinstance(command, LoadHistory):
-            return self._history()
+            return self._history(command.patient_ref)
+        if isinstance(command, ReadCard):
+            return self._read_card()
         if isinstance(command, ReloadBundle):
             return self._load_bundle()
         if isinstance(command, InjectFault):
@@ -348,8 +371,15 @@ class App:
         except CameraError as exc:
             self._camera_lost(exc)
             return Failed("camera", str(exc))
+        self._camera_notices()
         t1 = time.perf_counter()
-        report = assess_quality(still, self.thresholds)
+        try:
+            report = assess_quality(still, self.thresholds)
+        except ImageError as exc:  # e.g. a 20x15 frame: a retake, never an exit
+            log.info("retake: %s", exc)
+            timing.outcome = "retake"
+            self._pending = timing
+            return QualityFailed((f"unusable photo — {exc}",), _showable(still))
         t2 = time.perf_counter()
         timing.capture, timing.quality = t1 - t0, t2 - t1
         self._pending = timing
@@ -390,6 +420,34 @@ class App:
         )
         return Analyzed(result)
 
+    def _read_card(self) -> Event:
+        """Take a still and read the patient reference from the card's QR code."""
+        from device.records.api import PatientRefError
+        from device.records.qr import read_patient_ref
+
+        self.present()  # "Reading card…" while the still is taken and decoded
+        try:
+            still = self.camera.capture_still()
+        except CameraError as exc:
+            self._camera_lost(exc)
+            return Failed("camera", str(exc))
+        self._camera_notices()
+        try:
+            ref = read_patient_ref(still)
+        except PatientRefError as exc:
+            log.info("patient card refused: %s", exc)
+            return CardRefused(_sentence(str(exc)))
+        except ImageError as exc:
+            return CardRefused(_sentence(f"unusable photo: {exc}"))
+        if ref is None:
+            log.info("patient card: no QR code found")
+            return CardRefused(
+                "No QR code found. Hold the card flat under the lens, the whole code in view, "
+                "and press Capture again."
+            )
+        log.info("patient card read")  # the reference itself stays out of the log
+        return CardRead(ref)
+
     def _bundle_identity(self) -> tuple[str, str]:
         bundle = getattr(self.analyzer, "bundle", None)
         if bundle is None:
@@ -413,19 +471,19 @@ class App:
         log.info("saved scan %s", scan_id)
         return Saved(scan_id, record.created_at)
 
-    def _history(self) -> Event:
+    def _history(self, patient_ref: str | None = None) -> Event:
         threshold = 0.5
         if self.analyzer is not None:
             threshold = self.analyzer.calibration.referral_threshold
         try:
-            records = self.store.history(limit=HISTORY_LIMIT)
+            records = self.store.history(patient_ref=patient_ref, limit=HISTORY_LIMIT)
             if self._legend is None:
                 self._legend = legend_colours()
             items = tuple(result_from_record(r, threshold, self._legend) for r in records)
         except StorageError as exc:  # includes TamperError
             log.error("history unavailable: %s", exc)
             return Notice(f"Saved scans cannot be read: {exc}")
-        return HistoryLoaded(items)
+        return HistoryLoaded(items, patient_ref)
 
     # ---- drawing ----------------------------------------------------------------------------
 
@@ -464,3 +522,17 @@ class App:
             log.error("power-off command exited with %s", code)
             return 1
         return 0
+
+
+def _sentence(text: str) -> str:
+    """``text`` with a capital first letter and a full stop."""
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def _showable(frame: Any) -> Any:
+    """``frame`` if it can be drawn (an HxWx3 uint8 array), else None."""
+    import numpy as np
+
+    drawable = isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3
+    return frame if drawable and frame.shape[2] == 3 and min(frame.shape[:2]) > 0 else None

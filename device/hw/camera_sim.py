@@ -8,6 +8,10 @@ lesion. Faults are injected on cue with :meth:`SimCamera.inject`:
 - ``"blur"``: the next still is strongly blurred (hand shake);
 - ``"exception"``: the next frame request raises CameraError once;
 - ``"disconnect"``: every call raises CameraError until ``"reconnect"``.
+
+A file in the folder that cannot be decoded (a text file named ``.jpg``, an
+empty file, a truncated JPEG) is skipped: the camera goes on to the next image
+and leaves a notice ("unreadable image file NAME: skipped") for the app to show.
 """
 
 from __future__ import annotations
@@ -38,6 +42,15 @@ def _phantom_source(count: int) -> Callable[[int], np.ndarray]:
     return frame
 
 
+class UnreadableFileError(CameraError):
+    """One file of the image folder cannot be decoded; the camera skips it."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"unreadable image file {name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
 def _folder_source(folder: Path) -> tuple[Callable[[int], np.ndarray], int]:
     from device.imaging.io import read_image
 
@@ -50,7 +63,9 @@ def _folder_source(folder: Path) -> tuple[Callable[[int], np.ndarray], int]:
         try:
             return read_image(path)
         except CorruptImageError as exc:
-            raise CameraError(f"simulated camera: {exc}") from exc
+            # read_image's message starts with the full path; the notice names the file.
+            reason = str(exc).removeprefix(f"{path}: ")
+            raise UnreadableFileError(path.name, reason) from exc
 
     return frame, len(files)
 
@@ -108,6 +123,9 @@ class SimCamera:
         self.pending_fault: str | None = None
         self.stills_taken = 0
         self._frame_at: Callable[[int], np.ndarray] | None = None
+        self._count = 1
+        self._notices: list[str] = []
+        self._skipped: set[str] = set()
         self._video: _VideoSource | None = None
         self._current: np.ndarray | None = None
         self._preview: np.ndarray | None = None
@@ -121,7 +139,7 @@ class SimCamera:
         if self.source is None:
             self._frame_at = _phantom_source(PHANTOM_COUNT)
         elif self.source.is_dir():
-            self._frame_at, _ = _folder_source(self.source)
+            self._frame_at, self._count = _folder_source(self.source)
         elif self.source.is_file() and self.source.suffix.lower() in VIDEO_SUFFIXES:
             self._video = _VideoSource(self.source)
             self._frame_at = self._video
@@ -133,12 +151,30 @@ class SimCamera:
         self._current = None
         log.info("simulated camera open: %s", self.source or "synthetic phantoms")
 
+    def _read_next_readable(self) -> np.ndarray:
+        """The image at :attr:`index`, moving past files that cannot be decoded."""
+        assert self._frame_at is not None
+        for _ in range(self._count):
+            try:
+                return self._frame_at(self.index)
+            except UnreadableFileError as exc:
+                if exc.name not in self._skipped:
+                    self._skipped.add(exc.name)
+                    self._notices.append(f"unreadable image file {exc.name}: {exc.reason}; skipped")
+                    log.warning("simulated camera: %s; skipped", exc)
+                self.index += 1
+        raise CameraError(f"simulated camera: no readable image in {self.source}")
+
+    def take_notices(self) -> list[str]:
+        """Notices about skipped files since the last call (each file is reported once)."""
+        notices, self._notices = self._notices, []
+        return notices
+
     def _load(self) -> None:
         """Read the current image (once per image, not per frame)."""
         if self._current is not None:
             return
-        assert self._frame_at is not None
-        self._current = np.ascontiguousarray(self._frame_at(self.index))
+        self._current = np.ascontiguousarray(self._read_next_readable())
         if self.still_size is not None and self._current.shape[1::-1] != tuple(self.still_size):
             self._current = cv2.resize(
                 self._current, tuple(self.still_size), interpolation=cv2.INTER_LINEAR

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,12 @@ import numpy as np
 
 from device.hw.display import import_pygame
 from device.ui.screens import (
+    NOTICE,
     UNUSUAL_LIGHT_NOTES,
     AnalyzingScreen,
+    CardScreen,
+    CompareScreen,
+    CompareSide,
     ErrorScreen,
     Hint,
     HistoryScreen,
@@ -32,6 +37,8 @@ from device.ui.screens import (
     RetakeScreen,
     Screen,
     ShutdownScreen,
+    SiteScreen,
+    tier_action,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,7 @@ GOOD = (46, 170, 80)
 BAD = (220, 60, 50)
 WARN = (245, 180, 40)
 BOX = (0, 220, 255)
+PATIENT_BG = (24, 60, 96)
 TIER_COLOURS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     # tier -> (background, text)
     "refer": ((200, 40, 40), (255, 255, 255)),
@@ -99,6 +107,10 @@ class Renderer:
         self._fonts: dict[tuple[int, bool], Any] = {}
         self._text_cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._image_cache: OrderedDict[tuple[Any, ...], tuple[np.ndarray, Any]] = OrderedDict()
+        # Set per screen by draw(): the patient line under the title, and the footer rows.
+        self._patient = ""
+        self._hint_rows: list[list[tuple[str, int]]] = []
+        self._hint_font: Any = None
 
     # ---- primitives -------------------------------------------------------------------------
 
@@ -241,10 +253,32 @@ class Renderer:
     # ---- frame: header and hints --------------------------------------------------------------
 
     def header_height(self) -> int:
+        """The title bar, plus the patient line under it while a patient is set."""
+        return self.px(24) + (self.patient_height() if self._patient else 0)
+
+    def title_height(self) -> int:
+        """The title bar alone."""
         return self.px(24)
 
+    def patient_height(self) -> int:
+        """The patient line under the title bar."""
+        return self.px(17)
+
     def footer_height(self) -> int:
-        return self.px(24)
+        """One row of hint chips, or two when one row cannot hold them legibly."""
+        return self.px(24) * max(1, len(self._hint_rows))
+
+    def draw_patient(self, surface: Any) -> None:
+        """The patient's reference and body site, on every screen while one is set."""
+        if not self._patient:
+            return
+        top = self.title_height()
+        height = self.patient_height()
+        self.pygame.draw.rect(surface, PATIENT_BG, (0, top, self.size[0], height))
+        pad = self.px(8)
+        font, _ = self.fit_lines(self._patient, self.size[0] - 2 * pad, 12, 1, True)
+        text = self.ellipsize(self._patient, font, self.size[0] - 2 * pad)
+        self.draw_text(surface, text, font, TEXT, (pad, top + height // 2), "midleft")
 
     def draw_header(self, surface: Any, title: str, right: str = "", colour=TEXT) -> None:
         """The title bar, with optional text on the right.
@@ -253,7 +287,7 @@ class Renderer:
         title gives way first, shrinking and then ending in "…".
         """
         pygame = self.pygame
-        height = self.header_height()
+        height = self.title_height()
         pygame.draw.rect(surface, PANEL, (0, 0, self.size[0], height))
         pad = self.px(8)
         right_w = 0
@@ -276,37 +310,69 @@ class Renderer:
         """How a hint reads: the key or button label, then the action."""
         return f"{self.key_labels.get(hint.button, hint.button.upper())}: {hint.action}"
 
+    def layout_hints(self, hints: Sequence[Hint]) -> None:
+        """Choose the footer's font and rows: one row if it fits at a legible size, else two."""
+        self._hint_rows = []
+        if not hints:
+            return
+        pad, gap = self.px(6), self.px(6)
+        room = self.size[0] - 2 * gap
+        texts = [self.hint_text(h) for h in hints]
+
+        def rows_at(font: Any, count: int) -> list[list[tuple[str, int]]] | None:
+            """Chips flowed into at most ``count`` rows, or None when they need more."""
+            rows: list[list[tuple[str, int]]] = [[]]
+            used = 0
+            for text in texts:
+                width = font.size(text)[0] + 2 * pad
+                if rows[-1] and used + gap + width > room:
+                    rows.append([])
+                    used = 0
+                if width > room or len(rows) > count:
+                    return None
+                used += width + (gap if rows[-1] else 0)
+                rows[-1].append((text, width))
+            return rows
+
+        for count in (1, 2):
+            size = 12.0
+            while True:
+                font = self.font(size)
+                laid = rows_at(font, count)
+                if laid is not None:
+                    self._hint_rows, self._hint_font = laid, font
+                    return
+                if self.px(size) <= MIN_FONT_PX:
+                    break
+                size -= 0.5
+        # Still too wide on two rows at the smallest font: the keys only, on one row.
+        font = self.font(12.0)
+        keys = [self.key_labels.get(h.button, h.button.upper()) for h in hints]
+        self._hint_rows = [[(k, font.size(k)[0] + 2 * pad) for k in keys]]
+        self._hint_font = font
+
     def draw_hints(self, surface: Any, hints: Sequence[Hint]) -> None:
         """The footer: one chip per button that does something on this screen."""
         pygame = self.pygame
+        if hints and not self._hint_rows:
+            self.layout_hints(hints)
         height = self.footer_height()
         top = self.size[1] - height
         pygame.draw.rect(surface, PANEL, (0, top, self.size[0], height))
         if not hints:
             return
-        pad = self.px(6)
         gap = self.px(6)
-        texts = [self.hint_text(h) for h in hints]
-        size = 12.0
-        while True:
-            font = self.font(size)
-            widths = [font.size(t)[0] + 2 * pad for t in texts]
-            total = sum(widths) + gap * (len(texts) - 1)
-            if total <= self.size[0] - 2 * gap or self.px(size) <= MIN_FONT_PX:
-                break
-            size -= 0.5
-        if total > self.size[0] - 2 * gap:
-            # Still too wide at the smallest font: show the keys only.
-            texts = [self.key_labels.get(h.button, h.button.upper()) for h in hints]
-            widths = [font.size(t)[0] + 2 * pad for t in texts]
-            total = sum(widths) + gap * (len(texts) - 1)
-        x = (self.size[0] - total) // 2
-        chip_h = height - self.px(6)
-        for text, width in zip(texts, widths, strict=True):
-            chip = pygame.Rect(x, top + (height - chip_h) // 2, width, chip_h)
-            pygame.draw.rect(surface, BG, chip, border_radius=self.px(4))
-            self.draw_text(surface, text, font, TEXT, chip.center, "center")
-            x += width + gap
+        row_h = self.px(24)
+        chip_h = row_h - self.px(6)
+        for number, row in enumerate(self._hint_rows):
+            total = sum(w for _, w in row) + gap * (len(row) - 1)
+            x = (self.size[0] - total) // 2
+            row_top = top + number * row_h
+            for text, width in row:
+                chip = pygame.Rect(x, row_top + (row_h - chip_h) // 2, width, chip_h)
+                pygame.draw.rect(surface, BG, chip, border_radius=self.px(4))
+                self.draw_text(surface, text, self._hint_font, TEXT, chip.center, "center")
+                x += width + gap
 
     def content_rect(self) -> Any:
         """The area between the header and the footer."""
@@ -318,6 +384,8 @@ class Renderer:
     def draw(self, surface: Any, screen: Screen) -> None:
         """Draw ``screen`` over the whole surface."""
         surface.fill(BG)
+        self._patient = getattr(screen, "patient", "")
+        self.layout_hints(screen.hints)
         drawers = {
             "preview": self._preview,
             "analyzing": self._analyzing,
@@ -326,8 +394,12 @@ class Renderer:
             "error": self._error,
             "history": self._history,
             "shutdown": self._shutdown,
+            "card": self._card,
+            "site": self._site,
+            "compare": self._compare,
         }
         drawers[screen.kind](surface, screen)
+        self.draw_patient(surface)
         self.draw_hints(surface, screen.hints)
 
     def _preview(self, surface: Any, screen: PreviewScreen) -> None:
@@ -364,10 +436,24 @@ class Renderer:
         text_left = centre[0] + radius + self.px(6)
         font, lines = self.fit_lines(label, rect.right - text_left - self.px(4), 14, 1, True)
         self.draw_text(surface, lines[0], font, TEXT, (text_left, centre[1]), "midleft")
+        if screen.warning:
+            self._warning_band(surface, screen.warning, rect)
+
+    def _warning_band(self, surface: Any, text: str, rect: Any) -> None:
+        """A notice across the top of the live image, wrapped to at most three lines."""
+        pygame = self.pygame
+        pad = self.px(6)
+        inner = pygame.Rect(rect.left + pad, rect.top + pad, rect.width - 2 * pad, rect.height)
+        text = text[:1].upper() + text[1:]
+        font, lines = self.fit_lines(text, inner.width, 13, 3, True)
+        lines = lines[:3]
+        band_h = self.line_step(font) * len(lines) + 2 * pad
+        pygame.draw.rect(surface, WARN, (rect.left, rect.top, rect.width, band_h))
+        self.draw_block(surface, text, inner, 13, (20, 20, 20), bold=True, max_lines=3)
 
     def _analyzing(self, surface: Any, screen: AnalyzingScreen) -> None:
         pygame = self.pygame
-        self.draw_header(surface, "Analysing")
+        self.draw_header(surface, screen.title)
         area = self.content_rect()
         if screen.frame is not None:
             rect = self.fit_image(screen.frame, area)
@@ -506,8 +592,10 @@ class Renderer:
         if screen.saved:
             font = self.font(12, True)
             colour = GOOD if screen.is_saved else WARN
+            lines = 2 if y + 2 * self.line_step(font) <= panel.bottom else 1
             if y + font.get_height() <= panel.bottom:
-                self.draw_text(surface, screen.saved, font, colour, (panel.left, y))
+                rect = pygame.Rect(panel.left, y, panel.width, panel.bottom - y)
+                self.draw_block(surface, screen.saved, rect, 12, colour, bold=True, max_lines=lines)
 
     def _result_body(self, surface: Any, screen: ResultScreen) -> None:
         area = self.content_rect().inflate(-2 * self.px(6), -2 * self.px(5))
@@ -523,16 +611,23 @@ class Renderer:
     def _history(self, surface: Any, screen: HistoryScreen) -> None:
         if screen.result is None:
             self.draw_header(surface, "Saved scans")
-            area = self.content_rect()
-            self.draw_text(
-                surface, "No saved scans yet", self.font(18, True), MUTED, area.center, "center"
-            )
+            area = self.content_rect().inflate(-2 * self.px(12), -2 * self.px(12))
+            text = "No saved scans yet"
+            if screen.scope.startswith("Patient"):
+                text = "No saved scans for this patient yet"
+            font, lines = self.fit_lines(text, area.width, 18, 3, True)
+            top = area.centery - self.line_step(font) * len(lines) // 2
+            self.draw_block(
+                surface, text, self.pygame.Rect(area.left, top, area.width, area.bottom - top),
+                18, MUTED, bold=True, align="center",
+            )  # fmt: skip
             return
-        title = f"Scan {screen.index + 1}/{screen.total}"
-        if screen.created_at:
-            title += f" · {screen.created_at}"
-        self.draw_header(surface, title, screen.result.notice)
-        self._result_body(surface, screen.result)
+        # The date goes with the saved status, where it wraps rather than being cut.
+        self.draw_header(surface, f"Saved scan {screen.index + 1}/{screen.total}", NOTICE)
+        saved = " · ".join(x for x in (screen.created_at or "Saved", screen.subject) if x)
+        if screen.earlier:
+            saved += f" · {screen.earlier} earlier of this site"
+        self._result_body(surface, replace(screen.result, saved=saved))
 
     def _retake(self, surface: Any, screen: RetakeScreen) -> None:
         pygame = self.pygame
@@ -615,6 +710,128 @@ class Renderer:
         y = self.draw_block(surface, title, area, 24, TEXT, bold=True, align="center")
         rect = self.pygame.Rect(area.left, y + self.px(10), area.width, area.bottom - y)
         self.draw_block(surface, detail, rect, 14, MUTED, max_lines=3, align="center")
+
+    def _card(self, surface: Any, screen: CardScreen) -> None:
+        """The live view beside what to do; the reason in red when a card was refused."""
+        pygame = self.pygame
+        self.draw_header(surface, "Scan patient card")
+        area = self.content_rect().inflate(-2 * self.px(6), -2 * self.px(5))
+        left = area.left
+        if screen.frame is not None:
+            view_area = pygame.Rect(area.left, area.top, area.width // 2, area.height)
+            rect = self.fit_image(screen.frame, view_area)
+            rect.top = view_area.top
+            surface.blit(self.image_surface(screen.frame, rect.size), rect)
+            pygame.draw.rect(surface, BOX, rect, width=max(2, self.px(2)))
+            left = view_area.right + self.px(10)
+        text = pygame.Rect(left, area.top, area.right - left, area.height)
+        y = text.top
+        if screen.problem:
+            y = self.draw_block(surface, "Card not read", text, 18, BAD, bold=True, max_lines=1)
+            y += self.px(4)
+            y = self.draw_block(
+                surface, screen.problem, pygame.Rect(text.left, y, text.width, text.bottom - y),
+                13, TEXT, max_lines=5,
+            )  # fmt: skip
+        else:
+            y = self.draw_block(
+                surface, "Hold the patient's card under the lens, the whole QR code in view.",
+                text, 15, TEXT, max_lines=4,
+            )  # fmt: skip
+        y += self.px(8)
+        note = "The card holds a reference, never a name."
+        if screen.current:
+            note = f"Now: {screen.current}. Next patient clears it."
+        self.draw_block(
+            surface, note, pygame.Rect(text.left, y, text.width, text.bottom - y), 12, MUTED,
+            max_lines=3,
+        )  # fmt: skip
+
+    def _site(self, surface: Any, screen: SiteScreen) -> None:
+        """The body sites in a grid; the highlighted one boxed, the chosen one ticked."""
+        pygame = self.pygame
+        self.draw_header(surface, "Body site")
+        area = self.content_rect().inflate(-2 * self.px(8), -2 * self.px(6))
+        columns = 3 if area.width >= self.px(300) else 2
+        rows = -(-len(screen.sites) // columns)
+        cell_w = area.width // columns
+        cell_h = area.height // rows
+        font, _ = self.fit_lines("upper arm ✓", cell_w - 2 * self.px(6), 14, 1, True)
+        for i, site in enumerate(screen.sites):
+            column, row = i // rows, i % rows
+            cell = pygame.Rect(
+                area.left + column * cell_w, area.top + row * cell_h, cell_w, cell_h
+            ).inflate(-self.px(4), -self.px(3))
+            chosen = site == screen.current
+            if i == screen.index:
+                pygame.draw.rect(surface, BOX, cell, border_radius=self.px(4))
+                colour = BG
+            else:
+                pygame.draw.rect(surface, PANEL, cell, border_radius=self.px(4))
+                colour = GOOD if chosen else TEXT
+            label = self.ellipsize(site + (" ✓" if chosen else ""), font, cell.width - self.px(8))
+            self.draw_text(surface, label, font, colour, cell.center, "center")
+
+    def _compare_side(
+        self, surface: Any, side: CompareSide, show_heatmap: bool, area: Any, heading: str
+    ) -> None:
+        pygame = self.pygame
+        small = self.font(11)
+        step = self.line_step(small)
+        y = area.top
+        heading = f"{heading}: {side.when}"
+        for shorter in (side.when, side.when.split(" ")[0]):
+            if small.size(heading)[0] <= area.width:
+                break
+            heading = shorter  # a narrow screen: the date and time, then the date alone
+        self.draw_text(surface, heading, small, MUTED, (area.centerx, y), "midtop")
+        y += step
+        banner_font, _ = self.fit_lines(
+            tier_action(side.risk_tier, side.unfamiliar), area.width, 12, 1, True
+        )
+        action = self.ellipsize(
+            tier_action(side.risk_tier, side.unfamiliar), banner_font, area.width - self.px(6)
+        )
+        banner_h = self.line_step(banner_font) + self.px(4)
+        below = banner_h + step + self.px(4)
+        photo_side = max(1, min(area.width, area.bottom - y - below))
+        photo = pygame.Rect(area.centerx - photo_side // 2, y, photo_side, photo_side)
+        image = side.overlay if show_heatmap and side.overlay is not None else side.image
+        surface.blit(self.image_surface(image, photo.size), photo)
+        y = photo.bottom + self.px(4)
+        banner = pygame.Rect(area.left, y, area.width, banner_h)
+        pygame.draw.rect(surface, background_of(side.risk_tier), banner, border_radius=self.px(4))
+        self.draw_text(
+            surface, action, banner_font, foreground_of(side.risk_tier), banner.center, "center"
+        )
+        y = banner.bottom
+        line = self.ellipsize(
+            f"P(malignant) {side.p_malignant:.0%} · {side.label}", small, area.width
+        )
+        self.draw_text(surface, line, small, TEXT, (area.centerx, y), "midtop")
+
+    def _compare(self, surface: Any, screen: CompareScreen) -> None:
+        """Two scans of one site side by side, older on the left, and what changed."""
+        pygame = self.pygame
+        title = f"Follow-up: {screen.site}" if screen.site else "Follow-up"
+        if screen.position:
+            title += f" ({screen.position})"
+        self.draw_header(surface, title, NOTICE)
+        area = self.content_rect().inflate(-2 * self.px(6), -2 * self.px(4))
+        change_font, _ = self.fit_lines(screen.change, area.width, 13, 1, True)
+        change_h = self.line_step(change_font) + self.px(4)
+        gap = self.px(10)
+        half = (area.width - gap) // 2
+        body_h = area.height - change_h
+        left = pygame.Rect(area.left, area.top, half, body_h)
+        right = pygame.Rect(area.left + half + gap, area.top, half, body_h)
+        self._compare_side(surface, screen.earlier, screen.show_heatmap, left, "Earlier")
+        self._compare_side(surface, screen.later, screen.show_heatmap, right, "Later")
+        change = self.ellipsize(screen.change, change_font, area.width)
+        self.draw_text(
+            surface, change, change_font, TEXT, (area.centerx, area.bottom - change_h + self.px(2)),
+            "midtop",
+        )  # fmt: skip
 
     # ---- whole frame ------------------------------------------------------------------------
 

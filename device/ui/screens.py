@@ -52,7 +52,9 @@ class PreviewScreen:
         reason: the first failing reason ("blurred — hold still"), or None.
         fps: measured live-view frame rate.
         source: the camera's name.
-        message: a short status line (e.g. "Saved"), or None.
+        message: a short status line (e.g. "Patient card read"), or None.
+        warning: something the tester must know (a skipped image file), or None.
+        patient: the patient line shown under the title ("" when no patient is set).
     """
 
     frame: np.ndarray
@@ -62,7 +64,9 @@ class PreviewScreen:
     fps: float
     source: str = ""
     message: str | None = None
+    warning: str | None = None
     hints: tuple[Hint, ...] = ()
+    patient: str = ""
     kind: str = "preview"
 
     @property
@@ -73,17 +77,21 @@ class PreviewScreen:
 
 @dataclass(frozen=True, eq=False)
 class AnalyzingScreen:
-    """Shown while a still is captured and analysed."""
+    """Shown while a still is captured and analysed (or the camera starts, or a card is read)."""
 
     frame: np.ndarray | None
     text: str = "Analysing…"
     hints: tuple[Hint, ...] = ()
+    title: str = "Analysing"
+    patient: str = ""
     kind: str = "analyzing"
 
     @property
     def snapshot_key(self) -> str:
-        """One screenshot per analysis (or start-up wait)."""
-        return "analyzing" if self.frame is not None else "starting"
+        """One screenshot per analysis, card read or start-up wait."""
+        if self.frame is None:
+            return "starting"
+        return "reading-card" if self.title == "Patient card" else "analyzing"
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,7 @@ class ResultScreen:
     scan_key: str = ""
     notice: str = NOTICE
     hints: tuple[Hint, ...] = ()
+    patient: str = ""
     kind: str = "result"
 
     @property
@@ -156,6 +165,7 @@ class RetakeScreen:
     frame: np.ndarray | None
     reasons: tuple[str, ...]
     hints: tuple[Hint, ...] = ()
+    patient: str = ""
     kind: str = "retake"
 
     @property
@@ -182,6 +192,7 @@ class ErrorScreen:
     action: str
     retrying: bool = False
     hints: tuple[Hint, ...] = ()
+    patient: str = ""
     kind: str = "error"
 
     @property
@@ -192,13 +203,24 @@ class ErrorScreen:
 
 @dataclass(frozen=True)
 class HistoryScreen:
-    """Browsing saved scans; ``result`` is the selected scan drawn like a result."""
+    """Browsing saved scans; ``result`` is the selected scan drawn like a result.
+
+    Attributes:
+        created_at: when the shown scan was saved, as read ("2025-03-01 14:02 UTC").
+        scope: whose scans these are ("Patient SKS-000142-7F3Q" or "All patients"), or "".
+        subject: the shown scan's patient and body site, or "".
+        earlier: how many earlier scans of the same patient and site can be compared.
+    """
 
     index: int
     total: int
     result: ResultScreen | None
     created_at: str = ""
     hints: tuple[Hint, ...] = ()
+    scope: str = ""
+    subject: str = ""
+    earlier: int = 0
+    patient: str = ""
     kind: str = "history"
 
     @property
@@ -215,12 +237,95 @@ class ShutdownScreen:
     confirmed: bool = False
     poweroff: bool = True
     hints: tuple[Hint, ...] = ()
+    patient: str = ""
     kind: str = "shutdown"
 
     @property
     def snapshot_key(self) -> str:
         """One screenshot for the question and one for the answer."""
         return "shutdown-confirmed" if self.confirmed else "shutdown-confirm"
+
+
+@dataclass(frozen=True, eq=False)
+class CardScreen:
+    """ "Scan patient card": the live view, and why the last card could not be read.
+
+    Attributes:
+        frame: the live camera frame, or None before the first one.
+        problem: why the last card was refused ("" before a first try).
+        current: the reference set now, or "" (the card screen can clear it).
+    """
+
+    frame: np.ndarray | None
+    problem: str = ""
+    current: str = ""
+    hints: tuple[Hint, ...] = ()
+    patient: str = ""
+    kind: str = "card"
+
+    @property
+    def snapshot_key(self) -> str:
+        """One screenshot per card screen and per refusal."""
+        return f"card-{abs(hash(self.problem)) % 10**6}" if self.problem else "card"
+
+
+@dataclass(frozen=True)
+class SiteScreen:
+    """Choosing the body site from a short list; ``index`` is the highlighted one."""
+
+    sites: tuple[str, ...]
+    index: int
+    current: str = ""
+    hints: tuple[Hint, ...] = ()
+    patient: str = ""
+    kind: str = "site"
+
+    @property
+    def snapshot_key(self) -> str:
+        """One screenshot per highlighted site."""
+        return f"site-{self.index}"
+
+
+@dataclass(frozen=True, eq=False)
+class CompareSide:
+    """One scan in the side-by-side view."""
+
+    image: np.ndarray
+    overlay: np.ndarray | None
+    when: str
+    risk_tier: str
+    p_malignant: float
+    label: str
+    unfamiliar: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class CompareScreen:
+    """Two scans of the same patient and body site side by side, older on the left.
+
+    Attributes:
+        earlier, later: the two scans.
+        show_heatmap: heatmap overlays on or off.
+        site: the body site both carry.
+        change: one line on what changed, e.g. "41 days later · P(malignant) 12% → 30%".
+        position: which earlier scan this is, e.g. "earlier scan 1 of 2".
+    """
+
+    earlier: CompareSide
+    later: CompareSide
+    show_heatmap: bool
+    site: str
+    change: str
+    position: str = ""
+    hints: tuple[Hint, ...] = ()
+    patient: str = ""
+    kind: str = "compare"
+
+    @property
+    def snapshot_key(self) -> str:
+        """One screenshot per pair and heatmap state."""
+        heat = "heatmap" if self.show_heatmap else "photo"
+        return f"compare-{self.earlier.when}-{self.later.when}-{heat}"
 
 
 Screen = (
@@ -231,6 +336,9 @@ Screen = (
     | ErrorScreen
     | HistoryScreen
     | ShutdownScreen
+    | CardScreen
+    | SiteScreen
+    | CompareScreen
 )
 SCREEN_KINDS: tuple[str, ...] = (
     "preview",
@@ -240,4 +348,7 @@ SCREEN_KINDS: tuple[str, ...] = (
     "error",
     "history",
     "shutdown",
+    "card",
+    "site",
+    "compare",
 )
