@@ -114,7 +114,7 @@ def _list(args: argparse.Namespace) -> int:
         for r in rows:
             notes = [r.body_site or "-"]
             if r.has_patient_ref:
-                notes.append("patient ref")
+                notes.append(f"patient {_patient_ref(store, r.scan_id)}")
             if r.corrects:
                 notes.append(f"corrects {r.corrects[:8]}")
             print(
@@ -123,6 +123,14 @@ def _list(args: argparse.Namespace) -> int:
             )
         print(f"{len(rows)} record(s) in {store.data_dir}")
     return 0
+
+
+def _patient_ref(store, scan_id: str) -> str:
+    """A record's patient reference, decrypted (an opaque card reference, never a name)."""
+    try:
+        return store.get(scan_id).patient_ref or "?"
+    except (KeyError, StorageError) as exc:
+        return f"reference unreadable ({exc})"
 
 
 def _export(args: argparse.Namespace) -> int:
