@@ -97,7 +97,7 @@ def _adduser(args: argparse.Namespace) -> int:
     if data is None:
         raise ConfigError("adduser needs --data DIR (the clinic data folder)")
     password = _read_password(args.password_stdin)
-    with ClinicStore(data) as store:
+    with ClinicStore(data, clear_tmp=False) as store:  # the app may be running
         add_user(store, args.username, password)
     print(f"created user {args.username} in {data}")
     return 0
@@ -109,7 +109,7 @@ def _unlock(args: argparse.Namespace) -> int:
     data = args.user_data or args.data
     if data is None:
         raise ConfigError("unlock needs --data DIR (the clinic data folder)")
-    with ClinicStore(data) as store:
+    with ClinicStore(data, clear_tmp=False) as store:  # the app may be running
         forgotten = store.clear_login_failures(args.username.strip().lower())
     print(f"unlocked {args.username}: {forgotten} failed login(s) forgotten")
     return 0

@@ -174,6 +174,8 @@ class ClinicStore:
 
     Args:
         data_dir: the clinic data folder; created if absent.
+        clear_tmp: empty ``tmp/`` (the app at start); False for an admin command
+            that may run beside the app, whose uploads in progress are there.
 
     Attributes:
         data_dir: the folder.
@@ -184,13 +186,14 @@ class ClinicStore:
         TamperError: the key does not open the saved scans.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], *, clear_tmp: bool = True) -> None:
         self.data_dir = Path(data_dir)
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.tmp_dir = self.data_dir / TMP_DIR
-            shutil.rmtree(self.tmp_dir, ignore_errors=True)
-            self.tmp_dir.mkdir(mode=0o700)
+            if clear_tmp:
+                shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            self.tmp_dir.mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot use the clinic data folder {self.data_dir}: {exc}") from exc
         scans_dir = self.data_dir / SCANS_DIR

@@ -192,3 +192,15 @@ def test_behind_waitress_the_forwarded_address_reaches_the_log(tmp_path, caplog)
                 assert f"failed login for 'alice' from {logged}" in caplog.text, caplog.text
         finally:
             app.extensions["skinscan_clinic"].store.close()
+
+
+def test_admin_actions_leave_a_running_apps_uploads_alone(tmp_path, monkeypatch, capsys):
+    from clinic.store import ClinicStore
+
+    data = tmp_path / "clinic"
+    with ClinicStore(data) as running:  # the app, mid-upload
+        upload = running.temp_path(".jpg")
+        upload.write_bytes(b"an upload being decoded")
+        assert cli.main(["serve", "unlock", "--data", str(data), "alice"]) == 0
+        assert _adduser(monkeypatch, data, "carol") == 0
+        assert upload.read_bytes() == b"an upload being decoded"
