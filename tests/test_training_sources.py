@@ -229,3 +229,32 @@ def test_train_on_two_archives_with_a_held_out_source(
     assert np.allclose(weights, balanced_weights(chosen, 0.5))
     cfg.source_power = 0.0
     assert train_weights(cfg, data) is None
+
+
+@pytest.mark.tf
+def test_full_fold_trains_converts_and_evaluates_the_held_out_source(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    ham = _with_sources(write_synthetic_ham(tmp_path / "ham", per_class=100))
+    out = tmp_path / "full"
+    argv = ["bench", "sources", "--full", "--data", str(ham), "--out", str(out)]
+    argv += ["--fold", "vidir_molemax", "--candidate", "ham", "--backbone", "tiny_cnn"]
+    argv += ["--first-trainable-block", "block2", "--finetune-epochs", "1"]
+    argv += ["--steps-per-epoch", "2", "--n-boot", "20", "--workers", "1"]
+    argv += ["--threshold-confidence", "0"]
+    assert main(argv) == 0
+    report = json.loads((out / "full-folds.json").read_text())
+    run = report["folds"]["vidir_molemax"]["ham"]
+    held = run["held_out_figures"]
+    molemax = [
+        r
+        for r in csv.DictReader((ham / "HAM10000_metadata.csv").open())
+        if r["dataset"] == "vidir_molemax"
+    ]
+    assert held["n_images"] == len(molemax)
+    manifest = json.loads((Path(run["bundle"]) / "manifest.json").read_text())
+    assert run["referral_threshold"] == manifest["calibration"]["referral_threshold"]
+    with (Path(run["run"]) / "split.csv").open() as handle:
+        assert "vidir_molemax" not in {r["dataset"] for r in csv.DictReader(handle)}
+    # A second call finds every step done and only re-evaluates.
+    assert main(argv) == 0
+    assert "| vidir_molemax | ham |" in (out / "full-folds.md").read_text()

@@ -173,6 +173,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--steps-per-epoch", type=int, default=0, help="with --full: cap (smoke runs only)"
     )
+    parser.add_argument(
+        "--threshold-confidence",
+        type=float,
+        default=0.95,
+        help="with --full: the shipped threshold rule's confidence (0: point estimate, for "
+        "runs with few malignant validation images)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -147,6 +147,7 @@ def _train(
         first_trainable_block=args.first_trainable_block,
         deep_epochs=0,
         steps_per_epoch=args.steps_per_epoch,
+        threshold_confidence=args.threshold_confidence,
         workers=args.workers,
     )
     log.info("full fold %s: training %s", run.name, json.dumps(asdict(cfg))[:300])
