@@ -50,16 +50,17 @@ def validate_patient_ref(text: str) -> str:
         raise PatientRefError(
             f"a patient reference has {MIN_LENGTH} to {MAX_LENGTH} characters, this one {len(ref)}"
         )
+    # A name is said to be one first, whatever else is wrong with it ("JOHN SMITH 1970").
+    if _LETTER_RUN.search(ref):
+        raise PatientRefError(
+            "this looks like a name, not a card reference (four or more letters in a row)"
+        )
     if not _ALLOWED.fullmatch(ref):
         raise PatientRefError(
             "a patient reference holds only letters, digits, '-' and '_' (no spaces)"
         )
     if sum(c.isdigit() for c in ref) < 2:
         raise PatientRefError("a patient reference holds at least two digits")
-    if _LETTER_RUN.search(ref):
-        raise PatientRefError(
-            "this looks like a name, not a card reference (four or more letters in a row)"
-        )
     return ref
 
 
@@ -83,15 +84,45 @@ def read_patient_ref(frame: np.ndarray) -> str | None:
         raise ImageError("the QR reader needs a uint8 grey or RGB image")
     grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     detector = cv2.QRCodeDetector()
-    text = _decode(detector, grey)
-    if text is None:
-        # Uneven LED-ring lighting: a global threshold often rescues a faint code.
-        _, binary = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        text = _decode(detector, binary)
+    text = None
+    for attempt in _ATTEMPTS:
+        text = _decode(detector, attempt(grey))
+        if text is not None:
+            break
     if text is None:
         return None
     log.debug("QR code read (%d characters)", len(text))
     return validate_patient_ref(text)
+
+
+def _otsu(grey: np.ndarray) -> np.ndarray:
+    """A global threshold: rescues a faint code under even light."""
+    import cv2
+
+    return cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[1]
+
+
+def _adaptive(grey: np.ndarray) -> np.ndarray:
+    """A local threshold: rescues a code under the uneven light of an LED ring."""
+    import cv2
+
+    return cv2.adaptiveThreshold(
+        grey, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, 51, 5
+    )
+
+
+def _upscaled(grey: np.ndarray) -> np.ndarray:
+    """Twice the size: rescues a small, slightly blurred code (modules of 4-5 pixels)."""
+    import cv2
+
+    return cv2.resize(grey, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
+
+
+# Tried in order until one decodes. On 80 synthetic card photos on HAM10000 skin (modules
+# of 4-8 px, up to 25 degrees, blur sigma 0.8-2, light falling to half across the frame),
+# the plain detector and Otsu alone read 60; with the two rescues below, 74, for about
+# 20 ms more per frame on average (92 ms against 72 on this machine).
+_ATTEMPTS = (lambda grey: grey, _otsu, _adaptive, _upscaled)
 
 
 def _decode(detector: object, grey: np.ndarray) -> str | None:
