@@ -10,16 +10,16 @@ from device.errors import CameraError
 from device.hw.camera import Camera, make_camera
 from device.hw.camera_sim import SimCamera
 from device.imaging.quality import QualityThresholds, assess_quality
-from device.phantoms import make_phantom
+from device.phantoms import sim_phantom
 
 
 def test_default_source_is_phantoms_and_still_advances():
     camera = SimCamera()
     camera.open()
     first = camera.capture_still()
-    assert np.array_equal(first, make_phantom(0).image)
+    assert np.array_equal(first, sim_phantom(0).image)
     second = camera.capture_still()
-    assert np.array_equal(second, make_phantom(1).image)
+    assert np.array_equal(second, sim_phantom(1).image)
     assert camera.stills_taken == 2
 
 

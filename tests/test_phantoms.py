@@ -1,5 +1,7 @@
 """Phantoms: deterministic synthetic frames with ground truth."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -32,3 +34,41 @@ def test_each_fault_changes_the_frame(fault):
 def test_unknown_fault_is_refused():
     with pytest.raises(ValueError, match="unknown fault"):
         make_phantom(1, fault="smudge")
+
+
+def test_simulator_phantoms_reach_every_result_screen_under_normal_light():
+    """The 16 simulator frames through the shipped bundle, as the simulator takes them."""
+    import cv2
+
+    from device.config import load_config
+    from device.hw.camera_sim import PHANTOM_COUNT
+    from device.imaging.quality import assess_quality
+    from device.phantoms import sim_phantom
+    from device.runtime.analyzer import Analyzer
+
+    thresholds = load_config(None, system_path=Path("/nonexistent")).quality_thresholds()
+    analyzer = Analyzer.from_path(None)
+    tiers, unusual, nevus_monitor = [], 0, 0
+    for index in range(PHANTOM_COUNT):
+        frame = sim_phantom(index).image
+        still = cv2.resize(frame, (1024, 768), interpolation=cv2.INTER_LINEAR)
+        report = assess_quality(still, thresholds)
+        analysis = analyzer.analyze(still, explain=False)
+        tier = "retake" if report.reasons else analysis.risk_tier
+        tiers.append(tier)
+        unusual += analysis.unusual_light
+        nevus_monitor += tier == "monitor" and analysis.label == "nv"
+    assert set(tiers) == {"refer", "monitor", "uncertain", "retake"}, tiers
+    assert unusual <= 2, f"{unusual} of {PHANTOM_COUNT} frames flagged as unusual light"
+    assert nevus_monitor < PHANTOM_COUNT // 2
+
+
+def test_simulator_phantoms_are_colour_photos_with_a_lesion_where_drawn():
+    from device.phantoms import LESION_KINDS, make_lesion
+
+    for kind in LESION_KINDS:
+        lesion = make_lesion(0, kind, size=(240, 320))
+        assert lesion.image.shape == (240, 320, 3) and lesion.image.dtype == np.uint8
+        assert 0.05 < lesion.mask.mean() < 0.5
+    with pytest.raises(ValueError, match="unknown lesion kind"):
+        make_lesion(0, "freckle")

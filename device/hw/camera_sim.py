@@ -34,10 +34,10 @@ PHANTOM_COUNT = 16
 
 
 def _phantom_source(count: int) -> Callable[[int], np.ndarray]:
-    from device.phantoms import make_phantom
+    from device.phantoms import sim_phantom
 
     def frame(index: int) -> np.ndarray:
-        return make_phantom(index % count).image
+        return sim_phantom(index % count).image
 
     return frame
 
