@@ -28,50 +28,23 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from device import metrics
 from device.errors import DatasetError, SkinScanError
-from device.imaging.colour import ColourParams, fit_region
 from device.imaging.io import read_image
-from device.imaging.pipeline import PreprocessSpec, to_working_size
+from device.imaging.pipeline import to_working_size
 from device.runtime.bundle import read_manifest
 from device.runtime.classifier import softmax
+from training.calibration import pseudo_logits, refit_calibration
+from training.colour_region import clamped_spec
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUANTILE = 0.975
 # Figures measured under the previous spec: they no longer describe the new bundle.
 STALE_METRICS = ("int8_test", "subgroups_int8_test", "shift_threshold", "familiarity")
-
-
-def clamped_spec(spec: dict[str, Any], working_images, quantile: float) -> PreprocessSpec:
-    """``spec`` (version 3, no colour constancy) as version 6, region fitted on the images."""
-    base = PreprocessSpec.from_dict(spec)
-    if base.version != 3 or base.colour.method != "none":
-        raise SkinScanError(
-            f"colour clamping applies to spec version 3 bundles without colour constancy "
-            f"(this one is version {base.version}, colour {base.colour.method!r})"
-        )
-    colour = ColourParams()
-    reference, region = fit_region(working_images, colour, quantile)
-    data = base.to_dict()
-    data["version"] = 6
-    data["colour"] = {**asdict(colour), "reference": list(reference), "region": asdict(region)}
-    return PreprocessSpec.from_dict(data)
-
-
-def pseudo_logits(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Logits, up to a per-image constant, of probabilities computed at ``temperature``.
-
-    No softmax and no temperature fit sees that constant, so these stand in for the
-    logits the device runtime does not keep.
-    """
-    return temperature * np.log(np.clip(probs, 1e-12, 1.0))
 
 
 def respecced_copy(source: Path, out: Path, **update: Any) -> Any:
@@ -83,22 +56,6 @@ def respecced_copy(source: Path, out: Path, **update: Any) -> Any:
 
     shutil.copytree(source, out, dirs_exist_ok=True)
     return rewrite_bundle(out, read_manifest(out).model_copy(update=update))
-
-
-def refit_calibration(
-    probs: np.ndarray,
-    labels: np.ndarray,
-    temperature: float,
-    min_sensitivity: float,
-    confidence: float,
-) -> tuple[float, float]:
-    """(temperature, referral threshold) refitted from probabilities computed at ``temperature``."""
-    from training.calibration import fit_temperature, referral_threshold
-
-    logits = pseudo_logits(probs, temperature)
-    fitted = fit_temperature(logits, labels)
-    threshold = referral_threshold(softmax(logits, fitted), labels, min_sensitivity, confidence)
-    return float(fitted), float(threshold)
 
 
 def clamp_bundle_colour(

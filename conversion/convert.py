@@ -106,17 +106,12 @@ def default_loader() -> SplitLoader:
 
 
 def load_keras_model(path: Path) -> Any:
-    """Load ``model.keras`` (after importing training modules that register custom layers)."""
+    """Load a run's ``model.keras`` with training's custom layers registered."""
     if not path.is_file():
         raise ConversionError(f"{path}: missing from the run folder")
-    for name in ("training.model", "training.backbones"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            log.debug("%s not importable; loading without its custom objects", name)
-    import keras
+    from training.model import load_keras_model as load
 
-    return keras.models.load_model(path, compile=False)
+    return load(path)
 
 
 def representative_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from training.model import FEATURE_MAP_LAYER, LOGITS_LAYER
+
 log = logging.getLogger(__name__)
 
-FEATURE_MAP_LAYER = "feature_map"
-LOGITS_LAYER = "logits"
 QUANTIZATIONS: tuple[str, ...] = ("int8",)
 
 

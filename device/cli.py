@@ -27,6 +27,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "measure the quality gate's blur and colour limits on a dataset (desktop)",
     ),
     "eval": ("device.evaluation.cli", "evaluate a bundle on a labelled image folder"),
+    "colour-probe": (
+        "training.colour_probe",
+        "how much the skin's colour cast alone tells the diagnosis, on a new archive (desktop)",
+    ),
     "bench": ("device.bench.cli", "benchmarks: pipeline, segmentation, device"),
     "records": ("device.records.cli", "list, export, verify or open scan records"),
     "serve": ("clinic.cli", "the clinic web app: import exports, review, analyse"),

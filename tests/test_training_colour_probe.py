@@ -6,10 +6,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from bundle_factory import write_rows_csv
 
 from device.evaluation.shifts import shift_by_name
 from device.phantoms import make_phantom
-from tests.bundle_factory import write_rows_csv
 from training.colour_probe import probe
 
 
@@ -41,3 +41,17 @@ def test_a_cast_that_follows_the_diagnosis_is_found(tmp_path: Path) -> None:
 def test_a_cast_unrelated_to_the_diagnosis_predicts_nothing(tmp_path: Path) -> None:
     result = probe(tmp_path, _archive(tmp_path, cast_follows_diagnosis=False))
     assert result["val_malignant_auc"] < 0.8
+
+
+def test_skinscan_colour_probe_writes_the_figures(tmp_path: Path, capsys) -> None:
+    import json
+
+    from device.cli import main
+
+    split = _archive(tmp_path, cast_follows_diagnosis=True)
+    out = tmp_path / "probe.json"
+    args = ["colour-probe", "--data", str(tmp_path), "--split", str(split), "--json", str(out)]
+    assert main(args) == 0
+    written = json.loads(out.read_text())
+    assert written["val_malignant_auc"] > 0.95
+    assert json.loads(capsys.readouterr().out) == written

@@ -171,7 +171,8 @@ def _worker(args: argparse.Namespace) -> int:
     from device.labels import CLASS_CODES
     from training.backbones import build_backbone
     from training.model import build_classifier, set_trainable
-    from training.train import TrainConfig, _compile
+    from training.train_config import TrainConfig
+    from training.train_loop import _compile
 
     cfg = TrainConfig(data_dir="", run_dir="", backbone=args.backbone, dropout=0.0)
     keras.utils.set_random_seed(0)

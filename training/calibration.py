@@ -78,3 +78,26 @@ def sensitivity_lower_bound(detected, total: int, confidence: float) -> np.ndarr
     detected = np.asarray(detected, dtype=np.float64)
     bound = beta.ppf(1 - confidence, detected, total - detected + 1)
     return np.where(detected > 0, bound, 0.0)
+
+
+def pseudo_logits(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Logits, up to a per-image constant, of probabilities computed at ``temperature``.
+
+    No softmax and no temperature fit sees that constant, so these stand in for the
+    logits the device runtime does not keep.
+    """
+    return temperature * np.log(np.clip(probs, 1e-12, 1.0))
+
+
+def refit_calibration(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    temperature: float,
+    min_sensitivity: float,
+    confidence: float,
+) -> tuple[float, float]:
+    """(temperature, referral threshold) refitted from probabilities computed at ``temperature``."""
+    logits = pseudo_logits(probs, temperature)
+    fitted = fit_temperature(logits, labels)
+    threshold = referral_threshold(softmax(logits, fitted), labels, min_sensitivity, confidence)
+    return float(fitted), float(threshold)

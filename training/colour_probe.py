@@ -8,8 +8,10 @@ chromaticity of the *skin* (pixels outside the lesion mask; the whole frame wher
 mask exists), two degrees of freedom, feeds a class-balanced logistic regression
 fitted on the training split and scored on validation.
 
-    python -m training.colour_probe --data ../shared/data/ham10000 \\
-        --split runs/ham10000-v5/split.csv [--json OUT.json]
+    skinscan colour-probe --data "$HAM10000" --split RUN/split.csv [--json OUT.json]
+
+Run it on a new archive before training on it: a high validation AUC says the archive's
+light alone separates its diagnoses, and a model trained on it may learn the camera.
 """
 
 from __future__ import annotations
@@ -83,21 +85,18 @@ def probe(data_dir: str | Path, split_csv: str | Path) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: print (and optionally write) the probe's validation figures."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="HAM10000 folder (images/, masks/)")
-    parser.add_argument("--split", required=True, help="a run's split.csv")
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``skinscan colour-probe``."""
+    parser.add_argument("--data", required=True, help="archive folder (images/, optional masks/)")
+    parser.add_argument("--split", required=True, help="a run's split.csv (train and val rows)")
     parser.add_argument("--json", help="where to write the figures")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Print (and optionally write) the probe's validation figures."""
     result = probe(args.data, args.split)
     text = json.dumps(metrics.json_safe(result), indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

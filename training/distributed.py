@@ -99,7 +99,7 @@ def cluster_task(environ: dict[str, str] | None = None) -> ClusterTask:
         raise ConfigError(
             "--distributed needs TF_CONFIG, e.g. "
             '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-            '"task": {"type": "worker", "index": 0}} (see README, Distributed training)'
+            '"task": {"type": "worker", "index": 0}} (see docs/training.md, Multi-worker training)'
         )
     try:
         config = json.loads(raw)
@@ -275,7 +275,7 @@ def _run(
 ) -> Path:
     import keras
 
-    from training import train as single
+    from training import train_config, train_data, train_loop
     from training.model import set_trainable
 
     replicas = int(strategy.num_replicas_in_sync)
@@ -289,7 +289,7 @@ def _run(
     cfg.distribution = record
     state_path = write_dir / "state.json"
     if task.is_chief and state_path.exists() and not resume:
-        raise single.RunExistsError(
+        raise train_config.RunExistsError(
             f"{run_dir} already holds a run: resume it with --resume {run_dir}"
         )
     if not cfg.cache_dir:
@@ -297,14 +297,14 @@ def _run(
     (write_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     if not task.is_chief and resume:
         _copy_checkpoints(run_dir, write_dir)
-    single._write_json(write_dir / "config.json", asdict(cfg))
+    train_config._write_json(write_dir / "config.json", asdict(cfg))
     if task.is_chief:
         file_log = logging.FileHandler(run_dir / "train.log")
         file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(file_log)
     keras.utils.set_random_seed(cfg.seed)
 
-    data = single._Data(cfg, write_dir)
+    data = train_data._Data(cfg, write_dir)
     x_train, y_train, train_samples = data.by_split["train"]
     x_val, y_val, _ = data.by_split["val"]
     log.info(
@@ -320,7 +320,7 @@ def _run(
     checkpoint = write_dir / "checkpoints" / "last.keras"
     best_path = write_dir / "checkpoints" / "best.weights.h5"
     with strategy.scope():
-        backbone, model, state, loaded_phase = single.load_or_build_model(
+        backbone, model, state, loaded_phase = train_loop.load_or_build_model(
             cfg, run_dir, state_path, checkpoint, resume
         )
     elapsed_before = state.get("elapsed_s", 0.0)
@@ -348,7 +348,7 @@ def _run(
             # A phase starts with a fresh optimiser, also when resumed at its start (the
             # checkpoint's optimiser was built for the previous phase's variables).
             if loaded_phase != phase or state["epoch"] == 0:
-                single._compile(
+                train_loop._compile(
                     model, cfg, peak_lr, 1.0 if phase == "head" else cfg.head_lr_multiplier
                 )
             model.optimizer.build(model.trainable_variables)
@@ -371,7 +371,7 @@ def _run(
             for batch in feeder.epoch(len(state["history"]) + 1):
                 at = int(model.optimizer.iterations.numpy()) - state["phase_step0"]
                 model.optimizer.learning_rate.assign(
-                    single._lr_at(at, total_steps, warmup, peak_lr)
+                    train_loop._lr_at(at, total_steps, warmup, peak_lr)
                 )
                 losses.append(float(step_fn(batch)))
             entry = {
@@ -383,12 +383,12 @@ def _run(
             }
             paths = (best_path, checkpoint, state_path)
             clock = (elapsed_before, started)
-            if single.end_epoch(cfg, state, entry, model, (x_val, y_val), paths, epochs, clock):
+            if train_loop.end_epoch(cfg, state, entry, model, (x_val, y_val), paths, epochs, clock):
                 break
-        single.end_phase(state, names, phase, model, checkpoint, state_path)
+        train_loop.end_phase(state, names, phase, model, checkpoint, state_path)
 
     if task.is_chief:
-        single.finish_run(cfg, run_dir, model, data, state, backbone, elapsed_before, started)
+        train_loop.finish_run(cfg, run_dir, model, data, state, backbone, elapsed_before, started)
     else:
         log.info("worker %d done; the chief writes the run folder", task.rank)
     return run_dir
@@ -447,7 +447,7 @@ class _Feeder:
         task: ClusterTask,
     ) -> None:
         from training.augment import AugmentConfig
-        from training.train import _class_weights
+        from training.train_data import _class_weights
 
         self.cfg = cfg
         self.images = images

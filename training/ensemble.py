@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from conversion.tflite import FEATURE_MAP_LAYER, LOGITS_LAYER
 from device.errors import ConfigError, DatasetError
+from training.model import FEATURE_MAP_LAYER, LOGITS_LAYER, load_keras_model
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +180,12 @@ def ensemble_runs(member_dirs: list[Path], out_dir: Path) -> EnsembleSummary:
         DatasetError: a member that is not a finished run.
         RunExistsError: ``out_dir`` already holds a run.
     """
-    from conversion.convert import load_keras_model
     from device.metrics import balanced_accuracy
     from training.calibration import softmax
     from training.data import split_seed_of
     from training.report import write_report
-    from training.train import RunExistsError, _write_json, write_calibration
+    from training.train_config import RunExistsError, _write_json
+    from training.train_loop import write_calibration
 
     started = time.time()
     out_dir = Path(out_dir)

@@ -6,7 +6,16 @@ builtin TFLite ops and equals CAM exactly (DESIGN.md).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from device.errors import DatasetError
 from training.backbones import FEATURE_LAYER, Backbone
+
+# The Keras model contract that conversion reads: the last conv activation and the
+# pre-softmax class scores are layers with these names.
+FEATURE_MAP_LAYER = FEATURE_LAYER
+LOGITS_LAYER = "logits"
 
 
 def build_classifier(backbone: Backbone, num_classes: int, dropout: float):
@@ -17,7 +26,7 @@ def build_classifier(backbone: Backbone, num_classes: int, dropout: float):
     features = backbone.model.get_layer(FEATURE_LAYER).output
     x = layers.GlobalAveragePooling2D(name="gap")(features)
     x = layers.Dropout(dropout, name="dropout")(x)
-    logits = layers.Dense(num_classes, name="logits")(x)
+    logits = layers.Dense(num_classes, name=LOGITS_LAYER)(x)
     return keras.Model(backbone.model.input, logits, name="skinscan_classifier")
 
 
@@ -56,3 +65,16 @@ def set_trainable(model, block_names: list[str], first_trainable_block: str | No
     if count == 0:
         raise ValueError("no trainable weights: check first_trainable_block")
     return count
+
+
+def load_keras_model(path: Path) -> Any:
+    """Load a run's ``model.keras``; importing this module registered its custom layers.
+
+    Raises:
+        DatasetError: the file is missing.
+    """
+    if not Path(path).is_file():
+        raise DatasetError(f"{path}: missing from the run folder")
+    import keras
+
+    return keras.models.load_model(path, compile=False)

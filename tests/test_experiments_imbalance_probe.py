@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from device.metrics import balanced_accuracy
-from training.imbalance_probe import STRATEGIES, train_head
+from training.experiments.imbalance_probe import STRATEGIES, train_head
 
 
 def _imbalanced(seed: int = 0):

@@ -5,7 +5,9 @@ run's cached train and validation images (no augmentation), and a softmax head t
 with each strategy for the same number of steps. It ranks the strategies; it does not
 predict the fine-tuned figures.
 
-    python -m training.imbalance_probe runs/ham10000-v1 [--json OUT.json]
+    python -m training.experiments.imbalance_probe RUN [--json OUT.json]
+
+RUN is a finished run folder (``skinscan train``); the result is in docs/model-history.md.
 """
 
 from __future__ import annotations

@@ -9,11 +9,13 @@ the unshifted validation outputs by the run's rule). Raw probabilities are saved
 so the summary can be redone without the pipeline.
 
     mkdir -p /tmp/v3 && git archive dde50ac device/models/default | tar -x -C /tmp/v3
-    python -m training.colour_clamp_study --data ../shared/data/ham10000 \\
+    python -m training.experiments.colour_clamp_study --data "$HAM10000" \\
         --bundle /tmp/v3/device/models/default --split runs/split0/split.csv \\
         --out runs/v3k-study --quantiles 0.5 0.9 0.975 0.99
 
-The decision rule it serves is training/reports/ham10000-v3k/PREREGISTERED.md.
+``runs/split0/split.csv`` is the seed-0 split (docs/evaluation.md writes it);
+``$HAM10000`` is your HAM10000 folder. The decision rule it serves is
+training/reports/ham10000-v3k/PREREGISTERED.md; its results are in that folder's README.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from conversion.clamp_colour import clamped_spec, pseudo_logits, refit_calibration, respecced_copy
+from conversion.clamp_colour import respecced_copy
 from device import metrics
 from device.evaluation.runner import read_labelled_csv, run_shifted
 from device.evaluation.shifts import REALISTIC_THRESHOLD_SHIFTS, SHIFTS
 from device.runtime.classifier import softmax
+from training.calibration import pseudo_logits, refit_calibration
+from training.colour_region import clamped_spec
 
 log = logging.getLogger(__name__)
 

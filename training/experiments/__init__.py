@@ -1,0 +1,1 @@
+"""One-off experiment scripts behind the reports; not installed (see README.md)."""
