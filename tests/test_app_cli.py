@@ -212,3 +212,33 @@ def test_help_lists_every_script_verb():
         assert f"\n  {verb} " in result.stdout, verb
     assert "powers off a Pi" in result.stdout
     assert "Scan patient card" in result.stdout
+
+
+def test_the_patient_card_session_from_the_issue(tmp_path, ham_dir):
+    """Issue 22, section 1, exactly: the card, a lesion, save; records list shows the reference.
+
+    The shipped bundle (no --bundle), the sim camera on a folder holding a rendered QR
+    card and a HAM10000 image, and the script as the issue writes it.
+    """
+    from qr_cards import rendered_card, write_rgb
+
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    write_rgb(cards / "00-card.png", rendered_card("SKS-000142-7F3Q"))
+    lesion = sorted((ham_dir / "images").glob("*.jpg"))[0]
+    (cards / "01-lesion.jpg").write_bytes(lesion.read_bytes())
+    result = skinscan(
+        tmp_path, "--backend", "sim", "--headless", "--images", str(cards),
+        "--script", "patient, wait 0.5, capture, wait 1, capture, wait 1.5, save, wait 0.5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "patient card read" in result.stderr
+    assert "SKS-000142-7F3Q" not in result.stderr  # the reference stays out of the log
+    listed = subprocess.run(
+        [sys.executable, "-m", "device.cli", "records", "list"],
+        cwd=ROOT, env=environment(tmp_path), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line for line in listed.stdout.splitlines() if line[:4].isdigit()]
+    assert "patient SKS-000142-7F3Q" in row
+    assert "1 record(s)" in listed.stdout

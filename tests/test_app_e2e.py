@@ -22,7 +22,15 @@ from bundle_factory import make_bundle
 from device.app.systemd import Notifier
 from device.labels import CLASS_CODES
 from device.ui.render import TIER_COLOURS
-from device.ui.screens import ErrorScreen, HistoryScreen, ResultScreen, RetakeScreen
+from device.ui.screens import (
+    CardScreen,
+    CompareScreen,
+    ErrorScreen,
+    HistoryScreen,
+    PreviewScreen,
+    ResultScreen,
+    RetakeScreen,
+)
 
 
 @pytest.fixture(scope="module")
@@ -311,3 +319,92 @@ def test_history_shows_the_saved_heatmap_with_its_legend(tmp_path, bundle_dir):
     shown = screens_of(app, HistoryScreen)[-1].result
     assert shown.show_heatmap and shown.overlay is not None
     assert shown.legend is not None and len(shown.legend) > 10
+
+
+# ---- issue 22: the patient card, and frames and files that fooled the device ------------------
+
+REF = "SKS-000142-7F3Q"
+
+
+def _lesions(ham_dir: Path, count: int) -> list[Path]:
+    return sorted((ham_dir / "images").glob("*.jpg"))[:count]
+
+
+def test_patient_card_site_scan_save_history_and_follow_up(tmp_path, bundle_dir, ham_dir):
+    from qr_cards import photographed_card, rendered_card, write_rgb
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    lesion_a, lesion_b = _lesions(ham_dir, 2)
+    skin = cv2.imread(str(lesion_a))[..., ::-1]
+    write_rgb(folder / "00-name-card.png", rendered_card("JOHN SMITH 1970"))
+    shutil.copy(lesion_b, folder / "01-not-a-card.jpg")  # a lesion photo, no QR code
+    write_rgb(folder / "02-card.jpg", photographed_card(REF, skin))
+    shutil.copy(lesion_a, folder / "03-lesion.jpg")
+    shutil.copy(lesion_b, folder / "04-lesion.jpg")
+    store = FillableStore()
+    script = (
+        "patient, wait 0.2, capture, wait 0.2, capture, wait 0.2, capture, wait 0.2, "
+        "toggle, next, next, next, next, capture, wait 0.2, "  # body site: back
+        "capture, wait 0.3, save, wait 0.2, capture, wait 0.2, capture, wait 0.3, save, "
+        "next, wait 0.2, capture, wait 0.2, back, wait 0.1"
+    )
+    app = make_app(tmp_path, script, bundle_dir=bundle_dir, source=folder, store=store)
+    assert app.run() == 0
+
+    cards = screens_of(app, CardScreen)
+    problems = [c.problem for c in cards if c.problem]
+    assert "looks like a name" in problems[0] and "JOHN" not in problems[0]
+    assert "No QR code found" in problems[1]
+
+    # Two scans saved for the patient at the back, in the records themselves.
+    records = store.history()
+    assert [(r.patient_ref, r.body_site) for r in records] == [(REF, "back"), (REF, "back")]
+    assert store.history(patient_ref=REF, body_site="back") == records
+
+    # Every screen after the card showed the patient.
+    after = list(app.screens_shown)[next(i for i, s in enumerate(app.screens_shown) if s.patient) :]
+    assert all(s.patient.startswith(f"Patient {REF}") for s in after)
+    assert any(s.patient == f"Patient {REF} · back" for s in after)
+
+    # History was this patient's, and the two scans of the back were side by side.
+    history = screens_of(app, HistoryScreen)[-1]
+    assert history.scope == f"Patient {REF}" and history.total == 2 and history.earlier == 1
+    (compare,) = {s.snapshot_key: s for s in screens_of(app, CompareScreen)}.values()
+    assert compare.site == "back"
+    # Newest on the right: the scans as saved, in order.
+    assert compare.later.p_malignant == pytest.approx(records[0].p_malignant)
+    assert compare.earlier.p_malignant == pytest.approx(records[1].p_malignant)
+    assert compare.change.startswith("same day · P(malignant)")
+    names = [p.name for p in sorted((tmp_path / "screens").glob("*.png"))]
+    assert any(n.split("-", 1)[1].startswith("card") for n in names)
+    assert any("compare" in n for n in names)
+
+
+@pytest.mark.parametrize("size", [(20, 15), (1, 1)], ids=["20x15", "1x1"])
+def test_a_tiny_frame_is_a_retake_never_an_exit(tmp_path, bundle_dir, size):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a-tiny.png"), np.full((size[1], size[0], 3), 128, np.uint8))
+    app = make_app(tmp_path, "wait 0.2, capture, wait 0.3", bundle_dir=bundle_dir, source=folder)
+    assert app.run() == 0
+    (retake,) = {s.snapshot_key: s for s in screens_of(app, RetakeScreen)}.values()
+    assert f"{size[0]}x{size[1]} is too small" in retake.reasons[0]
+    assert app.stop_reason == "script finished"
+
+
+def test_unreadable_image_files_are_skipped_with_a_notice(tmp_path, bundle_dir, ham_dir):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a-notes.jpg").write_text("not a photo")
+    (folder / "b-empty.jpg").write_bytes(b"")
+    data = (_lesions(ham_dir, 1)[0]).read_bytes()
+    (folder / "c-truncated.jpg").write_bytes(data[: len(data) // 2])
+    shutil.copy(_lesions(ham_dir, 1)[0], folder / "d-lesion.jpg")
+    app = make_app(tmp_path, "wait 0.3, capture, wait 0.3", bundle_dir=bundle_dir, source=folder)
+    assert app.run() == 0
+    assert not [s for s in screens_of(app, ErrorScreen) if s.problem == "camera"]
+    warnings = [s.warning for s in screens_of(app, PreviewScreen) if s.warning]
+    for name in ("a-notes.jpg", "b-empty.jpg", "c-truncated.jpg"):
+        assert f"unreadable image file {name}" in warnings[0]
+    assert screens_of(app, ResultScreen)  # the next readable image was analysed
