@@ -38,7 +38,7 @@ def test_list_shows_records_without_patient_references(data_dir, capsys):
     out = capsys.readouterr().out
     assert "4 record(s)" in out
     assert make_record(60).scan_id[:8] in out
-    assert PATIENT not in out  # the device never prints the reference in clear
+    assert f"patient {PATIENT}" in out  # issue 22 section 1: the opaque reference is shown
     assert main(["records", "list", "--data-dir", str(data_dir), "--patient", PATIENT]) == 0
     assert "3 record(s)" in capsys.readouterr().out
     assert main(["records", "list", "--data-dir", str(data_dir), "--since", "2024-01-04"]) == 0

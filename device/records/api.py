@@ -143,3 +143,23 @@ def correction_of(
         corrects=original.scan_id,
         **changes,  # type: ignore[arg-type]
     )
+
+
+class DamagedDatabaseError(StorageError):
+    """The scan database is damaged, and this caller may not move it aside.
+
+    Nothing was moved, renamed or created. ``skinscan records repair`` (or the
+    device app at start-up) moves it to ``corrupt-<time>/`` and starts a new one.
+
+    Attributes:
+        path: the damaged database file.
+        damage: what is wrong with it, in SQLite's words.
+    """
+
+    def __init__(self, path: str, damage: str) -> None:
+        self.path = path
+        self.damage = damage
+        super().__init__(
+            f"the scan database {path} is damaged ({damage}); nothing was changed. Run "
+            "`skinscan records repair` to move it aside (nothing is deleted) and start a new one"
+        )

@@ -20,6 +20,7 @@ import base64
 import binascii
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import logging
@@ -61,11 +62,13 @@ class ExportResult:
         files: the sealed files, in part order.
         scan_ids: the exported records, oldest first.
         export_id: id shared by all parts of this export.
+        sha256s: SHA-256 of each file as written, to check a read-back against.
     """
 
     files: list[Path]
     scan_ids: list[str]
     export_id: str
+    sha256s: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -78,6 +81,9 @@ class OpenedExport:
         exported_at: ISO-8601 time of the export.
         parts: number of parts read.
         records: decrypted records, oldest first.
+        receipt_proof: the secret the device sealed into this export (base64),
+            which a receipt hands back to prove the clinic opened it; None for
+            exports made before receipts existed.
     """
 
     export_id: str
@@ -85,6 +91,7 @@ class OpenedExport:
     exported_at: str
     parts: int = 0
     records: list[ScanRecord] = field(default_factory=list)
+    receipt_proof: str | None = None
 
 
 # --------------------------------------------------------------------------- keys
@@ -220,7 +227,7 @@ class _Part:
         return self.buffer.getvalue()
 
 
-def _write_sealed(path: Path, data: bytes) -> None:
+def _write_sealed(path: Path, data: bytes) -> str:
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     try:
         with open(tmp, "xb") as fh:
@@ -230,6 +237,7 @@ def _write_sealed(path: Path, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
+        return hashlib.sha256(MAGIC + data).hexdigest()
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -245,6 +253,8 @@ def export_records(
     *,
     device_id: str,
     max_part_bytes: int = DEFAULT_MAX_PART_BYTES,
+    receipt_proof: bytes | None = None,
+    name: str = "skinscan",
 ) -> ExportResult:
     """Seal ``records`` to the clinic's public key and write them under ``to_dir``.
 
@@ -258,6 +268,9 @@ def export_records(
         clinic_public_key: the clinic's 32-byte X25519 public key.
         device_id: this device's id, written into the manifest.
         max_part_bytes: soft size limit of one part's plaintext.
+        receipt_proof: a secret sealed into every part; the clinic hands it
+            back in a receipt (see :mod:`device.records.archive`).
+        name: file name stem, e.g. ``skinscan-archive``.
 
     Returns:
         The files written and the scan ids they hold. No file is written when
@@ -277,8 +290,9 @@ def export_records(
         raise StorageError(f"cannot use the export folder {folder}: {exc}") from exc
     export_id = str(uuid.uuid4())
     exported_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    stem = f"skinscan-{exported_at[:19].replace(':', '').replace('-', '')}-{export_id[:8]}"
+    stem = f"{name}-{exported_at[:19].replace(':', '').replace('-', '')}-{export_id[:8]}"
     files: list[Path] = []
+    digests: list[str] = []
     scan_ids: list[str] = []
     header = {
         "format": FORMAT_VERSION,
@@ -286,12 +300,14 @@ def export_records(
         "device_id": device_id,
         "exported_at": exported_at,
     }
+    if receipt_proof is not None:
+        header["receipt_proof"] = base64.b64encode(receipt_proof).decode()
 
     def flush(part: _Part) -> None:
         number = len(files) + 1
         payload = part.finish({**header, "part": number})
         path = folder / f"{stem}-p{number:03d}{SUFFIX}"
-        _write_sealed(path, box.encrypt(payload))
+        digests.append(_write_sealed(path, box.encrypt(payload)))
         files.append(path)
         log.info("wrote export part %s (%d records)", path, len(part.records))
 
@@ -304,7 +320,7 @@ def export_records(
             part = _Part()
     if part.records:
         flush(part)
-    return ExportResult(files=files, scan_ids=scan_ids, export_id=export_id)
+    return ExportResult(files=files, scan_ids=scan_ids, export_id=export_id, sha256s=digests)
 
 
 # --------------------------------------------------------------------------- opening
@@ -368,6 +384,7 @@ def open_export(path: str | os.PathLike[str], clinic_private_key: bytes) -> Open
                 opened = OpenedExport(
                     manifest["export_id"], manifest["device_id"], manifest["exported_at"]
                 )
+                opened.receipt_proof = manifest.get("receipt_proof")
             elif manifest["export_id"] != opened.export_id:
                 raise StorageError(f"{file.name} belongs to another export")
             opened.parts += 1

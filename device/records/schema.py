@@ -56,6 +56,36 @@ SCHEMA = (
     BEGIN SELECT RAISE(ABORT, 'the export log is append-only'); END""",
 )
 
+# Added after schema 1 shipped; created when missing by every writable open (old
+# readers ignore them). receipts: what the clinic must prove to acknowledge an export;
+# acks: accepted receipts; archives: scans moved off the device, and where to.
+RECEIPT_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS receipts (
+        export_id TEXT PRIMARY KEY,
+        proof_sha256 TEXT NOT NULL,
+        scan_ids TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS acks (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        export_id TEXT NOT NULL,
+        acknowledged_at TEXT NOT NULL,
+        scan_ids TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS archives (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        archived_at TEXT NOT NULL,
+        files TEXT NOT NULL,
+        sha256s TEXT NOT NULL,
+        scan_ids TEXT NOT NULL
+    )""",
+    *(
+        f"""CREATE TRIGGER IF NOT EXISTS {table}_no_{verb} BEFORE {verb.upper()} ON {table}
+        BEGIN SELECT RAISE(ABORT, 'the {table} log is append-only'); END"""
+        for table in ("receipts", "acks", "archives")
+        for verb in ("update", "delete")
+    ),
+)
+
 # Every column a row's seal authenticates, in a fixed order.
 SEALED_COLUMNS = (
     "scan_id",

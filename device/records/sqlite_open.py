@@ -14,7 +14,9 @@ import fcntl
 import logging
 import os
 import secrets
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
@@ -23,7 +25,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from device.errors import DiskFullError, StorageError, TamperError
-from device.records.api import StoreNotice, StoreReadOnlyError
+from device.records.api import DamagedDatabaseError, StoreNotice, StoreReadOnlyError
 from device.records.crypto import (
     FileKeyProvider,
     KeyProvider,
@@ -31,25 +33,30 @@ from device.records.crypto import (
     StaticKeyProvider,
     fsync_dir,
 )
-from device.records.durable import (
-    SQLITE_CORRUPT,
-    SQLITE_NOTADB,
-    TMP_PREFIX,
-    is_disk_full,
-    is_read_only,
-    now_tag,
+from device.records.damage import (
+    CannotWrite,
+    CorruptDatabase,
+    check_database,
+    is_io_error,
+    move_aside,
+    quarantine_unowned_images,
 )
+from device.records.durable import TMP_PREFIX, is_disk_full, is_read_only
 from device.records.paths import DB_NAME, IMAGES_DIR, resolve_key_file
-from device.records.schema import SCHEMA, SCHEMA_VERSION, TABLES_SQL, SweepReport, has_schema
+from device.records.schema import (
+    RECEIPT_SCHEMA,
+    SCHEMA,
+    SCHEMA_VERSION,
+    TABLES_SQL,
+    SweepReport,
+    has_schema,
+)
+from device.records.space import free_bytes, human_bytes
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MIN_FREE_BYTES = 16 * 1024 * 1024
 _LOCK_NAME = ".lock"
-
-
-class _Corrupt(Exception):
-    """Internal: the database file is not a readable SkinScan database."""
 
 
 class SqliteStoreBase:
@@ -64,25 +71,31 @@ class SqliteStoreBase:
         key_provider: KeyProvider | bytes | None = None,
         device_id: str | None = None,
         *,
-        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+        min_free_bytes: int | None = None,
+        read_only: bool = False,
+        recover: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.db_path = self.data_dir / DB_NAME
         self.images_dir = self.data_dir / IMAGES_DIR
-        self.min_free_bytes = int(min_free_bytes)
+        self.min_free_bytes = min_free_bytes
+        self.recover = recover
+        self.moved_aside: Path | None = None
         self.notices: list[StoreNotice] = []
         self.swept = SweepReport()
+        self.damaged: dict[str, str] = {}
         self.writable = True
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
         self._exclusive = False
         self._conn: sqlite3.Connection | None = None
+        self._snapshot_dir: Path | None = None
         if key_provider is None:
             key_provider = FileKeyProvider(resolve_key_file(self.data_dir))
         elif isinstance(key_provider, (bytes, bytearray)):
             key_provider = StaticKeyProvider(bytes(key_provider))
         try:
-            self._open(key_provider, device_id)
+            self._open(key_provider, device_id, read_only)
         except BaseException as exc:
             self.close()
             if isinstance(exc, OSError) and not isinstance(exc, StorageError):
@@ -93,28 +106,18 @@ class SqliteStoreBase:
 
     # ----------------------------------------------------------------- opening
 
-    def _open(self, key_provider: KeyProvider, device_id: str | None) -> None:
-        self.writable = self._prepare_folder()
-        if self.writable:
-            exclusive = self._take_lock()
-            self._conn = self._open_writable(exclusive)
-        else:
+    def _open(self, key_provider: KeyProvider, device_id: str | None, read_only: bool) -> None:
+        if read_only:
+            self.writable = False
+            if not self.db_path.exists():
+                raise StorageError(f"no scan records in {self.data_dir}")
             self._conn = self._open_read_only()
-            self.notices.append(
-                StoreNotice(
-                    "read_only",
-                    f"The data folder {self.data_dir} is read-only: scans can be viewed "
-                    "but NOT saved.",
-                    str(self.data_dir),
-                )
-            )
-            log.warning("data folder %s is read-only; saving is disabled", self.data_dir)
+        else:
+            self._open_for_saving()
         meta = self._meta()
         is_new = "key_check" not in meta
         if is_new and not self.writable:
-            raise StoreReadOnlyError(
-                f"the data folder {self.data_dir} is read-only and holds no records"
-            )
+            raise StoreReadOnlyError(f"the data folder {self.data_dir} holds no records")
         self._cipher = RecordCipher(key_provider.load_key(create=is_new))
         if is_new:
             self._initialise(device_id)
@@ -129,9 +132,49 @@ class SqliteStoreBase:
                 f"{meta['schema_version']}); update the software"
             )
         self.device_id = device_id or meta["device_id"]
-        if self.writable and self._exclusive:
+        if self.writable:
+            self._add_receipt_tables()
+        if self.writable and self._exclusive and self.recover:
             self.swept = self._sweep()
+        if self._exclusive:
             self._share_lock()
+
+    def _open_for_saving(self) -> None:
+        """Open read-write; fall back to reading only on a read-only folder or a full disk."""
+        try:
+            self.writable = self._prepare_folder()
+            if self.writable:
+                exclusive = self._take_lock()
+                self._conn = self._open_writable(exclusive)
+                return
+        except CannotWrite as exc:
+            self._drop_connection()
+            if not self.db_path.exists():
+                raise DiskFullError(f"no space left in {self.data_dir}: {exc}") from None
+            self.writable = False
+            self._conn = self._open_read_only()
+            free = free_bytes(self.data_dir)
+            where = "" if free is None else f" ({human_bytes(free)} free)"
+            self.notices.append(
+                StoreNotice(
+                    "storage_full",
+                    f"The storage is full{where}: saved scans can be viewed and exported, "
+                    "but new scans can NOT be saved. Export the records, then archive the "
+                    "ones the clinic has acknowledged to free space.",
+                    str(self.data_dir),
+                )
+            )
+            log.warning("cannot write %s (%s); saving is disabled", self.db_path, exc)
+            return
+        self._conn = self._open_read_only()
+        self.notices.append(
+            StoreNotice(
+                "read_only",
+                f"The data folder {self.data_dir} is read-only: scans can be viewed but NOT saved.",
+                str(self.data_dir),
+            )
+        )
+        log.warning("data folder %s is read-only; saving is disabled", self.data_dir)
 
     def _prepare_folder(self) -> bool:
         """Create the folders; return False when the data folder cannot be written."""
@@ -147,6 +190,8 @@ class SqliteStoreBase:
         except OSError as exc:
             if is_read_only(exc) and self.data_dir.is_dir():
                 return False
+            if is_disk_full(exc) and self.data_dir.is_dir():
+                raise CannotWrite(str(exc)) from exc
             if is_disk_full(exc):
                 raise DiskFullError(f"no space left in {self.data_dir}") from exc
             raise StorageError(f"cannot use the data folder {self.data_dir}: {exc}") from exc
@@ -193,18 +238,15 @@ class SqliteStoreBase:
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
-            conn = self._check_database(self._connect(str(self.db_path)))
-        except _Corrupt as exc:
-            if not exclusive:
-                raise StorageError(
-                    f"the scan database {self.db_path} is damaged ({exc}); close the app and "
-                    "run this again to move it aside"
-                ) from None
+            conn = check_database(self._connect(str(self.db_path)), self.db_path)
+        except CorruptDatabase as exc:
+            if not (exclusive and self.recover):
+                raise DamagedDatabaseError(str(self.db_path), str(exc)) from None
             self._move_aside(str(exc))
             os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             conn = self._connect(str(self.db_path))
             existed = False
-        if exclusive and (not existed or not has_schema(conn)):
+        if exclusive and self.recover and (not existed or not has_schema(conn)):
             self._quarantine_unowned_images()
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -212,8 +254,8 @@ class SqliteStoreBase:
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
             conn.close()
-            if is_disk_full(exc):
-                raise DiskFullError(f"no space left to open {self.db_path}") from exc
+            if is_disk_full(exc) or is_io_error(exc):
+                raise CannotWrite(str(exc)) from exc
             raise StorageError(f"cannot open {self.db_path}: {exc}") from exc
         if str(mode).lower() != "wal":
             conn.close()
@@ -221,103 +263,92 @@ class SqliteStoreBase:
         return conn
 
     def _open_read_only(self) -> sqlite3.Connection:
+        """Open the database for reading only; change nothing in the data folder.
+
+        Without a WAL (a cleanly closed store) ``immutable=1`` reads the file as
+        it is and creates nothing. With one, ``mode=ro`` reads it through its
+        ``-shm``; when that fails (a full disk cannot grow the ``-shm``), a copy
+        of the database and its WAL in memory (/dev/shm) is read instead, so no
+        saved scan is hidden. ``immutable=1`` without the WAL is the last resort.
+
+        Raises:
+            DamagedDatabaseError: the database is damaged.
+            StoreReadOnlyError: it cannot be read at all.
+        """
         if not self.db_path.exists():
             raise StoreReadOnlyError(
                 f"the data folder {self.data_dir} is read-only and holds no records"
             )
+        wal = self.db_path.with_name(f"{DB_NAME}-wal")
+        has_wal = wal.exists() and wal.stat().st_size > 0
+        ways = ("mode=ro", "snapshot", "immutable=1") if has_wal else ("immutable=1",)
         path = quote(str(self.db_path.resolve()))
         last: Exception | None = None
-        # mode=ro reads the WAL when its -shm is usable; immutable=1 always opens
-        # but cannot see a WAL that was never checkpointed (after a power cut).
-        for query in ("mode=ro", "immutable=1"):
+        for how in ways:
             try:
-                conn = self._check_database(self._connect(f"file:{path}?{query}", uri=True))
+                if how == "snapshot":
+                    conn = self._open_snapshot()
+                else:
+                    conn = self._connect(f"file:{path}?{how}", uri=True)
+                    conn = check_database(conn, self.db_path)
                 if has_schema(conn):
-                    if query != "mode=ro":
+                    if how == "immutable=1" and has_wal:
                         log.warning("opened %s as immutable: unsaved WAL pages are not seen", path)
                     return conn
                 conn.close()
                 last = StorageError("the database has no records table")
-            except (sqlite3.Error, _Corrupt, StorageError) as exc:
+            except CorruptDatabase as exc:
+                raise DamagedDatabaseError(str(self.db_path), str(exc)) from None
+            except (sqlite3.Error, CannotWrite, StorageError, OSError) as exc:
                 last = exc
-        raise StoreReadOnlyError(
-            f"the data folder {self.data_dir} is read-only and its database cannot be read: {last}"
-        )
+        raise StoreReadOnlyError(f"the scan database in {self.data_dir} cannot be read: {last}")
 
-    def _check_database(self, conn: sqlite3.Connection) -> sqlite3.Connection:
-        """Raise _Corrupt when ``conn`` is not a sound SkinScan database (an empty one is fine)."""
-        try:
-            result = [r[0] for r in conn.execute("PRAGMA quick_check")]
-            if result != ["ok"]:
-                raise _Corrupt("; ".join(result[:3]))
-            names = {r[0] for r in conn.execute(TABLES_SQL)}
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            code = getattr(exc, "sqlite_errorcode", None)
-            corrupt = code in (SQLITE_CORRUPT, SQLITE_NOTADB) or (
-                code is None and type(exc) is sqlite3.DatabaseError
-            )
-            if corrupt:
-                raise _Corrupt(str(exc)) from None
-            if is_disk_full(exc):
-                raise DiskFullError(f"no space left to open {self.db_path}") from exc
-            raise StorageError(f"cannot open {self.db_path}: {exc}") from exc
-        except _Corrupt:
-            conn.close()
-            raise
-        if names and not {"meta", "scans"} <= names - {"sqlite_sequence"}:
-            conn.close()
-            raise _Corrupt("it is not a SkinScan database")
-        return conn
+    def _open_snapshot(self) -> sqlite3.Connection:
+        """Copy the database and its WAL to a private folder in memory and open the copy."""
+        shm = Path("/dev/shm")
+        base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+        self._drop_snapshot()
+        self._snapshot_dir = Path(tempfile.mkdtemp(prefix="skinscan-read-", dir=base))
+        for name in (DB_NAME, f"{DB_NAME}-wal"):
+            shutil.copyfile(self.data_dir / name, self._snapshot_dir / name)
+        log.warning("reading a copy of %s in %s", self.db_path, self._snapshot_dir)
+        return check_database(self._connect(str(self._snapshot_dir / DB_NAME)), self.db_path)
 
-    def _move_aside(self, reason: str) -> Path:
-        """Move the damaged database and its images to ``corrupt-<time>/``; delete nothing."""
-        dest = self.data_dir / f"corrupt-{now_tag()}"
-        n = 1
-        while dest.exists():
-            n += 1
-            dest = self.data_dir / f"corrupt-{now_tag()}-{n}"
-        dest.mkdir()
-        for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", IMAGES_DIR):
-            src = self.data_dir / name
-            if src.exists():
-                os.rename(src, dest / name)
-        self.images_dir.mkdir(mode=0o700, exist_ok=True)
-        fsync_dir(dest)
-        fsync_dir(self.data_dir)
+    def _drop_snapshot(self) -> None:
+        if self._snapshot_dir is not None:
+            shutil.rmtree(self._snapshot_dir, ignore_errors=True)
+            self._snapshot_dir = None
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    def _move_aside(self, reason: str) -> None:
+        dest = move_aside(self.data_dir)
+        self.moved_aside = dest
         log.error("scan database %s was damaged (%s); moved to %s", self.db_path, reason, dest)
         self.notices.append(
             StoreNotice(
                 "corrupt_db_moved",
-                f"The scan database was damaged and was moved to {dest.name}; a new one was "
-                "started. Earlier scans are kept there for recovery but are not shown.",
+                f"The scan database was damaged ({reason}) and was moved to {dest}; a new one "
+                "was started. Earlier scans are kept there for recovery but are not shown.",
                 str(dest),
             )
         )
-        return dest
 
     def _quarantine_unowned_images(self) -> None:
-        """A new database beside old image files: keep those files apart rather than sweep them."""
-        try:
-            leftovers = [p for p in self.images_dir.iterdir() if not p.name.startswith(TMP_PREFIX)]
-        except FileNotFoundError:
+        moved = quarantine_unowned_images(self.data_dir)
+        if moved is None:
             return
-        if not leftovers:
-            return
-        dest = self.data_dir / f"orphaned-images-{now_tag()}"
-        n = 1
-        while dest.exists():
-            n += 1
-            dest = self.data_dir / f"orphaned-images-{now_tag()}-{n}"
-        os.rename(self.images_dir, dest)
-        self.images_dir.mkdir(mode=0o700)
-        fsync_dir(self.data_dir)
-        log.error("found %d image files without a database; moved to %s", len(leftovers), dest)
+        dest, count = moved
+        log.error("found %d image files without a database; moved to %s", count, dest)
         self.notices.append(
             StoreNotice(
                 "orphaned_images_moved",
-                f"The scan database was missing; {len(leftovers)} earlier image files were "
-                f"moved to {dest.name} and a new database was started.",
+                f"The scan database was missing; {count} earlier image files were "
+                f"moved to {dest} and a new database was started.",
                 str(dest),
             )
         )
@@ -353,6 +384,25 @@ class SqliteStoreBase:
             raise StorageError(f"cannot create the scan database: {exc}") from exc
         fsync_dir(self.data_dir)
         log.info("started a new scan database at %s", self.db_path)
+
+    def _add_receipt_tables(self) -> None:
+        """Create the tables added after schema 1 (receipts, acks, archives) when missing."""
+        conn = self._db()
+        names = {r[0] for r in conn.execute(TABLES_SQL)}
+        if {"receipts", "acks", "archives"} <= names:
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in RECEIPT_SCHEMA:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if not (is_disk_full(exc) or is_io_error(exc)):
+                raise StorageError(f"cannot add receipt tables to {self.db_path}: {exc}") from exc
+            # Full: the records stay readable; exports are not acknowledged until space is freed.
+            log.warning("no space to add the receipt tables to %s", self.db_path)
 
     def _sweep(self) -> SweepReport:
         """Remove leftovers of saves that never returned (only while nobody else has the store)."""
@@ -393,3 +443,4 @@ class SqliteStoreBase:
                 with contextlib.suppress(OSError):
                     os.close(self._lock_fd)
                 self._lock_fd = None
+            self._drop_snapshot()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -28,6 +27,13 @@ from device.records.schema import (
     canonical,
     to_json,
 )
+from device.records.space import (
+    MAX_RESERVE_BYTES,
+    free_bytes,
+    human_bytes,
+    reserve_for,
+    total_bytes,
+)
 from device.records.sqlite_open import SqliteStoreBase
 from device.records.validation import float_map, parse_time, validate_record
 
@@ -48,6 +54,14 @@ class SqliteScanStore(SqliteStoreBase):
             first start (a new UUID then).
         min_free_bytes: space to keep free on the data folder's file system; a
             save that would go below it raises :class:`DiskFullError` early.
+            Default (None): 2 % of the file system, between 1 and 16 MiB
+            (see :mod:`device.records.space`).
+        read_only: open for reading only: nothing in the data folder is created,
+            moved or swept, and :meth:`save` raises :class:`StoreReadOnlyError`.
+        recover: allow moving a damaged database aside (to ``corrupt-<time>/``),
+            moving orphaned images aside and sweeping leftovers of cut-short saves.
+            The device app and ``skinscan records repair`` allow it; other
+            commands pass False and get :class:`DamagedDatabaseError` instead.
 
     Attributes:
         data_dir: the data folder.
@@ -55,12 +69,15 @@ class SqliteScanStore(SqliteStoreBase):
         writable: False when the folder is read-only; :meth:`save` then raises
             :class:`StoreReadOnlyError`.
         notices: things to show on screen at start (a damaged database moved
-            aside, a read-only folder).
+            aside, a read-only folder, a full disk).
+        moved_aside: where a damaged database was moved at this start, else None.
+        damaged: scan id -> problem, for records that :meth:`history` skipped.
         swept: leftovers of interrupted saves removed at start.
 
     Raises:
-        StorageError: the folder cannot be used at all, or the database is
-            damaged while another process has it open.
+        DamagedDatabaseError: the database is damaged and may not be moved aside
+            here (``recover=False``, a read-only open, or another process has it open).
+        StorageError: the folder cannot be used at all.
         TamperError: the device key does not match the records.
     """
 
@@ -180,35 +197,75 @@ class SqliteScanStore(SqliteStoreBase):
         with contextlib.suppress(OSError):
             fsync_dir(self.images_dir)
 
+    @property
+    def reserve_bytes(self) -> int:
+        """Space every save leaves free: ``min_free_bytes`` if given, else
+        :func:`~device.records.space.reserve_for` the file system (1 to 16 MiB)."""
+        if self.min_free_bytes is not None:
+            return int(self.min_free_bytes)
+        total = total_bytes(self.data_dir)
+        return reserve_for(total) if total is not None else MAX_RESERVE_BYTES
+
     def _check_space(self, needed: int) -> None:
-        try:
-            st = os.statvfs(self.data_dir)
-        except OSError:
+        free = free_bytes(self.data_dir)
+        if free is None:
             return
-        free = st.f_bavail * st.f_frsize
-        if free < needed + self.min_free_bytes:
+        reserve = self.reserve_bytes
+        if free < needed + reserve:
             raise DiskFullError(
-                f"the storage is full ({free // 1024} KiB free): the scan was NOT saved; "
-                "earlier scans are safe. Export and free space."
+                f"the storage is full: the scan was NOT saved; earlier scans are safe. "
+                f"{human_bytes(free)} is free and {human_bytes(reserve)} is kept in reserve "
+                "so that the records can always be opened, checked and exported. Export the "
+                "records, then `skinscan records archive` the scans the clinic has "
+                "acknowledged to free space."
             )
 
-    def record_export(self, file_name: str, scan_ids: Sequence[str]) -> None:
-        """Append an entry to the export log (which records left the device, and when)."""
+    def record_export(
+        self,
+        file_name: str,
+        scan_ids: Sequence[str],
+        export_id: str | None = None,
+        proof_sha256: str | None = None,
+    ) -> bool:
+        """Append an entry to the export log (which records left the device, and when).
+
+        Args:
+            file_name: the export's file names.
+            scan_ids: the records it holds.
+            export_id: its id; with ``proof_sha256`` it is remembered so that the
+                clinic's receipt can be checked (:func:`device.records.archive.acknowledge`).
+            proof_sha256: SHA-256 of the receipt proof sealed into the export.
+
+        Returns:
+            True when logged; False when the store cannot be written (read-only
+            folder, full disk): the export is valid but cannot be acknowledged.
+        """
         if not self.writable:
-            log.warning("export of %d records not logged: read-only folder", len(scan_ids))
-            return
+            log.warning("export of %d records not logged: store not writable", len(scan_ids))
+            return False
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self._lock:
             conn = self._db()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(
-                "INSERT INTO exports (exported_at, file, scan_ids) VALUES (?, ?, ?)",
-                (
-                    datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    file_name,
-                    to_json(list(scan_ids)),
-                ),
-            )
-            conn.execute("COMMIT")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    "INSERT INTO exports (exported_at, file, scan_ids) VALUES (?, ?, ?)",
+                    (now, file_name, to_json(list(scan_ids))),
+                )
+                if export_id is not None and proof_sha256 is not None:
+                    conn.execute(
+                        "INSERT INTO receipts (export_id, proof_sha256, scan_ids) VALUES (?, ?, ?)",
+                        (export_id, proof_sha256, to_json(list(scan_ids))),
+                    )
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if is_disk_full(exc):
+                    log.warning("export not logged: the storage is full")
+                    return False
+                raise StorageError(f"cannot log the export: {exc}") from exc
+        return True
 
     # ----------------------------------------------------------------- reading
 
@@ -236,15 +293,26 @@ class SqliteScanStore(SqliteStoreBase):
             body_site: body site to match exactly.
             limit: most records to return.
 
+        A record that cannot be read (altered, a file missing) is skipped, so
+        one bad record never hides the others: it is logged and listed in
+        :attr:`damaged` (scan id -> problem) for the screen to mention.
+        :meth:`get` and :meth:`verify` still raise or report it.
+
         Raises:
             PatientRefError: ``patient_ref`` is not an opaque reference.
-            TamperError: a matching record was altered.
         """
         where, args = where_clause(self._cipher.index, patient_ref, body_site, None)
         sql = f"SELECT * FROM scans {where} ORDER BY created_ts DESC, seq DESC LIMIT ?"
         with self._lock:
             rows = self._db().execute(sql, (*args, int(limit))).fetchall()
-        return [self._load(row) for row in rows]
+        records = []
+        for row in rows:
+            try:
+                records.append(self._load(row))
+            except StorageError as exc:  # TamperError is one
+                self.damaged[row["scan_id"]] = str(exc)
+                log.error("history: skipped scan %s: %s", row["scan_id"], exc)
+        return records
 
     def summaries(
         self,

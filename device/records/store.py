@@ -76,7 +76,7 @@ def open_store(
     configured_dir: str | os.PathLike[str] | None = None,
     key_provider: KeyProvider | bytes | None = None,
     device_id: str | None = None,
-    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+    min_free_bytes: int | None = None,
 ) -> SqliteScanStore | MemoryScanStore:
     """Open the device's store; never raises for a bad folder, so the app keeps scanning.
 
