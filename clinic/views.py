@@ -367,6 +367,8 @@ def _upload_advice(reason: str) -> str:
 
 def _upload_form(status: int, error: str, form: Mapping[str, str]) -> Any:
     """The upload form again, with the message and what the user had entered."""
+    if any(form.values()):
+        error = f"{error} {REFILL_FILE}"
     return _page("upload.html", status, bundle_id=_ctx().analysis.bundle_id, error=error, form=form)
 
 
@@ -389,7 +391,7 @@ def upload() -> Any:
         try:
             patient_ref = validate_patient_ref(patient_ref)
         except PatientRefError as exc:
-            return _upload_form(400, f"Patient reference refused: {exc}. {REFILL_FILE}", form)
+            return _upload_form(400, f"Patient reference refused: {exc}.", form)
     data = file.read()
     try:
         record = ctx.analysis.analyse_upload(
@@ -407,7 +409,7 @@ def upload() -> Any:
             quality=_quality_rows(exc.metrics, ctx.analysis.thresholds),
         )
     except (UploadError, InvalidRecordError) as exc:
-        return _upload_form(400, f"{exc}. {REFILL_FILE}", form)
+        return _upload_form(400, f"{exc}.", form)
     ctx.store.add_scan(record)
     return redirect(url_for("scan", scan_id=record.scan_id))
 

@@ -530,3 +530,10 @@ def test_a_record_altered_in_the_store_is_reported_not_shown(logged_in, store):
         response = logged_in.get(path)
         assert response.status_code == 409
         assert "integrity check" in _text(response) and b"PNG" not in response.data[:8]
+
+
+def test_an_empty_form_is_not_said_to_be_kept(logged_in):
+    alert = _alert(upload(logged_in, b"%PDF-1.4 not an image"))
+    assert "not a JPEG or PNG" in alert and "entries are kept" not in alert
+    alert = _alert(upload(logged_in, b"%PDF-1.4 not an image", body_site="back"))
+    assert "entries are kept" in alert
