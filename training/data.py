@@ -245,13 +245,22 @@ def group_ids(samples: list[Sample]) -> list[int]:
     return [find(i) for i in range(len(samples))]
 
 
-def grouped_split(
-    samples: list[Sample], seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-) -> dict[str, str]:
-    """Assign each image to train/val/test, grouped by lesion and stratified by diagnosis.
+def _by_diagnosis(sample: Sample) -> str:
+    return sample.dx
 
-    Groups of each diagnosis are shuffled with ``seed`` and dealt greedily to the
-    split that is furthest below its target image count for that diagnosis.
+
+def grouped_split(
+    samples: list[Sample],
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    stratum: Callable[[Sample], Any] = _by_diagnosis,
+) -> dict[str, str]:
+    """Assign each image to train/val/test, grouped by lesion and stratified by ``stratum``.
+
+    Every image of a lesion, and byte-identical files, land on one side. Groups of each
+    stratum (by default the diagnosis; a group's stratum is its members' most common
+    one, as HAM10000 lesions have one diagnosis) are shuffled with ``seed`` and dealt
+    greedily to the split that is furthest below its target image count for that stratum.
 
     Returns:
         image_id -> split name.
@@ -260,15 +269,14 @@ def grouped_split(
     members: dict[int, list[Sample]] = defaultdict(list)
     for group, sample in zip(groups, samples, strict=True):
         members[group].append(sample)
-    by_dx: dict[str, list[int]] = defaultdict(list)
+    strata: dict[Any, list[int]] = defaultdict(list)
     for group, group_samples in members.items():
-        # A group's diagnosis is its most common one (HAM10000 lesions have one dx).
-        dxs = [s.dx for s in group_samples]
-        by_dx[max(sorted(set(dxs)), key=dxs.count)].append(group)
+        keys = [stratum(s) for s in group_samples]
+        strata[max(sorted(set(keys)), key=keys.count)].append(group)
     rng = np.random.default_rng(seed)
     assignment: dict[str, str] = {}
-    for dx in sorted(by_dx):
-        group_list = sorted(by_dx[dx])
+    for key in sorted(strata):
+        group_list = sorted(strata[key])
         rng.shuffle(group_list)
         total = sum(len(members[g]) for g in group_list)
         counts = dict.fromkeys(SPLITS, 0)
@@ -322,22 +330,21 @@ def read_split_csv(path: Path) -> list[dict[str, str]]:
 
 
 def with_colour_reference(spec: PreprocessSpec, samples: list[Sample]) -> PreprocessSpec:
-    """``spec`` with its colour reference fitted on ``samples`` (the training split).
+    """``spec`` with its illuminant region fitted on ``samples`` (the training split).
 
-    Spec version 5 maps each frame's Shades-of-Gray illuminant to the training images'
-    mean illuminant chromaticity; version 6 also fits the region of their illuminants
-    that it clamps into. A spec that already carries one, or that has no colour
-    constancy or predates version 5, is returned unchanged. Unreadable images are
-    left out of the fit (they are skipped from training anyway).
+    Spec 6 clamps each frame's Shades-of-Gray illuminant into the region of the
+    training images' illuminants; this fits that region and its centre. A spec
+    with no colour step (spec 3) or one already fitted is returned unchanged.
+    Unreadable images are left out of the fit (they are skipped from training anyway).
     """
     from dataclasses import replace
 
-    from device.imaging.colour import fit_reference, fit_region
+    from device.imaging.colour import fit_region
     from device.imaging.pipeline import to_working_size
 
-    colour = spec.colour
-    if spec.version < 5 or colour.method == "none" or colour.reference is not None:
+    if spec.fitted:
         return spec
+    colour = spec.colour
 
     def working_images() -> Iterator[np.ndarray]:
         for sample in samples:
@@ -346,13 +353,9 @@ def with_colour_reference(spec: PreprocessSpec, samples: list[Sample]) -> Prepro
             except CorruptImageError:
                 continue
 
-    if spec.version >= 6:
-        reference, region = fit_region(working_images(), colour)
-        log.info("illuminant region fitted on %d training images: %s", len(samples), region)
-        return replace(spec, colour=replace(colour, reference=reference, region=region))
-    reference = fit_reference(working_images(), colour)
-    log.info("colour reference fitted on %d training images: %s", len(samples), reference)
-    return replace(spec, colour=replace(colour, reference=reference))
+    reference, region = fit_region(working_images(), colour)
+    log.info("illuminant region fitted on %d training images: %s", len(samples), region)
+    return replace(spec, colour=replace(colour, reference=reference, region=region))
 
 
 def _preprocess_one(args: tuple[str, str]) -> tuple[np.ndarray | None, str]:

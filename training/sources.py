@@ -25,7 +25,7 @@ import numpy as np
 
 from device.errors import DatasetError
 from device.labels import CLASS_CODES
-from training.data import SPLITS, Sample, group_ids, load_sources
+from training.data import Sample, group_ids, grouped_split, load_sources
 
 __all__ = [
     "balanced_weights",
@@ -49,6 +49,10 @@ def source_counts(samples: Iterable[Sample]) -> dict[str, dict[str, int]]:
     }
 
 
+def _by_source_and_diagnosis(sample: Sample) -> tuple[str, str]:
+    return (sample.source, sample.dx)
+
+
 def source_split(
     samples: list[Sample],
     seed: int = 0,
@@ -56,36 +60,13 @@ def source_split(
 ) -> dict[str, str]:
     """A lesion-grouped split, stratified by (source, diagnosis).
 
-    Every image of a lesion (and byte-identical files) lands on one side, as in
-    :func:`training.data.grouped_split`; groups are dealt per (source, diagnosis)
-    stratum, so each source keeps about ``fractions`` of each of its classes in
-    each split.
+    As :func:`training.data.grouped_split`, with groups dealt per (source, diagnosis)
+    stratum, so each source keeps about ``fractions`` of each of its classes in each split.
 
     Returns:
         image_id -> split name.
     """
-    groups = group_ids(samples)
-    members: dict[int, list[Sample]] = defaultdict(list)
-    for group, sample in zip(groups, samples, strict=True):
-        members[group].append(sample)
-    strata: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for group, group_samples in members.items():
-        keys = [(s.source, s.dx) for s in group_samples]
-        strata[max(sorted(set(keys)), key=keys.count)].append(group)
-    rng = np.random.default_rng(seed)
-    assignment: dict[str, str] = {}
-    for stratum in sorted(strata):
-        group_list = sorted(strata[stratum])
-        rng.shuffle(group_list)
-        total = sum(len(members[g]) for g in group_list)
-        counts = dict.fromkeys(SPLITS, 0)
-        for group in group_list:
-            deficits = {s: f * total - counts[s] for s, f in zip(SPLITS, fractions, strict=True)}
-            split = max(SPLITS, key=lambda s: deficits[s])
-            counts[split] += len(members[group])
-            for sample in members[group]:
-                assignment[sample.image_id] = split
-    return assignment
+    return grouped_split(samples, seed, fractions, stratum=_by_source_and_diagnosis)
 
 
 def held_out_fold(samples: list[Sample], source: str) -> tuple[list[Sample], list[Sample]]:
