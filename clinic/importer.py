@@ -5,12 +5,19 @@ code as ``skinscan records open``. Every part is decrypted and every record is
 validated *before* the first one is saved, so a tampered, foreign or malformed
 export imports nothing. Records already in the store (same scan id) are
 skipped, so importing an export twice adds nothing the second time.
+
+Once every record of an export is stored, its receipt is written
+(:func:`device.records.archive.write_receipt`, as ``records open --receipt``
+does) and kept, encrypted, in the clinic store for download: on the scanner,
+``skinscan records ack RECEIPT`` checks it, after which ``records archive`` may
+move those scans off the device.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import zipfile
 from collections.abc import Sequence
@@ -20,6 +27,7 @@ from pathlib import Path
 from clinic.store import ClinicStore
 from device.errors import StorageError, TamperError
 from device.records.api import InvalidRecordError
+from device.records.archive import ReceiptError, write_receipt
 from device.records.export import MAGIC, SUFFIX, OpenedExport, open_export
 from device.records.store import validate_record
 
@@ -43,6 +51,8 @@ class ImportReport:
         parts: number of parts read.
         added: scan ids newly stored.
         already_present: scan ids that were stored before (skipped).
+        has_receipt: a receipt for the scanner was kept (False for an export made
+            by a SkinScan that sealed no receipt proof into it).
     """
 
     export_id: str
@@ -50,6 +60,21 @@ class ImportReport:
     parts: int
     added: tuple[str, ...]
     already_present: tuple[str, ...]
+    has_receipt: bool = False
+
+    @property
+    def receipt_name(self) -> str:
+        """The file name the receipt is offered under."""
+        return receipt_name(self.export_id)
+
+
+def receipt_name(export_id: str) -> str:
+    """``skinscan-receipt-<first 8 characters of the export id>.json``.
+
+    The export id comes from the export, which anyone holding the clinic's
+    public key can make, so only letters, digits and dashes reach the name.
+    """
+    return f"skinscan-receipt-{re.sub(r'[^A-Za-z0-9-]', '', export_id)[:8] or 'export'}.json"
 
 
 def open_checked(path: str | Path, clinic_private_key: bytes) -> OpenedExport:
@@ -105,6 +130,8 @@ def import_export(
     present: list[str] = []
     for record in opened.records:
         (added if store.add_scan(record) else present).append(record.scan_id)
+    # Only after every record is stored: the receipt lets the scanner delete them.
+    has_receipt = _keep_receipt(store, opened)
     store.log_import(imported_by, opened.export_id, opened.device_id, len(added), len(present))
     log.info(
         "imported export %s from %s: %d added, %d already present",
@@ -114,8 +141,27 @@ def import_export(
         len(present),
     )
     return ImportReport(
-        opened.export_id, opened.device_id, opened.parts, tuple(added), tuple(present)
+        opened.export_id,
+        opened.device_id,
+        opened.parts,
+        tuple(added),
+        tuple(present),
+        has_receipt,
     )
+
+
+def _keep_receipt(store: ClinicStore, opened: OpenedExport) -> bool:
+    """Write the export's receipt and keep it in the store; False when the export has no proof."""
+    path = store.temp_path(".json")
+    try:
+        write_receipt(opened, path)
+        store.save_receipt(opened.export_id, path.read_bytes())
+    except ReceiptError as exc:
+        log.info("no receipt for export %s: %s", opened.export_id, exc)
+        return False
+    finally:
+        path.unlink(missing_ok=True)
+    return True
 
 
 def import_uploaded(

@@ -5,7 +5,7 @@ Layout of the clinic data folder (``skinscan serve --data DIR``)::
     store.key      256-bit key of the clinic store, mode 0600 (back it up with the folder)
     scans/         a device ``SqliteScanStore``: scans, images and heatmaps, AES-256-GCM at rest
     clinic.db      users (argon2 hashes), reviews, the import log, the patient list,
-                   failed logins (for the lock-out)
+                   failed logins (for the lock-out), receipts for the scanners
     session.key    the secret that signs session cookies, mode 0600
     tmp/           uploads being read; emptied at start
 
@@ -13,7 +13,8 @@ Scans are kept by the device's own :class:`~device.records.store.SqliteScanStore
 (append-only, power-cut safe, every row authenticated), so the clinic's records
 have exactly the device's guarantees. ``clinic.db`` holds what the device has
 no place for. Its patient references and review notes are encrypted with the
-device's :class:`~device.records.crypto.RecordCipher` under the same key, and
+device's :class:`~device.records.crypto.RecordCipher` under the same key, as are
+the receipts (their proof lets a scanner archive scans off the device), and
 reviews and the import log are append-only (SQL triggers refuse UPDATE and DELETE).
 """
 
@@ -76,6 +77,13 @@ _SCHEMA = (
         device_id TEXT NOT NULL,
         added INTEGER NOT NULL,
         already_present INTEGER NOT NULL
+    )""",
+    # The receipt of each imported export (device.records.archive.write_receipt), sealed:
+    # its proof is what lets the scanner move the export's scans off the device.
+    """CREATE TABLE IF NOT EXISTS receipts (
+        export_id TEXT PRIMARY KEY,
+        written_at TEXT NOT NULL,
+        receipt_sealed BLOB NOT NULL
     )""",
     # Failed logins per account, for the lock-out (clinic.auth.LoginThrottle). The
     # account is a keyed hash: a password typed into the username field is not kept.
@@ -151,6 +159,7 @@ class ImportEntry:
     device_id: str
     added: int
     already_present: int
+    has_receipt: bool = False
 
 
 def _write_secret(path: Path, nbytes: int) -> bytes:
@@ -450,7 +459,9 @@ class ClinicStore:
         """The newest entries of the import log."""
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT * FROM imports ORDER BY seq DESC LIMIT ?", (int(limit),)
+                "SELECT imports.*, receipts.export_id IS NOT NULL AS has_receipt FROM imports "
+                "LEFT JOIN receipts USING (export_id) ORDER BY seq DESC LIMIT ?",
+                (int(limit),),
             ).fetchall()
         return [
             ImportEntry(
@@ -460,6 +471,33 @@ class ClinicStore:
                 r["device_id"],
                 r["added"],
                 r["already_present"],
+                bool(r["has_receipt"]),
             )
             for r in rows
         ]
+
+    # ----------------------------------------------------------------- receipts
+
+    def save_receipt(self, export_id: str, receipt: bytes) -> None:
+        """Keep (encrypted) the receipt for an imported export, replacing an earlier one."""
+        sealed = self._cipher.encrypt(receipt, export_id, "receipt")
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO receipts (export_id, written_at, receipt_sealed) "
+                "VALUES (?, ?, ?)",
+                (export_id, now_utc(), sealed),
+            )
+
+    def receipt(self, export_id: str) -> bytes | None:
+        """The receipt for an imported export, or None when there is none.
+
+        Raises:
+            TamperError: the stored receipt was altered.
+        """
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT receipt_sealed FROM receipts WHERE export_id = ?", (export_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return self._cipher.decrypt(row["receipt_sealed"], export_id, "receipt")

@@ -17,7 +17,7 @@ from clinic.analysis import QualityGateError, UploadError
 from clinic.auth import verify_login
 from clinic.context import ClinicContext, clinic_context
 from clinic.followup import compare
-from clinic.importer import ImportRefusedError, import_uploaded
+from clinic.importer import ImportRefusedError, import_uploaded, receipt_name
 from device.errors import SkinScanError, StorageError, TamperError
 from device.imaging import quality
 from device.labels import HAM10000_CLASSES
@@ -359,6 +359,19 @@ def import_page() -> Any:
     return _page("import.html", imports=ctx.store.imports(), report=report)
 
 
+def import_receipt(export_id: str) -> Any:
+    """The receipt of an imported export, as a file for the scanner's ``records ack``."""
+    from flask import Response, abort
+
+    receipt = _ctx().store.receipt(export_id)
+    if receipt is None:
+        abort(404)
+    disposition = f'attachment; filename="{receipt_name(export_id)}"'
+    return Response(
+        receipt, mimetype="application/json", headers={"Content-Disposition": disposition}
+    )
+
+
 def _upload_advice(reason: str) -> str:
     """A quality-gate reason with advice for an uploaded photo instead of the device's."""
     what = reason.split(" — ", 1)[0]
@@ -470,6 +483,7 @@ def register(app: Any) -> None:
         ("/scans/<scan_id>/review", review, ("POST",)),
         ("/compare", compare_scans, ("GET",)),
         ("/import", import_page, ("GET", "POST")),
+        ("/import/<path:export_id>/receipt", import_receipt, ("GET",)),
         ("/upload", upload, ("GET", "POST")),
     ]
     for rule, view, methods in rules:

@@ -131,7 +131,7 @@ def test_every_route_needs_a_login(app, client, store):
     record = make_record(4, size=32)
     store.add_scan(record)
     token = csrf(client)  # a valid token, so only the login check can refuse
-    values = {"scan_id": record.scan_id, "patient_ref": PATIENT}
+    values = {"scan_id": record.scan_id, "patient_ref": PATIENT, "export_id": "e" * 8}
     checked = []
     for rule in app.url_map.iter_rules():
         if rule.endpoint in ("login", "static"):
@@ -146,7 +146,8 @@ def test_every_route_needs_a_login(app, client, store):
             checked.append((method, rule.rule))
     assert ("GET", "/scans/<scan_id>/photo.png") in checked
     assert ("POST", "/upload") in checked and ("POST", "/import") in checked
-    assert len(checked) >= 14
+    assert ("GET", "/import/<path:export_id>/receipt") in checked
+    assert len(checked) >= 15
     assert store.reviews(record.scan_id) == []
 
 
