@@ -28,11 +28,15 @@ from device.ui.screens import NOTICE, tier_action
 log = logging.getLogger(__name__)
 
 PUBLIC_ENDPOINTS = frozenset({"login", "static"})
-QUALITY_LABELS = {
-    "sharpness": "Sharpness (variance of Laplacian)",
-    "dark_fraction": "Dark pixels",
-    "bright_fraction": "Bright (clipped) pixels",
-    "lesion_contrast": "Lesion contrast",
+# The quality gate's metrics (device.imaging.quality.QualityReport) in the order the
+# table shows them: label, and which way the metric must lie against which threshold.
+QUALITY_METRICS = {
+    "sharpness": ("Sharpness (variance of Laplacian)", ">=", "min_sharpness"),
+    "reblur_loss": ("Re-blur loss (sharpness, any contrast)", ">=", "min_reblur_loss"),
+    "dark_fraction": ("Dark pixels", "<=", "max_dark_fraction"),
+    "bright_fraction": ("Bright (clipped) pixels", "<=", "max_bright_fraction"),
+    "colourfulness": ("Colourfulness (CIELAB chroma)", ">=", "min_colourfulness"),
+    "lesion_contrast": ("Lesion contrast", ">=", "min_lesion_contrast"),
 }
 # The quality gate speaks to a health worker holding the scanner ("check the LED
 # ring"); an uploaded photo needs advice about the photo. Keyed by what failed;
@@ -116,23 +120,24 @@ def _headers(response: Any) -> Any:
 
 
 def _quality_rows(quality: Mapping[str, float], thresholds: Any) -> list[dict[str, Any]]:
-    limits = {
-        "sharpness": (">=", thresholds.min_sharpness),
-        "dark_fraction": ("<=", thresholds.max_dark_fraction),
-        "bright_fraction": ("<=", thresholds.max_bright_fraction),
-        "lesion_contrast": (">=", thresholds.min_lesion_contrast),
-    }
+    """The quality table: each metric with its label, value, limit and pass/fail.
+
+    A metric this page does not know (from a newer scanner) is shown as it is named,
+    without a limit.
+    """
     rows = []
-    order = [n for n in QUALITY_LABELS if n in quality] + sorted(set(quality) - set(QUALITY_LABELS))
-    for name in order:
+    known = [n for n in QUALITY_METRICS if n in quality]
+    for name in known + sorted(set(quality) - set(QUALITY_METRICS)):
         value = quality[name]
-        op, limit = limits.get(name, (None, None))
-        passed = None if op is None else (value >= limit if op == ">=" else value <= limit)
+        label, op, attribute = QUALITY_METRICS.get(name, (name, None, None))
+        limit = None if attribute is None else getattr(thresholds, attribute)
+        passed = None if limit is None else (value >= limit if op == ">=" else value <= limit)
         rows.append(
             {
-                "name": QUALITY_LABELS.get(name, name),
+                "metric": name,
+                "name": label,
                 "value": value,
-                "limit": None if op is None else f"{op} {limit:g}",
+                "limit": None if limit is None else f"{op} {limit:g}",
                 "passed": passed,
             }
         )

@@ -40,6 +40,22 @@ def make_export(
     return result.files
 
 
+def make_app(data_dir: Path, private_key_file: Path, analysis: Any, **settings: Any) -> Any:
+    """A clinic app over ``data_dir`` with the account ``alice`` (password :data:`PASSWORD`).
+
+    The caller closes ``app.extensions["skinscan_clinic"].store``.
+    """
+    from clinic.app import ClinicSettings, create_app
+    from clinic.auth import hash_password
+
+    app = create_app(
+        ClinicSettings(data_dir=data_dir, clinic_key=private_key_file, **settings),
+        analysis=analysis,
+    )
+    app.extensions["skinscan_clinic"].store.add_user("alice", hash_password(PASSWORD))
+    return app
+
+
 def encode(image: np.ndarray, ext: str = ".jpg") -> bytes:
     """An RGB image as JPEG or PNG bytes."""
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(image[..., ::-1]))

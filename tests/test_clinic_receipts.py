@@ -18,10 +18,8 @@ pytest.importorskip("flask")
 pytest.importorskip("flask_wtf")
 pytest.importorskip("argon2")
 
-from clinic_support import PASSWORD, PATIENT, import_files, login, make_export, make_keys
+from clinic_support import PATIENT, import_files, login, make_app, make_export, make_keys
 
-from clinic.app import ClinicSettings, create_app
-from clinic.auth import hash_password
 from clinic.store import CLINIC_DB
 from device.cli import main
 from device.records.archive import acknowledged_ids
@@ -47,13 +45,9 @@ def keys(tmp_path):
 
 @pytest.fixture
 def app(tmp_path, analysis, keys):
-    flask_app = create_app(
-        ClinicSettings(data_dir=tmp_path / "clinic", clinic_key=keys[0]), analysis=analysis
-    )
-    store = flask_app.extensions["skinscan_clinic"].store
-    store.add_user("alice", hash_password(PASSWORD))
+    flask_app = make_app(tmp_path / "clinic", keys[0], analysis)
     yield flask_app
-    store.close()
+    flask_app.extensions["skinscan_clinic"].store.close()
 
 
 @pytest.fixture
