@@ -27,7 +27,7 @@ from typing import Any
 
 from device import metrics
 from device.errors import SkinScanError
-from training.source_bench import ACQUISITION_AUGMENT, FOLD_FIGURES, Candidate
+from training.source_candidates import ACQUISITION_AUGMENT, FOLD_FIGURES, Candidate
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def _held_out_csv(out: Path, samples: list, fold: str) -> Path:
 
 def markdown_full_folds(report: dict[str, Any]) -> str:
     """The full-fold report as one Markdown table."""
-    from training.source_bench import _cell
+    from training.source_candidates import _cell
 
     lines = [
         "# Leave-one-source-out: full folds",
