@@ -4,7 +4,7 @@ Two ways to get one:
 
 * :func:`make_bundle` (no TensorFlow): copies the tiny prebuilt models in
   ``tests/data/tiny_bundle/`` and writes a fresh manifest for them with the
-  current schema and the current default :class:`PreprocessSpec`. Fast; use it
+  current schema and :func:`bundle_spec` (spec 3: nothing to fit). Fast; use it
   in any test that needs a loadable bundle::
 
       from bundle_factory import make_bundle
@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from conversion.manifest import build_manifest, write_bundle  # noqa: E402
-from device.imaging.pipeline import PreprocessSpec, preprocess  # noqa: E402
+from device.imaging.pipeline import PreprocessSpec, default_spec, preprocess  # noqa: E402
 from device.labels import CLASS_CODES  # noqa: E402
 from device.runtime.manifest import GRADCAM_FILE, MODEL_FILE  # noqa: E402
 
@@ -130,10 +130,19 @@ def write_rows_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def bundle_spec() -> PreprocessSpec:
+    """The preprocessing of test bundles: spec 3, a kept spec with no colour region to fit.
+
+    (The tiny models classify synthetic frames through it as well as through a spec 6
+    fitted on them: 140 of 140 fresh frames either way.)
+    """
+    return default_spec(3)
+
+
 def synthetic_model_inputs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic frames run through the device's preprocessing: (N, 224, 224, 3) uint8."""
     frames, labels = synthetic_frames(n, seed)
-    spec = PreprocessSpec()
+    spec = bundle_spec()
     return np.stack([preprocess(f, spec).model_input for f in frames]), labels
 
 
@@ -200,7 +209,7 @@ def make_bundle(
     Args:
         dest: the bundle folder to create.
         files: bundle files; defaults to the prebuilt tiny models.
-        preprocessing: preprocessing dict; defaults to ``PreprocessSpec().to_dict()``.
+        preprocessing: preprocessing dict; defaults to ``bundle_spec().to_dict()``.
         calibration: overrides of :data:`DEFAULT_CALIBRATION`.
         provenance: overrides of :data:`DEFAULT_PROVENANCE`.
         metrics: manifest metrics.
@@ -224,7 +233,7 @@ def make_bundle(
     manifest = build_manifest(
         files,
         bundle_id=bundle_id,
-        preprocessing=dict(preprocessing) if preprocessing else PreprocessSpec().to_dict(),
+        preprocessing=dict(preprocessing) if preprocessing else bundle_spec().to_dict(),
         calibration={**DEFAULT_CALIBRATION, **(calibration or {})},
         provenance={**DEFAULT_PROVENANCE, **(provenance or {})},
         metrics=metrics or {"note": "tiny synthetic test bundle"},

@@ -190,6 +190,42 @@ def test_unknown_preprocessing_key(bundle_dir: Path) -> None:
         load_bundle(bundle_dir)
 
 
+def _retired_spec_5() -> dict[str, Any]:
+    """The preprocessing of a spec 5 bundle, as its manifest recorded it."""
+    shipped = read_manifest(ROOT / "device" / "models" / "default").preprocessing
+    data = json.loads(json.dumps(shipped))
+    data["version"] = 5
+    data["segment"]["min_contrast"] = 8.0
+    data["crop"] = {"margin": 0.2, "min_fraction": 0.8, "max_fraction": 1.5}
+    data["colour"]["region"] = None
+    data["resize_rule"] = "as version 4, except that the illuminant estimate is mapped to ..."
+    return data
+
+
+def test_a_bundle_of_a_retired_spec_is_refused_with_its_version(tmp_path: Path) -> None:
+    bundle_dir = make_bundle(tmp_path / "v5", preprocessing=_retired_spec_5())
+    with pytest.raises(ManifestError) as caught:
+        load_bundle(bundle_dir)
+    message = str(caught.value)
+    assert message.startswith("manifest.json: preprocessing spec 5 is retired")
+    assert "use a bundle of spec 3 or 6" in message
+
+
+def test_a_spec_6_bundle_without_its_fitted_region_is_refused(tmp_path: Path) -> None:
+    from device.imaging.pipeline import default_spec
+
+    bundle_dir = make_bundle(tmp_path / "v6", preprocessing=default_spec(6).to_dict())
+    with pytest.raises(ManifestError, match=r"spec 6 has no colour\.region"):
+        load_bundle(bundle_dir)
+
+
+def test_the_shipped_bundle_is_spec_6() -> None:
+    from device.imaging.pipeline import SPEC_VERSION
+
+    spec = load_bundle(ROOT / "device" / "models" / "default").preprocess
+    assert spec.version == SPEC_VERSION == 6 and spec.colour.region is not None
+
+
 def test_file_names_cannot_escape_the_bundle(bundle_dir: Path) -> None:
     def change(m: dict[str, Any]) -> None:
         m["files"]["../secret"] = m["files"]["model.tflite"]

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from bundle_factory import make_bundle, synthetic_frames, write_rows_csv
+from conftest import write_synthetic_ham
 
 from device.errors import ConfigError, SkinScanError
 from device.evaluation.shifts import shift_by_name
@@ -18,12 +19,12 @@ from device.imaging.colour import (
     IlluminantRegion,
     chromaticity,
     clamped_target,
-    fit_reference,
     fit_region,
     illuminant_estimate,
     normalise_colour,
     region_distance,
 )
+from device.imaging.io import read_image
 from device.imaging.pipeline import PreprocessSpec, default_spec, preprocess
 from device.labels import CLASS_CODES
 from device.phantoms import make_phantom
@@ -84,8 +85,11 @@ def test_a_region_needs_its_centre() -> None:
 def test_the_fitted_region_holds_the_quantile_of_the_training_images(training_frames) -> None:
     params = ColourParams()
     reference, region = fit_region(training_frames, params, quantile=0.9)
-    np.testing.assert_allclose(reference, fit_reference(training_frames, params), rtol=1e-6)
     chromas = np.array([chromaticity(illuminant_estimate(f, params)) for f in training_frames])
+    # The centre is the geometric-mean chromaticity, so a cast and its opposite cancel.
+    centre = np.exp(np.mean(np.log(chromas), axis=0))
+    np.testing.assert_allclose(reference, centre / centre.mean(), rtol=1e-6)
+    assert abs(np.mean(reference) - 1.0) < 1e-9
     distances = region_distance(chromas, np.asarray(reference), region)
     inside = distances <= region.radius
     assert inside.mean() == pytest.approx(0.9, abs=1 / len(training_frames))
@@ -106,7 +110,7 @@ def test_identical_white_balances_still_give_a_region() -> None:
     params = ColourParams(reference=reference, region=region)
     cast = shift_by_name("colour-4000K").apply(frame)
     target = clamped_target(chromaticity(illuminant_estimate(cast, params)), params)
-    np.testing.assert_allclose(target, reference, atol=1e-4)  # radius 0: spec 5's mapping
+    np.testing.assert_allclose(target, reference, atol=1e-4)  # radius 0: to the centre
 
 
 def test_a_frame_inside_the_region_is_left_exactly_as_it_is(training_frames, clamp) -> None:
@@ -135,8 +139,28 @@ def test_a_cast_outside_is_moved_to_the_edge_towards_the_centre(training_frames,
 
 def test_only_version_6_may_carry_a_region(clamp) -> None:
     with pytest.raises(ConfigError, match="version 6"):
-        replace(default_spec(5), colour=clamp)
+        replace(default_spec(3), colour=clamp)
     assert default_spec(6).colour.region is None
+
+
+def test_the_reference_is_stored_with_mean_one(clamp) -> None:
+    params = ColourParams(reference=(2.5, 1.8, 1.7), region=clamp.region)
+    assert params.reference is not None
+    assert abs(np.mean(params.reference) - 1.0) < 1e-6
+    assert params.reference[0] > params.reference[1] > params.reference[2]
+
+
+@pytest.mark.parametrize(
+    "bad", [(1.0, 1.0), (1.0, -1.0, 1.0), (1.0, float("nan"), 1.0), ("a", "b", "c")]
+)
+def test_a_bad_reference_is_a_config_error(bad, clamp) -> None:
+    with pytest.raises(ConfigError, match="reference"):
+        ColourParams(reference=bad, region=clamp.region)
+
+
+def test_a_reference_without_a_region_is_retired_spec_5(clamp) -> None:
+    with pytest.raises(ConfigError, match="retired spec 5"):
+        ColourParams(reference=clamp.reference)
 
 
 def test_a_v6_spec_keeps_v3_geometry_and_round_trips(clamp) -> None:
@@ -180,9 +204,8 @@ def test_the_pipeline_says_when_the_light_was_unusual(training_frames, clamp) ->
     assert between, "the fixture needs a frame in the ring between the two radii"
     assert not np.array_equal(normalise_colour(between[0], clamp), between[0])
     assert preprocess(between[0], v6).unusual_light is False
-    # Specs that always normalise (4, 5) or never do (3) have nothing to report.
+    # Spec 3 has no colour step and nothing to report.
     assert preprocess(warm, default_spec(3)).unusual_light is False
-    assert preprocess(warm, default_spec(5)).unusual_light is False
 
 
 def test_the_flag_reaches_the_saved_record() -> None:
@@ -198,15 +221,79 @@ def test_the_flag_reaches_the_saved_record() -> None:
     assert UNUSUAL_LIGHT_NOTE.startswith("Unusual light")
 
 
-def test_training_fits_the_region_for_version_6(tmp_path: Path, training_frames) -> None:
+def _samples(folder: Path, frames: list[np.ndarray]) -> list[Sample]:
     samples = []
-    for i, frame in enumerate(training_frames[:10]):
-        path = tmp_path / f"ISIC_{i}.jpg"
+    for i, frame in enumerate(frames):
+        path = folder / f"ISIC_{i}.jpg"
         cv2.imwrite(str(path), frame[..., ::-1])
         samples.append(Sample(f"ISIC_{i}", f"HAM_{i}", "nv", path))
+    return samples
+
+
+def test_training_fits_the_region_for_version_6(tmp_path: Path, training_frames) -> None:
+    samples = _samples(tmp_path, training_frames[:10])
     fitted = with_colour_reference(default_spec(6), samples)
     assert fitted.colour.region is not None and fitted.colour.region.quantile == 0.975
     assert with_colour_reference(fitted, samples) is fitted
+
+
+def test_training_fits_on_the_readable_training_images_only(tmp_path: Path) -> None:
+    frames = [shift_by_name("colour-3000K").apply(_phantom(s)) for s in (7, 8, 9)]
+    samples = _samples(tmp_path, frames)
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    samples.append(Sample("broken", "HAM_x", "nv", tmp_path / "broken.jpg"))
+    fitted = with_colour_reference(default_spec(6), samples)
+    assert fitted.colour.reference is not None
+    # Warm light: the fitted centre is reddish, as the training images are.
+    assert fitted.colour.reference[0] > fitted.colour.reference[2]
+    assert with_colour_reference(fitted, samples[:1]) is fitted
+    assert with_colour_reference(default_spec(3), samples) == default_spec(3)
+
+
+def test_the_current_recipe_is_spec_6_with_acquisition_augmentation() -> None:
+    import argparse
+
+    from training.augment import AugmentConfig
+    from training.cli import configure, recipe_overrides
+    from training.train_config import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    recipe = parser.parse_args(["--data", "x"]).recipe  # skinscan train without --recipe
+    assert recipe == "current"
+    cfg = TrainConfig(data_dir="x", run_dir="run")
+    for name, value in recipe_overrides(recipe).items():
+        setattr(cfg, name, value)
+    spec = PreprocessSpec.from_dict(cfg.preprocessing)
+    assert spec == default_spec(6) and not spec.fitted  # fitted by the run, on its train split
+    augment = AugmentConfig.from_dict(cfg.augment)
+    assert augment.channel_gain > 0 and augment.blur_probability > 0
+    assert augment.jpeg_probability > 0 and tuple(augment.gamma) != (1.0, 1.0)
+
+
+def test_a_spec_6_run_records_its_fitted_region_for_conversion(tmp_path: Path) -> None:
+    from training.train_config import TrainConfig
+    from training.train_data import _Data
+
+    ham = write_synthetic_ham(tmp_path / "ham", per_class=4)
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = TrainConfig(data_dir=str(ham), run_dir=str(run), cache_dir=str(tmp_path / "cache"))
+    cfg.workers = 1
+    data = _Data(cfg, run)
+    recorded = json.loads((run / "config.json").read_text())["preprocessing"]
+    spec = PreprocessSpec.from_dict(recorded)
+    assert spec.version == 6 and spec.fitted
+    assert spec == with_colour_reference(default_spec(6), data.by_split["train"][2])
+    # The cached model inputs were made with the recorded spec, as the device will make them.
+    first = data.by_split["train"][2][0]
+    expected = preprocess(read_image(first.path), spec).model_input
+    np.testing.assert_array_equal(data.by_split["train"][0][0], expected)
+    # Conversion takes the spec from config.json, and a bundle of it loads.
+    bundle = make_bundle(tmp_path / "bundle", preprocessing=recorded)
+    from device.runtime.bundle import load_bundle
+
+    assert load_bundle(bundle).preprocess == spec
 
 
 def _split_folder(root: Path) -> tuple[Path, Path]:

@@ -21,7 +21,7 @@ tf = pytest.importorskip("tensorflow")
 from conversion import parity, tflite  # noqa: E402
 from conversion.convert import ConversionError, convert_run, representative_indices  # noqa: E402
 from conversion.manifest import write_bundle  # noqa: E402
-from device.imaging.pipeline import PreprocessSpec  # noqa: E402
+from device.imaging.pipeline import default_spec  # noqa: E402
 from device.labels import CLASS_CODES  # noqa: E402
 from device.runtime import Analyzer, load_bundle  # noqa: E402
 from device.runtime.interpreter import available_runtimes  # noqa: E402
@@ -63,7 +63,7 @@ def write_run(run_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -
         json.dumps(
             {
                 # Words from an older release: the bundle must restate the current rule.
-                "preprocessing": {**PreprocessSpec().to_dict(), "resize_rule": "stale words"},
+                "preprocessing": {**default_spec(3).to_dict(), "resize_rule": "stale words"},
                 "backbone": "tiny",
                 "seed": 0,
             }
@@ -258,7 +258,7 @@ def test_manifest_records_provenance_metrics_and_card(converted: tuple[Any, Path
     assert "int8 model's own outputs" in card
     missed = 1 - int8["melanoma_sensitivity"]
     assert f"{missed:.0%} of the test split's melanomas were not referred" in card
-    assert manifest.preprocessing["resize_rule"] == PreprocessSpec().to_dict()["resize_rule"]
+    assert manifest.preprocessing["resize_rule"] == default_spec(3).to_dict()["resize_rule"]
     assert f"{int8['balanced_accuracy']:.3f}" in card
     assert "By sex" in card
     assert result.report["representative"]["n"] == SPLIT_SIZES["train"]  # all of a small split

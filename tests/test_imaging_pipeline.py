@@ -1,14 +1,22 @@
-"""preprocess(): the one frame -> model input path shared by device and training."""
+"""preprocess(): the one frame -> model input path shared by device and training (specs 3, 6)."""
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 
 from device.errors import ConfigError
+from device.imaging.hair import remove_hair
 from device.imaging.io import read_image
-from device.imaging.pipeline import PreprocessSpec, default_spec, preprocess, to_working_size
+from device.imaging.pipeline import (
+    SPEC_VERSION,
+    PreprocessSpec,
+    default_spec,
+    preprocess,
+    to_working_size,
+)
 from device.imaging.roi import CropParams, crop_and_resize, square_roi
 from device.imaging.segment import segment_lesion
 from device.phantoms import make_phantom
@@ -83,67 +91,24 @@ def test_real_images_preprocess(ham_dir):
         assert result.model_input.std() > 5
 
 
-def _without_hair_removal(spec: PreprocessSpec) -> PreprocessSpec:
-    return PreprocessSpec.from_dict({**spec.to_dict(), "hair_removal": False})
-
-
-def test_v2_crops_the_full_resolution_frame():
-    frame = make_phantom(4, size=(450, 600), hair=False).image
-    spec = _version(2, hair_removal=False)
-    result = preprocess(frame, spec)
-    assert np.array_equal(result.model_input, crop_and_resize(frame, result.roi_box, 224))
-
-
-def test_v2_keeps_detail_that_v1_blurs_away():
-    frame = make_phantom(5, size=(450, 600), hair=False).image
-    v2 = _version(2, hair_removal=False)
-    v1 = PreprocessSpec.from_dict({**v2.to_dict(), "version": 1})
-
-    def sharpness(image):
-        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        return cv2.Laplacian(grey, cv2.CV_64F).var()
-
-    assert sharpness(preprocess(frame, v2).model_input) > 2 * sharpness(
-        preprocess(frame, v1).model_input
-    )
-
-
-def _version(version: int, **changes) -> PreprocessSpec:
-    """A spec of an older ``version``: that version's defaults with ``changes``."""
+def _spec(version: int, **changes) -> PreprocessSpec:
+    """``default_spec(version)`` with ``changes``, through the manifest's dict form."""
     return PreprocessSpec.from_dict({**default_spec(version).to_dict(), **changes})
-
-
-def test_v2_inpaints_hair_inside_the_crop():
-    hairy = make_phantom(3, size=(450, 600))
-    clean = make_phantom(3, size=(450, 600), hair=False).image
-    spec = _version(2, crop={"margin": 0.25, "min_fraction": 0.75})
-    removed = preprocess(hairy.image, spec)
-    kept = preprocess(hairy.image, _without_hair_removal(spec))
-    reference = crop_and_resize(clean, removed.roi_box, 224).astype(np.float64)
-    on_hair = crop_and_resize(hairy.hair_mask.astype(np.uint8), removed.roi_box, 224) > 0
-    assert on_hair.sum() > 100
-    error_kept = np.abs(kept.model_input[on_hair] - reference[on_hair]).mean()
-    error_removed = np.abs(removed.model_input[on_hair] - reference[on_hair]).mean()
-    assert removed.hair_fraction > 0
-    assert error_removed < 0.4 * error_kept
 
 
 def test_v3_removes_hair_to_segment_but_feeds_the_model_the_photographed_crop():
     hairy = make_phantom(3, size=(450, 600))
-    crop = {"margin": 0.25, "min_fraction": 0.5}
-    v3 = _version(3, crop=crop)
-    v1 = _version(1, crop=crop)
+    v3 = _spec(3, crop={"margin": 0.25, "min_fraction": 0.5})
     result = preprocess(hairy.image, v3)
     assert result.hair_fraction > 0
     work, _ = to_working_size(hairy.image, v3.work_long_side)
     x0, y0, x1, y1 = (v // 3 for v in result.roi_box)
     assert np.array_equal(result.model_input, crop_and_resize(work, (x0, y0, x1, y1), 224))
-    # Same lesion box and crop as v1, whose segmentation also ran on the hair-removed
-    # image, but v1 feeds the inpainted pixels to the model.
-    inpainted = preprocess(hairy.image, v1)
-    assert result.lesion_box == inpainted.lesion_box
-    assert result.roi_box == inpainted.roi_box
-    assert not np.array_equal(result.model_input, inpainted.model_input)
+    # The lesion was found on the hair-removed copy, whose pixels the model never sees.
+    hairless = remove_hair(work, v3.hair).image
+    assert segment_lesion(hairless, v3.segment).box == tuple(v // 3 for v in result.lesion_box)
+    inpainted = crop_and_resize(hairless, (x0, y0, x1, y1), 224)
+    assert not np.array_equal(result.model_input, inpainted)
 
 
 def test_v3_gives_a_large_frame_the_detail_of_the_training_images():
@@ -161,16 +126,40 @@ def test_v3_default_crop_is_the_whole_short_side():
     assert preprocess(frame, default_spec(3)).model_input.shape == (224, 224, 3)
 
 
-def test_version_1_specs_still_load_and_crop_the_working_image():
+@pytest.mark.parametrize("version", [1, 2, 4, 5])
+def test_a_retired_spec_is_refused_by_name(version):
+    data = {**default_spec(3).to_dict(), "version": version}
+    with pytest.raises(ConfigError, match=f"preprocessing spec {version} is retired"):
+        PreprocessSpec.from_dict(data)
+    with pytest.raises(ConfigError, match="use a bundle of spec 3 or 6"):
+        default_spec(version)
+
+
+def test_the_kept_specs_share_one_path_and_differ_only_in_the_colour_step():
+    v3, v6 = default_spec(3), default_spec()
+    assert v6.version == SPEC_VERSION == 6 and PreprocessSpec() == v6
+    assert replace(v6, version=3, colour=v3.colour) == v3
+    assert v3.fitted and not v6.fitted  # training fits spec 6's colour region
+
+
+def test_an_unfitted_spec_6_does_not_preprocess():
+    with pytest.raises(ConfigError, match="none fitted"):
+        preprocess(make_phantom(1).image, default_spec(6))
+
+
+def test_old_manifests_load_with_the_no_op_settings_of_retired_specs():
+    # Manifests sealed before the retirement (the shipped one) still carry these keys.
     data = default_spec(3).to_dict()
-    data.update(version=1, hair_removal=False)
-    spec = PreprocessSpec.from_dict(data)
-    frame = make_phantom(6, size=(450, 600), hair=False).image
-    work, _ = to_working_size(frame, spec.work_long_side)
-    roi = square_roi(work.shape[:2], segment_lesion(work, spec.segment).box, spec.crop)
-    expected = crop_and_resize(work, roi, spec.input_size)
-    assert np.array_equal(preprocess(frame, spec).model_input, expected)
-    assert spec.to_dict()["resize_rule"] != PreprocessSpec().to_dict()["resize_rule"]
+    data["segment"]["min_contrast"] = 0.0
+    data["crop"]["max_fraction"] = 1.0
+    assert PreprocessSpec.from_dict(data) == default_spec(3)
+    del data["colour"]  # written before spec 4: no colour step
+    assert PreprocessSpec.from_dict(data) == default_spec(3)
+    for section, key, value in (("segment", "min_contrast", 8.0), ("crop", "max_fraction", 1.5)):
+        changed = json.loads(json.dumps(data))
+        changed[section][key] = value
+        with pytest.raises(ConfigError, match=f"{section}.{key}: {value} was a setting of retired"):
+            PreprocessSpec.from_dict(changed)
 
 
 def test_unsupported_version_is_a_config_error():

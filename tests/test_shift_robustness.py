@@ -1,4 +1,7 @@
-"""Spec v4's acquisition robustness: colour constancy, the lesion-scaled crop, the shifts."""
+"""Acquisition robustness: the illuminant estimate, the crop rule, the shifts, augmentation.
+
+Spec 6's colour clamp itself is tested in test_colour_clamp.py.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +22,9 @@ from device.evaluation.shifts import (
     image_seed,
     shift_by_name,
 )
-from device.imaging.colour import ColourParams, channel_gains, normalise_colour
-from device.imaging.pipeline import PreprocessSpec, default_spec, preprocess
-from device.imaging.roi import CropParams, crop_and_resize, square_roi
+from device.imaging.colour import ColourParams, chromaticity, illuminant_estimate
+from device.imaging.pipeline import SPEC_VERSION, PreprocessSpec, default_spec, preprocess
+from device.imaging.roi import CropParams, square_roi
 from device.imaging.segment import segment_lesion
 from device.phantoms import make_phantom
 from training.augment import AugmentConfig, augment, random_acquisition
@@ -33,35 +36,18 @@ def _phantom(seed: int = 1, size: tuple[int, int] = (150, 200)) -> np.ndarray:
     return make_phantom(seed, size=size, hair=False).image
 
 
-# ---- colour constancy --------------------------------------------------------------------
-
-
-def test_shades_of_gray_undoes_a_colour_cast() -> None:
-    frame = _phantom()
-    params = ColourParams()
-    for name in ("colour-3000K", "colour-8000K"):
-        cast = shift_by_name(name).apply(frame)
-        before = np.abs(cast.astype(float) - frame).mean()
-        after = np.abs(
-            normalise_colour(cast, params).astype(float) - normalise_colour(frame, params)
-        ).mean()
-        assert after < 0.35 * before, name
-
-
-def test_shades_of_gray_makes_the_illuminant_grey_and_keeps_brightness() -> None:
-    frame = _phantom(2)
-    out = normalise_colour(frame, ColourParams())
-    gains_after = channel_gains(out, ColourParams())
-    np.testing.assert_allclose(gains_after, 1.0, atol=0.03)
-    assert abs(out.mean() - frame.mean()) < 0.1 * frame.mean()
+# ---- the illuminant estimate -------------------------------------------------------------
 
 
 def test_vignette_corners_do_not_steer_the_estimate() -> None:
     frame = _phantom(3).copy()
     dark = frame.copy()
     dark[:40, :40] = (0, 0, 60)  # a bluish black corner, below the "dark" limit
+    params = ColourParams()
     np.testing.assert_allclose(
-        channel_gains(dark, ColourParams()), channel_gains(frame, ColourParams()), atol=0.02
+        chromaticity(illuminant_estimate(dark, params)),
+        chromaticity(illuminant_estimate(frame, params)),
+        atol=0.02,
     )
 
 
@@ -75,102 +61,51 @@ def test_colour_params_are_validated() -> None:
 # ---- spec versions -----------------------------------------------------------------------
 
 
-def test_the_shipped_v3_bundle_spec_loads_without_colour_constancy() -> None:
+def test_the_shipped_bundle_spec_is_spec_version_6_with_spec_3_geometry() -> None:
     manifest = json.loads((ROOT / "device/models/default/manifest.json").read_text())
     spec = PreprocessSpec.from_dict(manifest["preprocessing"])
-    if spec.version == 3:
-        assert spec.colour.method == "none"
-        assert spec.crop.max_fraction == 1.0
-        assert spec.segment.min_contrast == 0.0
-    assert PreprocessSpec().version == 5
+    assert spec.version == SPEC_VERSION == 6 and spec.fitted
+    v3 = default_spec(3)
+    assert (spec.crop, spec.segment, spec.hair, spec.work_long_side) == (
+        v3.crop,
+        v3.segment,
+        v3.hair,
+        v3.work_long_side,
+    )
+    assert PreprocessSpec().version == 6
     assert PreprocessSpec().colour.method == "shades_of_gray"
 
 
-def test_an_older_version_cannot_claim_v4_features() -> None:
+def test_spec_3_cannot_claim_the_colour_clamp() -> None:
     data = {**PreprocessSpec().to_dict(), "version": 3}
     with pytest.raises(ConfigError, match="version 3"):
         PreprocessSpec.from_dict(data)
 
 
-def test_v4_sees_a_colour_cast_frame_much_like_the_original() -> None:
-    frame = _phantom(4, size=(450, 600))
-    cast = shift_by_name("colour-3000K").apply(frame)
-    v3, v4 = default_spec(3), PreprocessSpec()
-
-    def gap(spec: PreprocessSpec) -> float:
-        a = preprocess(frame, spec).model_input.astype(float)
-        b = preprocess(cast, spec).model_input.astype(float)
-        return float(np.abs(a - b).mean())
-
-    assert gap(v4) < 0.35 * gap(v3)
+# ---- the crop ----------------------------------------------------------------------------
 
 
-# ---- the lesion-scaled crop ----------------------------------------------------------------
-
-
-def test_crop_of_a_large_lesion_touching_the_border_keeps_all_of_it() -> None:
-    height, width = 150, 200
-    box = (0, 10, 190, 150)  # touches the left and bottom borders, wider than the short side
-    params = CropParams(margin=0.2, min_fraction=0.8, max_fraction=1.5)
-    roi = square_roi((height, width), box, params)
-    x0, y0, x1, y1 = roi
-    assert x1 - x0 == y1 - y0 == 225  # 1.5 x the short side: the clamp
-    assert x0 <= box[0] and y0 <= box[1] and x1 >= box[2] and y1 >= box[3]
-    image = np.zeros((height, width, 3), np.uint8)
-    image[box[1] : box[3], box[0] : box[2]] = 200
-    crop = crop_and_resize(image, roi, 224)
-    assert crop.shape == (224, 224, 3)
-    # Padding mirrors the image, so no black frame is invented around it.
-    assert crop.mean() > 0.5 * 200
-
-
-def test_v3_crop_rule_is_unchanged_with_max_fraction_one() -> None:
+def test_v3_crop_rule_is_the_whole_short_side_kept_inside() -> None:
     params = CropParams(margin=0.25, min_fraction=1.0)
     roi = square_roi((150, 200), (0, 10, 190, 150), params)
     assert roi == (20, 0, 170, 150)
 
 
 def test_crop_params_are_validated() -> None:
-    with pytest.raises(ConfigError, match="max_fraction"):
-        CropParams(max_fraction=0.5)
+    with pytest.raises(ConfigError, match="min_fraction"):
+        CropParams(min_fraction=1.5)
+    with pytest.raises(ConfigError, match="margin"):
+        CropParams(margin=-0.1)
 
 
-def test_v4_lesion_share_of_the_input_depends_less_on_distance() -> None:
-    frame = _phantom(5, size=(450, 600))
-    closer = shift_by_name("scale-closer").apply(frame, seed=3)
-
-    def share(image: np.ndarray, spec: PreprocessSpec) -> float:
-        result = preprocess(image, spec)
-        lx0, _, lx1, _ = result.lesion_box
-        rx0, _, rx1, _ = result.roi_box
-        return (lx1 - lx0) / (rx1 - rx0)
-
-    v3_change = share(closer, default_spec(3)) / share(frame, default_spec(3))
-    v4_change = share(closer, PreprocessSpec()) / share(frame, PreprocessSpec())
-    assert v3_change > 1.15  # closer: v3 shows a bigger lesion
-    assert 1.0 <= v4_change < v3_change
-
-
-def test_v4_crop_keeps_the_lesion_share_for_lesions_of_0_6_to_1_short_side() -> None:
-    v3, v4 = default_spec(3).crop, PreprocessSpec().crop
-    shares3, shares4 = [], []
-    for side in (90, 110, 130, 150):  # 0.6-1.0 of the 150 px short side
-        box = (100 - side // 2, 75 - side // 2, 100 + side // 2, 75 + side // 2)
-        for params, shares in ((v3, shares3), (v4, shares4)):
-            x0, _, x1, _ = square_roi((150, 200), box, params)
-            shares.append((box[2] - box[0]) / (x1 - x0))
-    np.testing.assert_allclose(shares4, 1 / (1 + 2 * v4.margin), atol=0.01)
-    assert shares3[-1] / shares3[0] > 1.6
-
-
-def test_the_photo_shown_matches_the_padded_model_input() -> None:
+def test_the_photo_shown_matches_the_model_input() -> None:
     frame = _phantom(6, size=(450, 600))
     frame = shift_by_name("scale-closer").apply(frame, seed=1)
     result = preprocess(frame)
     x0, y0, x1, y1 = result.roi_box
     photo = roi_photo(frame, result.roi_box, side=224)
     assert x1 - x0 == y1 - y0
-    # Same square of the frame as the model input (which is colour-normalised).
+    # Same square of the frame as the model input (cut from the 200 px working copy).
     grey_photo = photo.astype(float).mean(axis=2)
     grey_input = result.model_input.astype(float).mean(axis=2)
     assert np.corrcoef(grey_photo.ravel(), grey_input.ravel())[0, 1] > 0.9
@@ -233,7 +168,7 @@ def test_highest_threshold_keeps_the_sensitivity(minimum: float) -> None:
 # ---- augmentation --------------------------------------------------------------------------
 
 
-def test_runs_before_spec_4_resume_without_acquisition_augmentation() -> None:
+def test_runs_without_acquisition_augmentation_settings_resume_without_it() -> None:
     old = {k: v for k, v in AugmentConfig().to_dict().items() if k in (
         "flip", "rotate", "crop_scale", "crop_ratio", "zoom", "brightness", "contrast", "hue",
         "saturation",

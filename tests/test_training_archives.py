@@ -14,7 +14,7 @@ import pytest
 from conftest import write_synthetic_ham
 
 from device.errors import DatasetError
-from device.imaging.pipeline import PreprocessSpec
+from device.imaging.pipeline import default_spec
 from training.archives import IMAGE_LEVEL_WARNING
 from training.data import build_cache, grouped_split, load_metadata
 
@@ -138,7 +138,7 @@ def test_a_folder_with_no_known_layout_is_a_dataset_error(tmp_path):
 def _build(args: tuple[str, str]) -> tuple[str, float]:
     data, cache = args
     samples, _ = load_metadata(data)
-    built = build_cache(samples, Path(cache), PreprocessSpec(), workers=1)
+    built = build_cache(samples, Path(cache), default_spec(3), workers=1)
     return built.image_ids[0], float(np.asarray(built.images).astype(np.float64).sum())
 
 

@@ -10,7 +10,7 @@ from conftest import break_three_rows
 
 from device.errors import DatasetError
 from device.imaging.io import read_image
-from device.imaging.pipeline import PreprocessSpec, preprocess
+from device.imaging.pipeline import default_spec, preprocess
 from training.data import build_cache, grouped_split, load_metadata
 
 
@@ -67,7 +67,7 @@ def test_bad_rows_are_skipped_and_listed(synthetic_ham):
     assert "unknown dx" in reasons[broken["unknown"]]
     assert "missing" in reasons[broken["missing"]]
     assert len(samples) == len(rows) - 2
-    cache = build_cache(samples, synthetic_ham / "cache", PreprocessSpec(), workers=1)
+    cache = build_cache(samples, synthetic_ham / "cache", default_spec(3), workers=1)
     assert broken["corrupt"] in cache.failed  # corrupt JPEG: listed, not fatal
 
 
@@ -78,7 +78,7 @@ def test_missing_metadata_is_a_dataset_error(tmp_path):
 
 def test_cache_equals_device_preprocessing_and_is_reused(synthetic_ham):
     samples, _ = load_metadata(synthetic_ham)
-    spec = PreprocessSpec()
+    spec = default_spec(3)
     cache = build_cache(samples[:6], synthetic_ham / "cache", spec, workers=1)
     for row, sample in enumerate(samples[:6]):
         expected = preprocess(read_image(sample.path), spec).model_input

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.tf
 pytest.importorskip("tensorflow")
 
 from device.errors import ConfigError, DatasetError  # noqa: E402
-from device.imaging.pipeline import PreprocessSpec  # noqa: E402
+from device.imaging.pipeline import default_spec  # noqa: E402
 from training.ensemble import (  # noqa: E402
     Member,
     build_ensemble,
@@ -53,7 +53,7 @@ def _write_member(run_dir: Path, model: Any, seed: int, splits: dict[str, Any]) 
         "seed": seed,
         "split_seed": 0,
         "input_size": 224,
-        "preprocessing": PreprocessSpec().to_dict(),
+        "preprocessing": default_spec(3).to_dict(),
         "min_sensitivity": 0.9,
         "threshold_confidence": 0.0,
         "uncertainty_threshold": 0.5,
@@ -136,7 +136,7 @@ def test_members_on_different_splits_are_refused(member_runs, tmp_path):
     [
         ({"seed": 1}, "share a seed"),
         ({"input_size": 192}, "input_size"),
-        ({"preprocessing": {**PreprocessSpec().to_dict(), "hair_removal": False}}, "preprocessing"),
+        ({"preprocessing": {**default_spec(3).to_dict(), "hair_removal": False}}, "preprocessing"),
     ],
 )
 def test_incompatible_members_are_refused(member_runs, change, match):

@@ -48,9 +48,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--recipe",
         choices=("current", "v3"),
         default="current",
-        help="current: spec 5 and acquisition augmentation; v3: the recipe of the shipped "
-        "model files (spec 3, v3 augmentation, 16 deep epochs), which the shipped bundle then "
-        "gets spec 6 from with 'skinscan convert --clamp-colour'",
+        help="current: preprocessing spec 6 (the colour region fitted on the training split) "
+        "and acquisition augmentation; v3: the recipe of the shipped model files (spec 3, v3 "
+        "augmentation, 16 deep epochs), which the shipped bundle then gets spec 6 from with "
+        "'skinscan convert --clamp-colour'",
     )
     parser.add_argument("--head-epochs", type=int, help="phase 1 epochs: the head only")
     parser.add_argument(
@@ -205,9 +206,12 @@ def check_data(data_dir: str) -> None:
 def recipe_overrides(recipe: str) -> dict:
     """TrainConfig fields that a named recipe sets (before the command line's own flags).
 
-    "v3" is the recipe of the shipped model files (run ``ham10000-v3``): preprocessing
-    spec 3, augmentation without the acquisition transforms (no channel gains, gamma,
-    blur or JPEG; zoom 1-1.1), 16 deep epochs.
+    "current" sets nothing: the TrainConfig defaults are the current recipe, preprocessing
+    spec 6 (its colour region fitted on the run's training split and recorded in
+    config.json) with the acquisition augmentation. "v3" is the recipe of the shipped
+    model files (run ``ham10000-v3``): preprocessing spec 3, augmentation without the
+    acquisition transforms (no channel gains, gamma, blur or JPEG; zoom 1-1.1), 16 deep
+    epochs.
     """
     if recipe == "current":
         return {}

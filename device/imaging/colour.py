@@ -1,25 +1,19 @@
-"""Colour constancy: Shades of Gray (Finlayson & Trezzi 2004) for dermoscopy frames.
+"""The colour clamp of preprocessing spec 6: Shades of Gray (Finlayson & Trezzi 2004).
 
 Every camera, lens and LED ring renders skin with its own colour balance. Shades
 of Gray estimates the illuminant of an image as the Minkowski p-norm mean of
-each channel and divides it out, so that the estimate becomes neutral grey at
-the image's own brightness. With p = 6 it sits between grey-world (p = 1) and
-max-RGB (p = infinity); the top ISIC 2018/2019 entries used it on every image,
-train and test.
+each channel; with p = 6 it sits between grey-world (p = 1) and max-RGB
+(p = infinity), and the top ISIC 2018/2019 entries used it.
 
-With a ``reference`` chromaticity the estimate is mapped to that colour instead
-of neutral grey: the mean illuminant of the training images
-(:func:`fit_reference`). This lets a model trained on the archive's own colours
-(no colour constancy) be fed frames from another camera relit to the archive's
-average white balance, and keeps skin looking like skin to an ImageNet backbone.
-
-With a ``region`` as well (:class:`IlluminantRegion`, fitted by
-:func:`fit_region` on the training images), the estimate is *clamped* rather
-than mapped: a frame whose illuminant lies inside the training images' range of
-white balances is left exactly as it is, and one outside it is relit only as far
-as the nearest point of that range. A model trained on the archive's own colours
-then sees every frame it was trained for unchanged, and frames from a camera
-with a colour cast the archive never had are brought back to one it did have.
+Spec 6 does not divide the estimate out. It *clamps* it into the training
+images' range of illuminants (:class:`IlluminantRegion`, fitted by
+:func:`fit_region` on the training images, centred on their mean chromaticity
+``reference``): a frame whose illuminant lies inside that range is left exactly
+as it is, and one outside it is relit only as far as the nearest point of the
+range. A model trained on the archive's own colours then sees every frame it was
+trained for unchanged, and frames from a camera with a colour cast the archive
+never had are brought back to one it did have. (Retired specs 4 and 5 mapped
+every frame to neutral grey or to the reference; docs/preprocessing.md says why.)
 
 Dermoscope frames have black vignette corners and specular highlights. Both
 carry no information about the illuminant, so pixels that are nearly black or
@@ -51,7 +45,7 @@ class IlluminantRegion:
     Attributes:
         covariance: ``(var_rg, cov, var_bg)`` of the training images' coordinates.
         radius: Mahalanobis radius of the ellipse (a percentile of the training
-            images' own distances); 0 maps every frame to the centre, as version 5.
+            images' own distances); 0 maps every frame to the centre.
         quantile: the percentile of training distances ``radius`` was taken at
             (recorded for the reader; it does not change the computation).
         unusual_radius: beyond this distance (a high percentile of the training
@@ -108,10 +102,10 @@ class IlluminantRegion:
 
 @dataclass(frozen=True)
 class ColourParams:
-    """Parameters of the colour normalisation.
+    """Parameters of the colour clamp.
 
     Attributes:
-        method: "shades_of_gray" or "none".
+        method: "shades_of_gray" (spec 6) or "none" (spec 3: no colour step).
         power: the Minkowski norm p (6 in the ISIC literature).
         dark: pixels whose brightest channel is below this grey level are ignored
             (vignette corners).
@@ -119,10 +113,10 @@ class ColourParams:
             (specular highlights, saturated sensor).
         max_gain: per-channel gains are clamped to [1 / max_gain, max_gain], so a
             frame that is one colour (a lesion filling it) is not recoloured wildly.
-        reference: the chromaticity (R, G, B, mean 1) the illuminant estimate is
-            mapped to; None maps it to neutral grey.
-        region: the training images' range of illuminants around ``reference``;
-            when set, only an estimate outside it is moved, to its boundary.
+        reference: the training images' mean illuminant chromaticity (R, G, B,
+            mean 1): the centre of ``region``; None until training fits both.
+        region: the training images' range of illuminants around ``reference``:
+            only an estimate outside it is moved, to its boundary.
     """
 
     method: str = "shades_of_gray"
@@ -163,6 +157,16 @@ class ColourParams:
             object.__setattr__(self, "region", IlluminantRegion(**self.region))
         if self.region is not None and self.reference is None:
             raise ConfigError("preprocessing.colour.region: needs a colour reference (its centre)")
+        if self.reference is not None and self.region is None:
+            raise ConfigError(
+                "preprocessing.colour.reference without a region: mapping every frame to a "
+                "reference colour was retired spec 5; spec 6 clamps into a fitted region"
+            )
+
+    @property
+    def fitted(self) -> bool:
+        """True when the colour step can run: no colour step, or a fitted region."""
+        return self.method == "none" or self.region is not None
 
 
 NO_COLOUR_CONSTANCY = ColourParams(method="none")
@@ -246,10 +250,9 @@ def clamped_target(
 
 
 def channel_gains(image: np.ndarray, params: ColourParams) -> np.ndarray:
-    """Per-channel gains that map the image's illuminant estimate to the target colour.
+    """Per-channel gains that clamp the image's illuminant estimate into ``params.region``.
 
-    The target is neutral grey, or ``params.reference``, or with a region the
-    nearest illuminant inside it (all ones for a frame already inside); the
+    All ones for a frame already inside the region (or with no colour step); the
     estimate's brightness is kept (exposure is not colour).
     """
     return colour_correction(image, params)[0]
@@ -258,40 +261,27 @@ def channel_gains(image: np.ndarray, params: ColourParams) -> np.ndarray:
 def colour_correction(image: np.ndarray, params: ColourParams) -> tuple[np.ndarray, bool]:
     """(:func:`channel_gains`, whether the light is unusual) from one illuminant estimate.
 
-    The light is unusual when a region is set and the estimate lies beyond its
-    ``unusual_radius``: further from the training images' light than nearly all
-    of them. Without a region nothing is called unusual.
+    The light is unusual when the estimate lies beyond the region's
+    ``unusual_radius``: further from the training images' light than nearly all of
+    them. With no colour step nothing is called unusual.
+
+    Raises:
+        ConfigError: a Shades-of-Gray step whose region was never fitted.
     """
     if params.method == "none":
         return np.ones(3), False
+    if params.region is None:
+        raise ConfigError(
+            "preprocessing.colour.region: none fitted; spec 6 clamps the colour into the "
+            "training images' illuminant region, which training fits on its training split "
+            "(training.data.with_colour_reference) before anything is preprocessed"
+        )
     chroma = chromaticity(illuminant_estimate(image, params))
-    unusual = False
-    if params.region is not None:
-        distance = float(region_distance(chroma, np.asarray(params.reference), params.region))
-        target = clamped_target(chroma, params, distance)
-        unusual = distance > params.region.warning_radius
-    elif params.reference is not None:
-        target = np.asarray(params.reference)
-    else:
-        target = np.ones(3)
+    distance = float(region_distance(chroma, np.asarray(params.reference), params.region))
+    target = clamped_target(chroma, params, distance)
+    unusual = distance > params.region.warning_radius
     gains = target / chroma
     return np.clip(gains, 1.0 / params.max_gain, params.max_gain), unusual
-
-
-def fit_reference(images, params: ColourParams) -> tuple[float, float, float]:
-    """The mean illuminant chromaticity of ``images`` (an iterable of RGB uint8 arrays).
-
-    The geometric mean, so that a cast and its opposite cancel; fitted on the
-    training split only.
-
-    Raises:
-        ValueError: no images.
-    """
-    logs = [np.log(chromaticity(illuminant_estimate(image, params))) for image in images]
-    if not logs:
-        raise ValueError("fit_reference needs at least one image")
-    mean = np.exp(np.mean(logs, axis=0))
-    return tuple(float(v) for v in mean / mean.mean())  # type: ignore[return-value]
 
 
 def fit_region(
@@ -302,8 +292,8 @@ def fit_region(
 ) -> tuple[tuple[float, float, float], IlluminantRegion]:
     """The training images' illuminant range: (reference, region) fitted on ``images``.
 
-    The reference is the geometric-mean chromaticity (as :func:`fit_reference`);
-    the region's covariance is that of the images' log-chromaticities, and its
+    The reference is the geometric-mean chromaticity, so that a cast and its
+    opposite cancel; the region's covariance is that of the images' log-chromaticities, and its
     radius the ``quantile`` of their own Mahalanobis distances, so that that share
     of the training images lies inside and is never recoloured. Its unusual radius
     is the ``unusual_quantile`` of the same distances (at least the radius).
@@ -349,9 +339,16 @@ def apply_gains(image: np.ndarray, gains: np.ndarray) -> np.ndarray:
     return np.clip(corrected + 0.5, 0, 255).astype(np.uint8)
 
 
+def clamp_colour(image: np.ndarray, params: ColourParams) -> tuple[np.ndarray, bool]:
+    """(``image`` with its illuminant clamped into the region, whether the light is unusual).
+
+    The same array when nothing moves (no colour step, or a frame inside the region).
+    """
+    gains, unusual = colour_correction(image, params)
+    return apply_gains(image, gains), unusual
+
+
 def normalise_colour(image: np.ndarray, params: ColourParams) -> np.ndarray:
-    """Return ``image`` with its illuminant divided out (a copy; uint8 RGB in and out)."""
+    """Return ``image`` with its illuminant clamped into the region (uint8 RGB in and out)."""
     image = ensure_rgb_uint8(image, "image")
-    if params.method == "none":
-        return image
-    return apply_gains(image, channel_gains(image, params))
+    return clamp_colour(image, params)[0]

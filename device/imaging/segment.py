@@ -31,9 +31,6 @@ class SegmentParams:
             colour is below ``lesion_bias`` x its distance to the skin colour.
         grow: dilation of the final mask, in pixels of the clustered copy; expert
             masks include the faint lesion border that clustering leaves out.
-        min_contrast: the darkest cluster must lie at least this far from the skin
-            cluster (CIELAB, OpenCV's 8-bit scale) to be a lesion; below it the frame
-            is plain skin and noise (0 before spec 4).
     """
 
     k: int = 2
@@ -43,7 +40,6 @@ class SegmentParams:
     blur: float = 1.5
     lesion_bias: float = 1.0
     grow: int = 2
-    min_contrast: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -113,8 +109,6 @@ def segment_lesion(image: np.ndarray, params: SegmentParams | None = None) -> Se
     skin = candidates[np.argmax(centres[candidates, 0])]
     darkest = int(np.argmin(centres[:, 0]))
     if skin == darkest:
-        return _empty(height, width)
-    if np.linalg.norm(centres[skin] - centres[darkest]) < params.min_contrast:
         return _empty(height, width)
     to_dark = np.linalg.norm(centres - centres[darkest], axis=1)
     to_skin = np.linalg.norm(centres - centres[skin], axis=1)

@@ -161,12 +161,20 @@ def preprocess_spec(manifest: Manifest) -> PreprocessSpec:
     """The manifest's preprocessing spec as a :class:`PreprocessSpec`.
 
     Raises:
-        ManifestError: the spec has unknown keys or an unsupported version.
+        ManifestError: the spec has unknown keys, a retired or unknown version (the
+            message names it and what to do), or is spec 6 with no fitted colour region.
     """
     try:
-        return PreprocessSpec.from_dict(dict(manifest.preprocessing))
+        spec = PreprocessSpec.from_dict(dict(manifest.preprocessing))
     except ConfigError as exc:
         raise ManifestError(f"{MANIFEST_NAME}: {exc}") from exc
+    if not spec.fitted:
+        raise ManifestError(
+            f"{MANIFEST_NAME}: preprocessing spec {spec.version} has no colour.region: the "
+            "illuminant region is fitted in training and recorded in the run's config.json; "
+            "convert the run again from that config"
+        )
+    return spec
 
 
 def verify_files(bundle_dir: str | Path, manifest: Manifest) -> dict[str, bytes]:

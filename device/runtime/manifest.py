@@ -13,9 +13,10 @@ Layout (schema version 1)::
     classifier       model.tflite: file, input, feature_map and logits tensors
     gradcam          gradcam.tflite: file, feature_map and class_one_hot inputs,
                      weights and cam outputs
-    preprocessing    PreprocessSpec.to_dict() of the training run
+    preprocessing    PreprocessSpec.to_dict() of the training run (spec 3 or 6; a retired
+                     spec is refused when the bundle loads, naming its version)
     calibration      softmax temperature, referral and uncertainty thresholds
-    familiarity      optional (bundles from spec 4 on): the out-of-distribution check,
+    familiarity      optional (newer bundles): the out-of-distribution check,
                      {file, threshold, components, fitted_on, validation_fire_rate}
     provenance       run id, data and split hashes, backbone, weights source and licence
     metrics          evaluation figures of this bundle (free-form JSON)
