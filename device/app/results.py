@@ -29,8 +29,8 @@ PHOTO_SIDE = 352
 def roi_photo(frame: np.ndarray, roi_box: tuple[int, int, int, int], side: int = PHOTO_SIDE):
     """The analysed square of the original still (hair and all), resized to ``side``.
 
-    A square that reaches past the still (spec 4, a lesion filling the frame) is
-    padded the way the model input was, so the heatmap lies on what the model saw.
+    The square lies inside the still (the preprocessing keeps it there), so the
+    heatmap lies on what the model saw.
     """
     from device.imaging.roi import crop_and_resize
 
