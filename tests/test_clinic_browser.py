@@ -3,7 +3,8 @@
 A scripted simulator session (``skinscan run --headless --script``) saves two
 scans, ``skinscan records export`` seals them to a clinic key, and the app is
 served by waitress on 127.0.0.1. The browser logs in, imports the export,
-opens a scan, toggles the heatmap, and uploads an image. Screenshots go to a
+downloads its receipt (which ``skinscan records ack`` accepts on the simulator's
+store), opens a scan, toggles the heatmap, and uploads an image. Screenshots go to a
 temporary folder (and to ``$SKINSCAN_CLINIC_SCREENSHOTS`` when set).
 
 Skipped only when Playwright or ``/usr/bin/chromium`` is absent; ``setup.sh``
@@ -49,7 +50,7 @@ ACTIONS = (*TIER_ACTIONS.values(), UNFAMILIAR_ACTION)
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no chromium at {CHROMIUM}")
 
 
-def _skinscan(*args: str, env: dict[str, str]) -> None:
+def _skinscan(*args: str, env: dict[str, str]) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "device.cli", *args],
         env=env,
@@ -58,11 +59,12 @@ def _skinscan(*args: str, env: dict[str, str]) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 @pytest.fixture(scope="module")
-def export_from_simulator(tmp_path_factory) -> tuple[Path, Path]:
-    """(the clinic private key, the sealed export of a scripted simulator session)."""
+def export_from_simulator(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
+    """(the clinic private key, the sealed export of a scripted simulator session, its env)."""
     root = tmp_path_factory.mktemp("field")
     private, public = generate_clinic_keypair(root / "keys")
     env = {**os.environ, "SKINSCAN_DATA_DIR": str(root / "device-data")}
@@ -71,12 +73,12 @@ def export_from_simulator(tmp_path_factory) -> tuple[Path, Path]:
     _skinscan("run", "--headless", "--backend", "sim", "--script", script, env=env)
     _skinscan("records", "export", "--to", str(root / "usb"), "--clinic-key", str(public), env=env)
     (sealed,) = sorted((root / "usb").glob("*.sealed"))
-    return private, sealed
+    return private, sealed, env
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, export_from_simulator):
-    private, _ = export_from_simulator
+    private, _, _ = export_from_simulator
     app = create_app(
         ClinicSettings(data_dir=tmp_path_factory.mktemp("clinic") / "data", clinic_key=private)
     )
@@ -120,8 +122,8 @@ def _loaded(image) -> bool:
 def test_a_clinician_imports_reviews_and_uploads_in_a_browser(
     server, browser, export_from_simulator, shots, tmp_path
 ):
-    _, sealed = export_from_simulator
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    _, sealed, device_env = export_from_simulator
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(20_000)
     expect = sync_api.expect
@@ -142,7 +144,17 @@ def test_a_clinician_imports_reviews_and_uploads_in_a_browser(
         page.set_input_files("input[name=export]", str(sealed))
         page.click("button:has-text('Import')")
         expect(page.locator("[role=status]")).to_contain_text(expected)
+    expect(page.locator(".receipt")).to_contain_text("skinscan records ack")
     _shot(page, shots, "import")
+
+    # Its receipt, downloaded by the browser, is accepted by the scanner that exported.
+    with page.expect_download() as download:
+        page.click("text=Download the receipt")
+    receipt = tmp_path / download.value.suggested_filename
+    download.value.save_as(receipt)
+    assert receipt.name.startswith("skinscan-receipt-") and receipt.name in page.content()
+    acked = _skinscan("records", "ack", str(receipt), env=device_env)
+    assert "the clinic has 2 scan(s)" in acked, acked
 
     # The scans (no patient reference from the simulator), then one scan's page.
     page.click("text=Patients")
