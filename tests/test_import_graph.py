@@ -6,8 +6,7 @@ Flask or the desktop packages when its modules are imported; and no two modules
 import each other, directly or around a loop, at any level (a lazy import inside a
 function still ties the two modules together).
 
-The clinic app may live in ``clinic/`` or, before its move, in ``training/clinic/``:
-both are read when present.
+The clinic app lives in ``clinic/``, read like the other packages.
 """
 
 from __future__ import annotations
