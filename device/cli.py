@@ -32,7 +32,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "how much the skin's colour cast alone tells the diagnosis, on a new archive (desktop)",
     ),
     "bench": ("device.bench.cli", "benchmarks: pipeline, segmentation, device"),
-    "records": ("device.records.cli", "list, export, verify or open scan records"),
+    "records": (
+        "device.records.cli",
+        "scan records: list, export, verify, repair, ack, archive; clinic: open, keygen",
+    ),
     "serve": ("clinic.cli", "the clinic web app: import exports, review, analyse"),
 }
 

@@ -139,3 +139,20 @@ def sample_result(
         risk_tier=tier,
         referral_threshold=0.4,
     )
+
+
+def screen_lines(
+    screen: Any, size: tuple[int, int], labels: dict[str, str] | None = None
+) -> list[str]:
+    """The lines of text the renderer draws for ``screen`` at ``size``, in drawing order."""
+    from device.ui.render import Renderer
+
+    lines: list[str] = []
+
+    class Recording(Renderer):
+        def draw_text(self, surface, text, font, colour, pos, anchor="topleft"):
+            lines.append(text)
+            return super().draw_text(surface, text, font, colour, pos, anchor)
+
+    Recording(size, labels or {}).render(screen)
+    return lines

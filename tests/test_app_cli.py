@@ -242,3 +242,92 @@ def test_the_patient_card_session_from_the_issue(tmp_path, ham_dir):
     (row,) = [line for line in listed.stdout.splitlines() if line[:4].isdigit()]
     assert "patient SKS-000142-7F3Q" in row
     assert "1 record(s)" in listed.stdout
+
+
+def test_a_damaged_database_is_moved_aside_and_the_screen_says_where_until_acknowledged(
+    tmp_path, bundle_dir, monkeypatch
+):
+    """Issue 22 section 2: `truncate -s 10000 scans.db`, then `skinscan run`.
+
+    The app (and only the app, or `records repair`) moves the database aside. The
+    screen says so with the old file's full path, and stays until CAPTURE.
+    """
+    import cv2
+    import numpy as np
+    from app_fakes import screen_lines
+
+    import device.app.runner as runner_mod
+    from device.cli import main
+    from device.records.store import SqliteScanStore
+    from device.records.testing import make_record
+    from device.ui.render import Renderer
+
+    data = tmp_path / "data"
+    with SqliteScanStore(data, min_free_bytes=0) as store:
+        for seed in range(4):
+            store.save(make_record(seed, size=64))
+    with open(data / "scans.db", "r+b") as fh:
+        fh.truncate(10000)
+
+    apps: list = []
+
+    class KeepingApp(runner_mod.App):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs, keep_screens=1000)
+            apps.append(self)
+
+    monkeypatch.setattr(runner_mod, "App", KeepingApp)
+    for name, value in environment(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    shots = tmp_path / "shots"
+    code = main(
+        [
+            "run", "--backend", "sim", "--headless", "--bundle", str(bundle_dir),
+            "--screenshots", str(shots),
+            "--script", "wait 0.5, next, wait 0.3, toggle, wait 0.3, capture, wait 0.3",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    (app,) = apps
+    screens = list(app.screens_shown)
+    notices = [i for i, s in enumerate(screens) if s.kind == "error" and s.problem == "notice"]
+    assert len(notices) == 1, [s.kind for s in screens]
+    notice = screens[notices[0]]
+    old = Path(notice.path)
+    assert old.is_file() and old.stat().st_size == 10000  # the old file is where it says
+    assert old.name == "scans.db" and old.parent.parent == data
+    assert old.parent.name.startswith("corrupt-")
+    assert "damaged" in notice.title
+    # NEXT and TOGGLE did not dismiss it; CAPTURE did, to the live view.
+    assert [s.kind for s in screens[notices[0] + 1 :]][:1] == ["preview"]
+    # What the screenshot shows: the whole path, on every screen size.
+    for size in [(320, 240), (480, 320), (800, 480)]:
+        lines = screen_lines(notice, size)
+        assert str(old) in "".join(lines), (size, lines)
+        assert "Scan database was damaged" in " ".join(lines)
+    (png,) = shots.glob("*notice*.png")
+    renderer = Renderer(app.display.size, app.buttons.labels)
+    from device.ui.render import surface_to_array
+
+    expected = surface_to_array(renderer.render(notice))
+    assert np.array_equal(cv2.imread(str(png))[..., ::-1], expected)
+    # A new, empty database was started, and it works.
+    with SqliteScanStore(data) as store:
+        assert len(store) == 0
+
+
+def test_the_top_level_help_names_every_records_action():
+    import argparse
+    import re
+
+    from device.cli import SUBCOMMANDS
+    from device.records import cli as records_cli
+
+    parser = argparse.ArgumentParser()
+    records_cli.configure(parser)
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    help_line = SUBCOMMANDS["records"][1]
+    assert len(sub.choices) >= 8
+    for action in sub.choices:
+        assert re.search(rf"\b{action}\b", help_line), action

@@ -489,3 +489,53 @@ def test_camera_notice_is_shown_on_the_live_view_until_the_next_scan():
     assert "a.jpg" in screen.warning
     state, screen = run(state, Button("capture"), QualityFailed(("x",)), Button("capture"))
     assert isinstance(screen, PreviewScreen) and screen.warning is None
+
+
+# ---- issue 22 section 2 on the screen: damaged records, a moved database, a full disk ----------
+
+OLD_DB = "/var/lib/skinscan/corrupt-20260301T101500Z/scans.db"
+
+
+def test_history_shows_the_readable_scans_and_counts_the_unreadable_ones():
+    items = (sample_result("a"), sample_result("b"))
+    _, screen = run(initial_state(), frame(), Button("next"), HistoryLoaded(items, unreadable=1))
+    assert isinstance(screen, HistoryScreen)
+    assert screen.total == 2 and screen.unreadable == 1
+    # Every saved scan unreadable: an empty history that still says why.
+    _, screen = run(initial_state(), frame(), Button("next"), HistoryLoaded((), unreadable=3))
+    assert screen.result is None and screen.unreadable == 3
+
+
+def test_a_moved_database_names_the_old_file_and_stays_until_acknowledged():
+    notice = Notice("The scan database was damaged", kind="corrupt_db_moved", path=OLD_DB)
+    state, screen = run(initial_state(), frame(), notice)
+    assert isinstance(screen, ErrorScreen)
+    assert "damaged" in screen.title and screen.path == OLD_DB
+    assert "moved" in screen.action and "nothing was deleted" in screen.action
+    for event in (frame(), Button("next"), Button("toggle"), Button("save"), Button("patient")):
+        state, screen = step(state, event)
+        assert isinstance(screen, ErrorScreen) and screen.path == OLD_DB, event
+    state, screen = step(state, Button("capture"))
+    assert isinstance(screen, PreviewScreen)
+
+
+def test_notices_at_start_are_shown_one_after_another():
+    state, screen = run(
+        initial_state(),
+        frame(),
+        Notice("moved", kind="corrupt_db_moved", path=OLD_DB),
+        Notice("The data folder /data is read-only", kind="read_only"),
+    )
+    assert screen.path == OLD_DB  # the first is not replaced by the second
+    state, screen = step(state, Button("capture"))
+    assert isinstance(screen, ErrorScreen) and "read-only" in screen.detail
+    state, screen = step(state, Button("back"))
+    assert isinstance(screen, PreviewScreen)
+
+
+def test_storage_full_says_how_to_free_space_in_order():
+    _state, screen = run(at_result(), Button("save"), Failed("disk_full", "1.0 MiB free"))
+    text = " ".join((screen.action, *screen.steps))
+    marks = [text.find(s) for s in ("USB", "records export", "clinic", "records ack", "archive")]
+    assert -1 not in marks and marks == sorted(marks), text
+    assert screen.detail == "1.0 MiB free"

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from app_fakes import FillableStore, kinds, make_app
+from app_fakes import FillableStore, kinds, make_app, screen_lines
 from bundle_factory import make_bundle
 
 from device.app.systemd import Notifier
@@ -408,3 +408,96 @@ def test_unreadable_image_files_are_skipped_with_a_notice(tmp_path, bundle_dir, 
     for name in ("a-notes.jpg", "b-empty.jpg", "c-truncated.jpg"):
         assert f"unreadable image file {name}" in warnings[0]
     assert screens_of(app, ResultScreen)  # the next readable image was analysed
+
+
+# ---- issue 22 section 2 on the screen: a damaged record, a full disk --------------------------
+
+SMALL_TO_LARGE = [(320, 240), (480, 320), (800, 480)]
+
+
+def _flip_a_bit_in_one_row(data: Path, marker: str) -> None:
+    """Damage one record as tests/test_records_damage.py does: one bit of its sealed row."""
+    from device.records.paths import DB_NAME
+
+    db = data / DB_NAME
+    blob = bytearray(db.read_bytes())
+    at = blob.find(marker.encode())
+    assert at > 0
+    blob[at + 7] ^= 0x02
+    db.write_bytes(bytes(blob))
+
+
+def _store_with_one_damaged_record(data: Path, others: tuple[int, ...]) -> str:
+    from device.records.store import SqliteScanStore
+    from device.records.testing import make_record
+
+    victim = make_record(2, size=48, bundle_id="bundle-AAAA-victim")
+    with SqliteScanStore(data, min_free_bytes=0) as store:
+        for seed in others:
+            store.save(make_record(seed, size=48))
+        store.save(victim)
+    _flip_a_bit_in_one_row(data, "bundle-AAAA-victim")
+    return victim.scan_id
+
+
+def test_history_shows_the_other_scans_and_says_one_could_not_be_read(tmp_path, bundle_dir):
+    from device.records.store import SqliteScanStore
+
+    data = tmp_path / "data"
+    victim = _store_with_one_damaged_record(data, others=(1, 3, 4))
+    store = SqliteScanStore(data)
+    app = make_app(tmp_path, "next, wait 0.2, next, wait 0.2", bundle_dir=bundle_dir, store=store)
+    app.run()
+    shown = screens_of(app, HistoryScreen)
+    assert len(shown) == 2  # the newest, then an older one: the three readable scans are browsed
+    assert {s.total for s in shown} == {3} and {s.unreadable for s in shown} == {1}
+    assert victim[:8] not in {s.result.scan_key for s in shown}
+    for size in SMALL_TO_LARGE:
+        text = " ".join(screen_lines(shown[0], size))
+        assert "1 saved scan could not be read — run 'skinscan records verify'" in text, size
+        assert "Saved scan 1/3" in text
+    assert list(store.damaged) == [victim]  # still there for whoever asks the store
+
+
+def test_history_of_only_damaged_scans_says_so_instead_of_no_saved_scans(tmp_path, bundle_dir):
+    from device.records.store import SqliteScanStore
+
+    data = tmp_path / "data"
+    _store_with_one_damaged_record(data, others=())
+    app = make_app(tmp_path, "next, wait 0.2", bundle_dir=bundle_dir, store=SqliteScanStore(data))
+    app.run()
+    (screen,) = screens_of(app, HistoryScreen)
+    assert screen.total == 0 and screen.unreadable == 1
+    text = " ".join(screen_lines(screen, (320, 240)))
+    assert "1 saved scan could not be read" in text and "No saved scans yet" not in text
+
+
+def test_storage_full_says_how_much_is_reserved_why_and_how_to_free_space(tmp_path, bundle_dir):
+    from device.records.space import MIB, free_bytes, human_bytes
+    from device.records.store import SqliteScanStore
+
+    store = SqliteScanStore(tmp_path / "data")
+    # The real reserve check: keep more free than there is, so the save is refused.
+    store.min_free_bytes = (free_bytes(store.data_dir) or 0) + 64 * MIB
+    reserve = human_bytes(store.reserve_bytes)
+    app = make_app(tmp_path, "capture, wait 1, save, wait 0.2", bundle_dir=bundle_dir, store=store)
+    app.run()
+    error = screens_of(app, ErrorScreen)[-1]
+    assert error.problem == "disk_full" and "NOT saved" in error.title
+    assert f"{reserve} is kept in reserve" in error.detail
+    for size in SMALL_TO_LARGE:
+        lines = screen_lines(error, size)
+        text = " ".join(lines)
+        for needed in (
+            "Storage full — scan NOT saved",
+            "Export to USB",
+            "skinscan records export --to /media/usb",
+            "clinic",
+            "skinscan records ack RECEIPT",
+            "skinscan records archive --to /media/usb",
+            f"{reserve} is kept in reserve so that saved scans can always be opened",
+        ):
+            assert needed in text, (size, needed)
+        assert not any(line.endswith("…") for line in lines), (size, lines)
+    with SqliteScanStore(store.data_dir) as reopened:
+        assert len(reopened) == 0  # nothing partial was kept

@@ -11,7 +11,7 @@ from app_fakes import sample_result
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
-from device.app.controller import _result_screen
+from device.app.controller import ERROR_TEXT, FREE_SPACE_STEPS, NOTICE_TEXT, _result_screen
 from device.app.patient import BODY_SITES
 from device.hw.buttons import button_labels
 from device.hw.buttons_keys import KeyButtons
@@ -37,6 +37,8 @@ SIZES = [(480, 320), (800, 480), (1024, 600), (320, 240), (1920, 1080)]
 LONG_NAME = "Actinic keratosis / intraepithelial carcinoma"
 REF = "SKS-000142-7F3Q"
 PATIENT = f"Patient {REF} · upper arm"
+# A long path with a long folder name, as a test's tmp folder or a deep mount gives.
+OLD_DB = "/media/sdcard/var/lib/skinscan-field-device-0042/corrupt-20260301T101500Z-2/scans.db"
 
 
 class RecordingRenderer(Renderer):
@@ -175,6 +177,29 @@ def all_screens():
             True, "upper arm", "40 days later · P(malignant) 12% → 30%", "1 of 2",
             hints=hints(("next", "Earlier"), ("toggle", "Heatmap"), ("back", "History")),
             patient=PATIENT,
+        ),
+        # Issue 22 section 2 on the screen: a damaged record, a moved database, a full disk.
+        "history-damaged": HistoryScreen(
+            0, 3, result_screen(), "2026-04-10 09:00 UTC", unreadable=1,
+            hints=hints(("next", "Older"), ("toggle", "Heatmap"), ("back", "Live view")),
+            patient=PATIENT,
+        ),
+        "history-all-damaged": HistoryScreen(
+            0, 0, None, unreadable=2, hints=hints(("back", "Back"))
+        ),
+        "notice-corrupt-db": ErrorScreen(
+            "notice", NOTICE_TEXT["corrupt_db_moved"][0],
+            "Damage found: database disk image is malformed.",
+            NOTICE_TEXT["corrupt_db_moved"][1] + " Press Capture when you have read this.",
+            hints=hints(("capture", "Continue"), ("shutdown", "Power off")),
+            path=OLD_DB, path_label=NOTICE_TEXT["corrupt_db_moved"][2], cause="corrupt_db_moved",
+        ),
+        "error-disk-full": ErrorScreen(
+            "disk_full", ERROR_TEXT["disk_full"][0],
+            "0.9 MiB free; 16.0 MiB is kept in reserve so that saved scans can always be "
+            "opened, checked and exported.",
+            ERROR_TEXT["disk_full"][1], steps=FREE_SPACE_STEPS,
+            hints=hints(("back", "Back to result"), ("shutdown", "Power off")), patient=PATIENT,
         ),
         "retake-tiny": RetakeScreen(
             np.full((15, 20, 3), 150, np.uint8),
@@ -372,3 +397,51 @@ def test_compare_shows_both_dates_tiers_and_the_change():
 def test_history_says_when_in_utc_and_how_many_earlier_scans():
     joined = " ".join(rendered_text(all_screens()["history-patient"], (800, 480)))
     assert "2026-04-10 09:00 UTC" in joined and "2 earlier of this site" in joined
+
+
+THREE_SIZES = [(320, 240), (480, 320), (800, 480)]
+
+
+@pytest.mark.parametrize("size", THREE_SIZES, ids=lambda s: f"{s[0]}")
+def test_damaged_scans_are_counted_above_the_history(size):
+    joined = " ".join(rendered_text(all_screens()["history-damaged"], size))
+    assert "1 saved scan could not be read — run 'skinscan records verify'" in joined
+    assert "Saved scan 1/3" in joined and "Refer to a clinician" in joined
+    joined = " ".join(rendered_text(all_screens()["history-all-damaged"], size))
+    assert "2 saved scans could not be read — run 'skinscan records verify'" in joined
+    assert "No saved scans can be shown" in joined and "yet" not in joined
+
+
+@pytest.mark.parametrize("size", THREE_SIZES, ids=lambda s: f"{s[0]}")
+def test_a_moved_database_shows_the_whole_path_of_the_old_file(size):
+    texts = rendered_text(all_screens()["notice-corrupt-db"], size)
+    assert OLD_DB in "".join(texts)  # broken over lines at "/", never cut with "…"
+    joined = " ".join(texts)
+    for needed in (
+        "Scan database was damaged", "nothing was deleted", "now at:",
+        "Press Capture when you have read this.", "Damage found: database disk image",
+    ):  # fmt: skip
+        assert needed in joined, needed
+    assert not any(t.endswith("…") for t in texts), texts
+
+
+@pytest.mark.parametrize("size", THREE_SIZES, ids=lambda s: f"{s[0]}")
+def test_storage_full_shows_every_step_whole_and_the_reserve(size):
+    texts = rendered_text(all_screens()["error-disk-full"], size)
+    joined = " ".join(texts)
+    for step in FREE_SPACE_STEPS:
+        assert " ".join(step.split()) in joined, step
+    for command in ("skinscan records export", "skinscan records ack", "skinscan records archive"):
+        assert any(t.startswith(command) for t in texts), command  # a line of its own
+    assert "16.0 MiB is kept in reserve" in joined
+    assert not any(t.endswith("…") for t in texts), texts
+
+
+def test_wrap_path_breaks_after_slashes_and_gives_the_path_back():
+    renderer = Renderer((320, 240))
+    font = renderer.font(13, True)
+    for width in (60, 120, 280):
+        lines = renderer.wrap_path(OLD_DB, font, width)
+        assert "".join(lines) == OLD_DB
+        assert all(font.size(line)[0] <= width for line in lines)
+    assert renderer.wrap_path(OLD_DB, font, 280)[0].endswith("/")

@@ -122,8 +122,7 @@ ERROR_TEXT: dict[str, tuple[str, str]] = {
     ),
     "disk_full": (
         "Storage full — scan NOT saved",
-        "Export the records to USB and free space, then save again. The result is still "
-        "on screen: press Back to return to it.",
+        "The result is still on screen (Back). Earlier scans are safe. To free space:",
     ),
     "storage": (
         "Scan NOT saved",
@@ -137,6 +136,30 @@ ERROR_TEXT: dict[str, tuple[str, str]] = {
     "notice": (
         "Scan records",
         "Press Capture to continue.",
+    ),
+}
+# Space is freed only by archiving scans the clinic has confirmed it has (docs/records.md).
+# Each command on a line of its own, so that it is read (and typed) whole.
+FREE_SPACE_STEPS: tuple[str, ...] = (
+    "1. Export to USB:\nskinscan records export --to /media/usb",
+    "2. The clinic opens it and sends a receipt; record it:\nskinscan records ack RECEIPT",
+    "3. Move the scans the clinic acknowledged off the device:\n"
+    "skinscan records archive --to /media/usb",
+)
+ERROR_STEPS: dict[str, tuple[str, ...]] = {"disk_full": FREE_SPACE_STEPS}
+NOTICE_TEXT: dict[str, tuple[str, str, str]] = {
+    # store notice kind -> (title, what happened and what to do, the line above the path)
+    "corrupt_db_moved": (
+        "Scan database was damaged",
+        "It was moved aside and a new one started: new scans are saved as usual. Earlier "
+        "scans are not shown, but nothing was deleted. Tell your supervisor.",
+        "The old database is now at:",
+    ),
+    "orphaned_images_moved": (
+        "Scan database was missing",
+        "A new one was started. The earlier image files were moved aside; nothing was "
+        "deleted. Tell your supervisor.",
+        "The earlier image files are now in:",
     ),
 }
 
@@ -165,6 +188,8 @@ class AppState:
         message: a status line for the live view ("Patient card read").
         warning: a camera notice for the live view (a skipped image file).
         history_patient: whose scans the loaded history holds (None: everyone's).
+        history_unreadable: saved scans left out of the loaded history as unreadable.
+        pending_notices: notices waiting behind the one on screen, shown in turn.
         compare_index: the history index of the earlier scan being compared.
         commands: work requested by the last step, for the main loop.
     """
@@ -191,6 +216,8 @@ class AppState:
     message: str = ""
     warning: str = ""
     history_patient: str | None = None
+    history_unreadable: int = 0
+    pending_notices: tuple[ErrorInfo, ...] = ()
     compare_index: int = 0
     commands: tuple[Command, ...] = ()
 
@@ -257,10 +284,19 @@ def _common(state: AppState, event: Event) -> AppState | None:
             history=event.items,
             history_index=0,
             history_patient=event.patient_ref,
+            history_unreadable=event.unreadable,
         )
     if isinstance(event, Notice):
-        return _error(state, "notice", event.detail, back_to=state.mode)
+        info = ErrorInfo("notice", event.detail, event.kind, event.path)
+        if _showing_notice(state):
+            # Each notice stays until acknowledged: a second one waits its turn.
+            return replace(state, pending_notices=(*state.pending_notices, info))
+        return replace(state, mode="error", error=info, back_to=state.mode)
     return None
+
+
+def _showing_notice(state: AppState) -> bool:
+    return state.mode == "error" and state.error is not None and state.error.problem == "notice"
 
 
 def _load_history(state: AppState) -> AppState:
@@ -419,6 +455,9 @@ def _error_mode(state: AppState, event: Event) -> AppState:
         if event.name in ("next", "history"):
             return replace(state, commands=(LoadHistory(),))
     elif problem in ("disk_full", "storage", "notice") and event.name in ("back", "capture"):
+        if problem == "notice" and state.pending_notices:
+            following, *rest = state.pending_notices
+            return replace(state, error=following, pending_notices=tuple(rest))
         if state.back_to == "result" and state.result is not None:
             return replace(state, mode="result", error=None)
         return _enter_preview(replace(state, error=None))
@@ -517,7 +556,14 @@ def _history_view(state: AppState) -> Screen:
         hints = [("back", "Back")]
         if state.patient_ref:
             hints.insert(0, ("save", "This patient" if not state.history_patient else "All"))
-        return HistoryScreen(index=0, total=0, result=None, scope=scope, hints=_hints(*hints))
+        return HistoryScreen(
+            index=0,
+            total=0,
+            result=None,
+            scope=scope,
+            hints=_hints(*hints),
+            unreadable=state.history_unreadable,
+        )
     index, total = state.history_index, len(state.history)
     item = state.history[index]
     earlier = earlier_same_site(state.history, index)
@@ -547,6 +593,7 @@ def _history_view(state: AppState) -> Screen:
         scope=scope,
         subject=subject,
         earlier=len(earlier),
+        unreadable=state.history_unreadable,
     )
 
 
@@ -644,6 +691,11 @@ def _screen(state: AppState) -> Screen:
     if mode == "error":
         error = state.error or ErrorInfo("analysis", "unknown problem")
         title, action = ERROR_TEXT.get(error.problem, ERROR_TEXT["analysis"])
+        detail, path_label = error.detail, ""
+        if error.problem == "notice" and error.cause in NOTICE_TEXT:
+            # The title and action say it in plain words; the path below says where.
+            title, action, path_label = NOTICE_TEXT[error.cause]
+            action += " Press Capture when you have read this."
         hints: tuple[Hint, ...]
         if error.problem == "bundle":
             hints = _hints(("capture", "Retry"), ("next", "History"), ("shutdown", _off(state)))
@@ -656,10 +708,14 @@ def _screen(state: AppState) -> Screen:
         return ErrorScreen(
             problem=error.problem,
             title=title,
-            detail=error.detail,
+            detail=detail,
             action=action,
             retrying=error.problem == "camera",
             hints=hints,
+            steps=ERROR_STEPS.get(error.problem, ()),
+            path=error.path if path_label else "",
+            path_label=path_label,
+            cause=error.cause,
         )
     if mode == "shutdown":
         return ShutdownScreen(

@@ -66,10 +66,19 @@ class ResultView:
 
 @dataclass(frozen=True)
 class ErrorInfo:
-    """A problem to show: its kind, the technical detail, and whether it clears itself."""
+    """A problem to show: its kind and the technical detail.
+
+    Attributes:
+        problem: camera, bundle, disk_full, storage, analysis or notice.
+        detail: the technical message.
+        cause: for a notice, the store's notice kind (e.g. "corrupt_db_moved"), else "".
+        path: a file or folder the user must be told about in full, else "".
+    """
 
     problem: str
     detail: str
+    cause: str = ""
+    path: str = ""
 
 
 # ---- events -----------------------------------------------------------------------------------
@@ -136,10 +145,15 @@ class Saved:
 
 @dataclass(frozen=True, eq=False)
 class HistoryLoaded:
-    """Saved scans, newest first; only this patient's when ``patient_ref`` is set."""
+    """Saved scans, newest first; only this patient's when ``patient_ref`` is set.
+
+    ``unreadable`` counts the saved scans that belonged in this list but could not
+    be read (damaged): the store skipped them so that the others still show.
+    """
 
     items: tuple[ResultView, ...]
     patient_ref: str | None = None
+    unreadable: int = 0
 
 
 @dataclass(frozen=True)
@@ -165,9 +179,17 @@ class CameraNotice:
 
 @dataclass(frozen=True)
 class Notice:
-    """Something to tell the user once (e.g. the store is read-only)."""
+    """Something to tell the user once, until acknowledged (e.g. the store is read-only).
+
+    Attributes:
+        detail: the message.
+        kind: the store's notice kind ("corrupt_db_moved", "read_only", ...), or "".
+        path: the file or folder concerned, shown in full (e.g. the moved-aside database).
+    """
 
     detail: str
+    kind: str = ""
+    path: str = ""
 
 
 Event = (

@@ -10,11 +10,13 @@ becomes an event and an error screen.
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from device.app.controller import AppState, initial_state, step, view
@@ -54,6 +56,7 @@ from device.app.systemd import Notifier
 from device.errors import CameraError, DiskFullError, ImageError, SkinScanError, StorageError
 from device.hw.buttons import BUTTON_EVENTS, button_labels
 from device.imaging.quality import QualityThresholds, assess_quality
+from device.records.paths import DB_NAME
 from device.ui.render import Renderer
 from device.ui.screens import Screen
 
@@ -176,9 +179,8 @@ class App:
         self.present()
         self._load_bundle(initial=True)
         self._try_camera(initial=True)
-        notices = [n.message for n in getattr(self.store, "notices", [])]
-        if notices:
-            self.dispatch(Notice(" ".join(notices)))
+        for notice in getattr(self.store, "notices", []):
+            self.dispatch(notice_event(notice))
         self.present()
         status = "scanning" if self.state.mode == "preview" else f"showing {self.state.mode}"
         self.notifier.ready(status)
@@ -464,7 +466,7 @@ class App:
             scan_id = self.store.save(record)
         except DiskFullError as exc:
             log.error("save failed, disk full: %s", exc)
-            return Failed("disk_full", str(exc))
+            return Failed("disk_full", space_detail(self.store, exc))
         except StorageError as exc:
             log.error("save failed: %s", exc)
             return Failed("storage", str(exc))
@@ -476,14 +478,14 @@ class App:
         if self.analyzer is not None:
             threshold = self.analyzer.calibration.referral_threshold
         try:
-            records = self.store.history(patient_ref=patient_ref, limit=HISTORY_LIMIT)
+            records, unreadable = read_history(self.store, patient_ref, HISTORY_LIMIT)
             if self._legend is None:
                 self._legend = legend_colours()
             items = tuple(result_from_record(r, threshold, self._legend) for r in records)
-        except StorageError as exc:  # includes TamperError
+        except StorageError as exc:  # the whole database, not one record
             log.error("history unavailable: %s", exc)
             return Notice(f"Saved scans cannot be read: {exc}")
-        return HistoryLoaded(items, patient_ref)
+        return HistoryLoaded(items, patient_ref, unreadable)
 
     # ---- drawing ----------------------------------------------------------------------------
 
@@ -522,6 +524,71 @@ class App:
             log.error("power-off command exited with %s", code)
             return 1
         return 0
+
+
+def read_history(store: Any, patient_ref: str | None, limit: int) -> tuple[list[Any], int]:
+    """Saved scans, newest first, and how many of this list could not be read.
+
+    The store skips a record it cannot read and lists it in ``store.damaged``
+    (scan id -> problem), which keeps what every earlier call found. To count only
+    this list's damaged scans, the call runs against an empty ``damaged``, and the
+    earlier entries are put back afterwards.
+    """
+    damaged = getattr(store, "damaged", None)
+    if not isinstance(damaged, dict):
+        return list(store.history(patient_ref=patient_ref, limit=limit)), 0
+    earlier = dict(damaged)
+    damaged.clear()
+    try:
+        records = list(store.history(patient_ref=patient_ref, limit=limit))
+        found = len(damaged)
+    finally:
+        now = dict(damaged)
+        damaged.update(earlier)
+        damaged.update(now)
+    return records, found
+
+
+def space_detail(store: Any, exc: Exception) -> str:
+    """How much space is free and reserved, and why the reserve exists, for the full-disk screen.
+
+    Falls back to the error's own text for a store that does not say.
+    """
+    from device.records.space import free_bytes, human_bytes
+
+    reserve = getattr(store, "reserve_bytes", None)
+    folder = getattr(store, "data_dir", None)
+    free = free_bytes(folder) if folder is not None else None
+    if not isinstance(reserve, int) or free is None:
+        return str(exc)
+    return (
+        f"{human_bytes(free)} free; {human_bytes(reserve)} is kept in reserve so that saved "
+        "scans can always be opened, checked and exported."
+    )
+
+
+# The store's corrupt_db_moved message: "The scan database was damaged (REASON) and was moved".
+_DAMAGE_REASON = re.compile(r"damaged \((?P<reason>.+?)\) and was moved")
+
+
+def notice_event(notice: Any) -> Notice:
+    """The event for one of the store's start-up notices (``StoreNotice``).
+
+    For a database moved aside, the path shown is the old database file itself
+    when it is there, and the detail is the damage found (the message would
+    repeat the path).
+    """
+    message = str(getattr(notice, "message", notice))
+    kind = str(getattr(notice, "kind", "") or "")
+    path = str(getattr(notice, "path", "") or "")
+    if kind == "corrupt_db_moved" and path:
+        old_db = Path(path) / DB_NAME
+        if old_db.is_file():
+            path = str(old_db)
+        found = _DAMAGE_REASON.search(message)
+        if found:
+            message = f"Damage found: {found['reason']}."
+    return Notice(message, kind=kind, path=path)
 
 
 def _sentence(text: str) -> str:

@@ -12,6 +12,7 @@ FreeSans Bold that comes inside pygame.
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -597,8 +598,8 @@ class Renderer:
                 rect = pygame.Rect(panel.left, y, panel.width, panel.bottom - y)
                 self.draw_block(surface, screen.saved, rect, 12, colour, bold=True, max_lines=lines)
 
-    def _result_body(self, surface: Any, screen: ResultScreen) -> None:
-        area = self.content_rect().inflate(-2 * self.px(6), -2 * self.px(5))
+    def _result_body(self, surface: Any, screen: ResultScreen, content: Any = None) -> None:
+        area = (content or self.content_rect()).inflate(-2 * self.px(6), -2 * self.px(5))
         photo = self._photo_with_legend(surface, screen, area)
         left = photo.right + self.px(10)
         panel = self.pygame.Rect(left, area.top, area.right - left, area.height)
@@ -609,11 +610,20 @@ class Renderer:
         self._result_body(surface, screen)
 
     def _history(self, surface: Any, screen: HistoryScreen) -> None:
+        content = self.content_rect()
+        if screen.unreadable_text:
+            # Above the scans, so that it is read before them; the scans take the rest.
+            band = self._top_band(surface, screen.unreadable_text, content)
+            content = self.pygame.Rect(
+                content.left, band.bottom, content.width, content.bottom - band.bottom
+            )
         if screen.result is None:
             self.draw_header(surface, "Saved scans")
-            area = self.content_rect().inflate(-2 * self.px(12), -2 * self.px(12))
+            area = content.inflate(-2 * self.px(12), -2 * self.px(12))
             text = "No saved scans yet"
-            if screen.scope.startswith("Patient"):
+            if screen.unreadable:
+                text = "No saved scans can be shown"
+            elif screen.scope.startswith("Patient"):
                 text = "No saved scans for this patient yet"
             font, lines = self.fit_lines(text, area.width, 18, 3, True)
             top = area.centery - self.line_step(font) * len(lines) // 2
@@ -627,7 +637,21 @@ class Renderer:
         saved = " · ".join(x for x in (screen.created_at or "Saved", screen.subject) if x)
         if screen.earlier:
             saved += f" · {screen.earlier} earlier of this site"
-        self._result_body(surface, replace(screen.result, saved=saved))
+        self._result_body(surface, replace(screen.result, saved=saved), content)
+
+    def _top_band(self, surface: Any, text: str, area: Any) -> Any:
+        """A warning band across the top of ``area``, at most two lines; returns its rect."""
+        pygame = self.pygame
+        pad = self.px(5)
+        width = area.width - 2 * self.px(8)
+        font, lines = self.fit_lines(text, width, 13, 2, True)
+        band = pygame.Rect(
+            area.left, area.top, area.width, self.line_step(font) * min(2, len(lines)) + 2 * pad
+        )
+        pygame.draw.rect(surface, WARN, band)
+        inner = pygame.Rect(band.left + self.px(8), band.top + pad, width, band.height)
+        self.draw_block(surface, text, inner, 13, (20, 20, 20), bold=True, max_lines=2)
+        return band
 
     def _retake(self, surface: Any, screen: RetakeScreen) -> None:
         pygame = self.pygame
@@ -664,34 +688,97 @@ class Renderer:
             max_lines=3,
         )
 
+    @staticmethod
+    def wrap_path(path: str, font: Any, width: int) -> list[str]:
+        """Break a file path after "/" so that every line fits ``width``; nothing is cut.
+
+        A single name too long for a line is broken between characters. The lines
+        joined give ``path`` back exactly.
+        """
+        lines: list[str] = []
+        line = ""
+        for part in re.findall(r"[^/]*/|[^/]+$", path):
+            if font.size(line + part)[0] <= width:
+                line += part
+                continue
+            if line:
+                lines.append(line)
+            while len(part) > 1 and font.size(part)[0] > width:
+                cut = len(part) - 1
+                while cut > 1 and font.size(part[:cut])[0] > width:
+                    cut -= 1
+                lines.append(part[:cut])
+                part = part[cut:]
+            line = part
+        if line:
+            lines.append(line)
+        return lines
+
+    def clip_lines(self, lines: list[str], max_lines: int, font: Any, width: int) -> list[str]:
+        """At most ``max_lines`` lines; the last one ends in "…" when text was left out."""
+        if len(lines) <= max_lines:
+            return lines
+        tail = self.ellipsize(" ".join(lines[max_lines - 1 :]), font, width)
+        return [*lines[: max_lines - 1], tail]
+
+    def _error_blocks(self, screen: ErrorScreen, width: int, scale: float) -> list[tuple]:
+        """The error screen's blocks at ``scale``, in order: (kind, font, lines, colour)."""
+        blocks: list[tuple] = []
+
+        def add(kind: str, text: str, size: float, colour, bold: bool, max_lines: int) -> None:
+            font, lines = self.fit_lines(text, width, size * scale, max_lines, bold)
+            if kind != "detail":  # the detail is cut to the room left when drawn
+                lines = self.clip_lines(lines, max_lines, font, width)
+            blocks.append((kind, font, lines, colour))
+
+        add("title", screen.title, 20, BAD, True, 2)
+        add("action", screen.action, 15, TEXT, False, 6)
+        for step in screen.steps:
+            add("step", step, 13, TEXT, False, 3)
+        if screen.path:
+            if screen.path_label:
+                add("label", screen.path_label, 12, MUTED, False, 2)
+            font = self.font(13 * scale, True)
+            blocks.append(("path", font, self.wrap_path(screen.path, font, width), TEXT))
+        if screen.detail:
+            add("detail", screen.detail, 12, MUTED, False, 4)
+        return blocks
+
     def _error(self, surface: Any, screen: ErrorScreen) -> None:
+        """What went wrong and what to do. Steps and a path are shown whole: when room is
+        short the text gets smaller, and the technical detail gives way first."""
         pygame = self.pygame
-        self.draw_header(surface, "Problem", "Retrying automatically…" if screen.retrying else "")
+        heading = "Notice" if screen.problem == "notice" else "Problem"
+        self.draw_header(surface, heading, "Retrying automatically…" if screen.retrying else "")
         area = self.content_rect().inflate(-2 * self.px(12), -2 * self.px(8))
         stripe = pygame.Rect(area.left, area.top, self.px(6), area.height)
-        pygame.draw.rect(surface, BAD, stripe)
+        pygame.draw.rect(surface, WARN if screen.problem == "notice" else BAD, stripe)
         text = pygame.Rect(stripe.right + self.px(10), area.top, 0, 0)
         text.width = area.right - text.left
         text.height = area.height
-        y = self.draw_block(surface, screen.title, text, 20, BAD, bold=True, max_lines=2)
-        y += self.px(6)
-        y = self.draw_block(
-            surface,
-            screen.action,
-            pygame.Rect(text.left, y, text.width, text.bottom - y),
-            15,
-            TEXT,
-            max_lines=4,
-        )
-        y += self.px(8)
-        self.draw_block(
-            surface,
-            screen.detail,
-            pygame.Rect(text.left, y, text.width, text.bottom - y),
-            12,
-            MUTED,
-            max_lines=4,
-        )
+        gaps = {"title": 6, "action": 6, "step": 3, "label": 1, "path": 6, "detail": 0}
+
+        def needed(blocks: list[tuple]) -> int:
+            kept = [b for b in blocks if b[0] != "detail"]
+            return sum(self.line_step(font) * len(lines) + self.px(gaps[kind])
+                       for kind, font, lines, _ in kept)  # fmt: skip
+
+        for scale in (1.0, 0.85, 0.7, 0.55):
+            blocks = self._error_blocks(screen, text.width, scale)
+            if needed(blocks) <= text.height:
+                break
+        y = text.top
+        for kind, font, lines, colour in blocks:
+            step = self.line_step(font)
+            if kind == "detail":
+                room = (text.bottom - y) // step
+                if room < 1:
+                    break
+                lines = self.clip_lines(lines, min(4, room), font, text.width)
+            for line in lines:
+                self.draw_text(surface, line, font, colour, (text.left, y))
+                y += step
+            y += self.px(gaps[kind])
 
     def _shutdown(self, surface: Any, screen: ShutdownScreen) -> None:
         area = self.content_rect().inflate(-2 * self.px(16), -2 * self.px(16))

@@ -176,14 +176,19 @@ class RetakeScreen:
 
 @dataclass(frozen=True)
 class ErrorScreen:
-    """Something is wrong: what, and what to do about it.
+    """Something is wrong (or must be acknowledged): what, and what to do about it.
 
     Attributes:
-        problem: the kind: "camera", "bundle", "disk_full", "storage" or "analysis".
+        problem: the kind: "camera", "bundle", "disk_full", "storage", "analysis" or
+            "notice" (something the store reported at start).
         title: short heading, e.g. "Camera not found".
         detail: the technical message (file name, device), one or two lines.
         action: what the health worker should do.
         retrying: whether the device is retrying on its own.
+        steps: numbered steps to follow, in order (e.g. how to free space), or ().
+        path: a file or folder shown in full, never cut (where a damaged database went).
+        path_label: the line above ``path``, e.g. "The old database is now at:".
+        cause: what kind of notice this is (the store's notice kind), for screenshots.
     """
 
     problem: str
@@ -193,12 +198,16 @@ class ErrorScreen:
     retrying: bool = False
     hints: tuple[Hint, ...] = ()
     patient: str = ""
+    steps: tuple[str, ...] = ()
+    path: str = ""
+    path_label: str = ""
+    cause: str = ""
     kind: str = "error"
 
     @property
     def snapshot_key(self) -> str:
-        """One screenshot per distinct error."""
-        return f"error-{self.problem}"
+        """One screenshot per distinct error (and per kind of notice)."""
+        return f"error-{self.problem}" + (f"-{self.cause}" if self.cause else "")
 
 
 @dataclass(frozen=True)
@@ -210,6 +219,8 @@ class HistoryScreen:
         scope: whose scans these are ("Patient SKS-000142-7F3Q" or "All patients"), or "".
         subject: the shown scan's patient and body site, or "".
         earlier: how many earlier scans of the same patient and site can be compared.
+        unreadable: how many saved scans of this list could not be read (damaged) and
+            are left out; the screen says so and how to check them.
     """
 
     index: int
@@ -220,8 +231,17 @@ class HistoryScreen:
     scope: str = ""
     subject: str = ""
     earlier: int = 0
+    unreadable: int = 0
     patient: str = ""
     kind: str = "history"
+
+    @property
+    def unreadable_text(self) -> str:
+        """The line about damaged scans ("" when none): how many, and what to run."""
+        if not self.unreadable:
+            return ""
+        scans = "scan" if self.unreadable == 1 else "scans"
+        return f"{self.unreadable} saved {scans} could not be read — run 'skinscan records verify'"
 
     @property
     def snapshot_key(self) -> str:
