@@ -3,9 +3,9 @@
 At the clinic::
 
     skinscan records keygen --out ~/clinic-keys
-    skinscan serve adduser --data ~/clinic-data alice
-    skinscan serve --clinic-key ~/clinic-keys/clinic.key --data ~/clinic-data
-    skinscan serve unlock --data ~/clinic-data alice     # lift a login lock-out
+    skinscan serve adduser --data-dir ~/clinic-data alice
+    skinscan serve --clinic-key ~/clinic-keys/clinic.key --data-dir ~/clinic-data
+    skinscan serve unlock --data-dir ~/clinic-data alice     # lift a login lock-out
 
 It listens on 127.0.0.1:8080 by default. ``--host 0.0.0.0`` (or an address)
 exposes it to the network: do that only behind a TLS reverse proxy, with
@@ -36,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clinic-key", type=Path, metavar="KEY", help="the clinic private key (records keygen)"
     )
-    parser.add_argument("--data", type=Path, metavar="DIR", help="the clinic data folder")
+    _data_dir_option(parser, "data")
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,
@@ -67,17 +67,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="serve_action", metavar="ACTION")
     p = actions.add_parser("adduser", help="create a clinician account")
     p.add_argument("username", help="2-32 characters: a-z, 0-9, '.', '_', '-'")
-    p.add_argument(
-        "--data", dest="user_data", type=Path, metavar="DIR", help="the clinic data folder"
-    )
+    _data_dir_option(p, "user_data")
     p.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin (scripts)"
     )
     p = actions.add_parser("unlock", help="lift an account's login lock-out")
     p.add_argument("username", help="the locked account")
-    p.add_argument(
-        "--data", dest="user_data", type=Path, metavar="DIR", help="the clinic data folder"
+    _data_dir_option(p, "user_data")
+
+
+def _data_dir_option(parser: argparse.ArgumentParser, dest: str) -> None:
+    """``--data-dir DIR``, the clinic data folder; ``--data`` stays as a hidden alias.
+
+    ``--data-dir`` names a SkinScan data folder everywhere (``records`` too), and
+    ``--data`` a dataset (``train``, ``bench sources``); the old spelling is kept for
+    one release.
+    """
+    parser.add_argument(
+        "--data-dir", dest=dest, type=Path, metavar="DIR", help="the clinic data folder"
     )
+    parser.add_argument("--data", dest=dest, type=Path, help=argparse.SUPPRESS)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -135,7 +144,7 @@ def build_app(args: argparse.Namespace):  # -> flask.Flask
     from clinic.app import ClinicSettings, create_app
 
     if args.clinic_key is None or args.data is None:
-        raise ConfigError("serve needs --clinic-key KEY and --data DIR")
+        raise ConfigError("serve needs --clinic-key KEY and --data-dir DIR")
     settings = ClinicSettings(
         data_dir=args.data,
         clinic_key=args.clinic_key,

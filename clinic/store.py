@@ -1,6 +1,6 @@
 """The clinic's own store: the device's encrypted scan store plus a small clinic database.
 
-Layout of the clinic data folder (``skinscan serve --data DIR``)::
+Layout of the clinic data folder (``skinscan serve --data-dir DIR``)::
 
     store.key      256-bit key of the clinic store, mode 0600 (back it up with the folder)
     scans/         a device ``SqliteScanStore``: scans, images and heatmaps, AES-256-GCM at rest

@@ -42,8 +42,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 EPILOG = """\
 folder options:
   --data DIR      a dataset of labelled images (train, calibrate-quality,
-                  bench segmentation): HAM10000_metadata.csv + images/
-  --data-dir DIR  the device's own data folder of saved scans (records)
+                  colour-probe, bench segmentation, bench sources):
+                  HAM10000_metadata.csv + images/, or an archive's labels.csv
+  --data-dir DIR  a SkinScan data folder: the device's saved scans (records),
+                  the clinic's data (serve; --data is kept there as an old alias)
 
 'skinscan COMMAND --help' shows each command's options."""
 

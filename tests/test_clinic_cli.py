@@ -7,6 +7,7 @@ import logging
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,7 @@ PASSWORD = "correct horse battery"
 
 def test_serve_is_a_subcommand_and_its_module_imports_nothing_heavy():
     parser = cli.build_parser()
-    args = parser.parse_args(["serve", "--clinic-key", "k", "--data", "d"])
+    args = parser.parse_args(["serve", "--clinic-key", "k", "--data-dir", "d"])
     assert args._module == "clinic.cli"
     assert (args.host, args.port) == ("127.0.0.1", 8080)  # localhost unless told otherwise
     code = (
@@ -36,7 +37,7 @@ def test_serve_is_a_subcommand_and_its_module_imports_nothing_heavy():
 
 def _adduser(monkeypatch, data, name, password=PASSWORD):
     monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
-    return cli.main(["serve", "adduser", "--data", str(data), name, "--password-stdin"])
+    return cli.main(["serve", "adduser", "--data-dir", str(data), name, "--password-stdin"])
 
 
 def test_adduser_creates_an_argon2_account(tmp_path, monkeypatch, capsys):
@@ -58,10 +59,10 @@ def test_adduser_creates_an_argon2_account(tmp_path, monkeypatch, capsys):
 
 
 def test_serve_needs_a_private_clinic_key(tmp_path, capsys):
-    assert cli.main(["serve", "--data", str(tmp_path / "c")]) == 2
+    assert cli.main(["serve", "--data-dir", str(tmp_path / "c")]) == 2
     assert "--clinic-key" in capsys.readouterr().err
     _, public = generate_clinic_keypair(tmp_path / "keys")
-    assert cli.main(["serve", "--clinic-key", str(public), "--data", str(tmp_path / "c")]) == 2
+    assert cli.main(["serve", "--clinic-key", str(public), "--data-dir", str(tmp_path / "c")]) == 2
     assert "not a private key" in capsys.readouterr().err
 
 
@@ -73,7 +74,7 @@ def test_serve_runs_waitress_on_localhost_and_warns_for_other_addresses(
     calls = []
     monkeypatch.setattr(waitress, "serve", lambda app, **kw: calls.append((app, kw)))
     private, _ = generate_clinic_keypair(tmp_path / "keys")
-    base = ["serve", "--clinic-key", str(private), "--data", str(tmp_path / "c")]
+    base = ["serve", "--clinic-key", str(private), "--data-dir", str(tmp_path / "c")]
     assert cli.main(base) == 0
     ((app, options),) = calls
     assert (options["host"], options["port"]) == ("127.0.0.1", 8080)
@@ -118,7 +119,7 @@ def test_serve_trusts_forwarded_addresses_only_when_told(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(waitress, "serve", lambda app, **kw: calls.append((app, kw)))
     private, _ = generate_clinic_keypair(tmp_path / "keys")
-    base = ["serve", "--clinic-key", str(private), "--data", str(tmp_path / "c")]
+    base = ["serve", "--clinic-key", str(private), "--data-dir", str(tmp_path / "c")]
     assert cli.main(base) == 0
     assert cli.main([*base, "--trusted-proxies", "1"]) == 0
     (plain, plain_options), (proxied, proxied_options) = calls
@@ -140,7 +141,7 @@ def test_unlock_lifts_a_lockout_kept_in_the_clinic_database(tmp_path, monkeypatc
             throttle.failed("alice", "127.0.0.1")
         throttle.failed("bob", "127.0.0.1")
         assert throttle.retry_after("alice") > 800 and throttle.retry_after("bob") == 0
-    assert cli.main(["serve", "unlock", "--data", str(data), "alice"]) == 0
+    assert cli.main(["serve", "unlock", "--data-dir", str(data), "alice"]) == 0
     assert "3 failed login(s) forgotten" in capsys.readouterr().out
     with ClinicStore(data) as store:
         throttle = LoginThrottle(max_failures=3, window_s=900).using(store)
@@ -201,6 +202,21 @@ def test_admin_actions_leave_a_running_apps_uploads_alone(tmp_path, monkeypatch,
     with ClinicStore(data) as running:  # the app, mid-upload
         upload = running.temp_path(".jpg")
         upload.write_bytes(b"an upload being decoded")
-        assert cli.main(["serve", "unlock", "--data", str(data), "alice"]) == 0
+        assert cli.main(["serve", "unlock", "--data-dir", str(data), "alice"]) == 0
         assert _adduser(monkeypatch, data, "carol") == 0
         assert upload.read_bytes() == b"an upload being decoded"
+
+
+def test_data_dir_names_the_clinic_folder_and_old_data_spelling_still_works_hidden(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    parser = cli.build_parser()
+    new = parser.parse_args(["serve", "--clinic-key", "k", "--data-dir", "d"])
+    old = parser.parse_args(["serve", "--clinic-key", "k", "--data", "d"])
+    assert new.data == old.data == Path("d")
+    users = parser.parse_args(["serve", "unlock", "--data", "d", "alice"])
+    assert users.user_data == Path("d")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--data-dir DIR" in help_text and "--data " not in help_text.replace("--data-dir", "")
