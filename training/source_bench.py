@@ -53,6 +53,7 @@ from training.source_candidates import (
 
 log = logging.getLogger(__name__)
 
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench sources`` arguments."""
     parser.add_argument(
