@@ -98,6 +98,45 @@ def test_without_a_display_it_runs_headless_and_says_so(tmp_path, bundle_dir):
     assert "running headless" in result.stderr
 
 
+@pytest.mark.parametrize("screenshots", [False, True], ids=["no-screenshots", "screenshots"])
+def test_headless_without_a_script_says_how_to_stop_it_and_where_screens_go(
+    tmp_path, bundle_dir, screenshots
+):
+    """Issue 23: with no display and no script the app shows nothing; it says so, once."""
+    shots = tmp_path / "shots"
+    argv = [sys.executable, "-m", "device.cli", "run", "--backend", "sim", "--bundle",
+            str(bundle_dir), *(["--screenshots", str(shots)] if screenshots else [])]  # fmt: skip
+    process = start(tmp_path, argv)
+    lines = wait_for_line(process, "SkinScan ready")
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    text = "".join(lines) + output
+    assert "running headless" in text
+    hints = [line for line in text.splitlines() if "Ctrl-C or SIGTERM" in line]
+    assert len(hints) == 1, text
+    if screenshots:
+        assert str(shots) in hints[0] and "add --screenshots" not in hints[0]
+        assert list(shots.glob("*.png")), "no screen was saved"
+    else:
+        assert "add --screenshots DIR" in hints[0]
+
+
+def test_a_scripted_headless_run_needs_no_stop_hint(tmp_path, bundle_dir):
+    result = skinscan(
+        tmp_path,
+        "--backend",
+        "sim",
+        "--headless",
+        "--bundle",
+        str(bundle_dir),
+        "--script",
+        "wait 0.1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Ctrl-C or SIGTERM" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_closes_camera_and_screen_cleanly(tmp_path, bundle_dir, sig):
     process = start(

@@ -539,3 +539,30 @@ def test_storage_full_says_how_to_free_space_in_order():
     marks = [text.find(s) for s in ("USB", "records export", "clinic", "records ack", "archive")]
     assert -1 not in marks and marks == sorted(marks), text
     assert screen.detail == "1.0 MiB free"
+
+
+def test_a_missing_bundle_points_to_the_deployment_guide():
+    _state, screen = run(initial_state(), frame(), Failed("bundle", "no model.tflite"))
+    assert isinstance(screen, ErrorScreen) and screen.problem == "bundle"
+    assert "docs/deployment.md" in screen.action and "README" not in screen.action
+
+
+def test_storage_full_at_start_says_how_to_free_space_like_the_storage_full_screen():
+    from device.app.controller import ERROR_TEXT, FREE_SPACE_STEPS
+
+    notice = Notice(
+        "The storage is full (1.0 MiB free): saved scans can be viewed and exported, but new "
+        "scans can NOT be saved.",
+        kind="storage_full",
+        path="/var/lib/skinscan",
+    )
+    state, screen = run(initial_state(), frame(), notice)
+    assert isinstance(screen, ErrorScreen) and screen.problem == "notice"
+    assert screen.title.startswith("Storage full") and screen.title != ERROR_TEXT["notice"][0]
+    assert screen.steps == FREE_SPACE_STEPS
+    assert "viewed and exported" in screen.action
+    for event in (frame(), Button("next"), Button("toggle"), Button("save")):
+        state, screen = step(state, event)
+        assert isinstance(screen, ErrorScreen) and screen.steps == FREE_SPACE_STEPS, event
+    state, screen = step(state, Button("capture"))
+    assert isinstance(screen, PreviewScreen)

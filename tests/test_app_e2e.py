@@ -501,3 +501,44 @@ def test_storage_full_says_how_much_is_reserved_why_and_how_to_free_space(tmp_pa
         assert not any(line.endswith("…") for line in lines), (size, lines)
     with SqliteScanStore(store.data_dir) as reopened:
         assert len(reopened) == 0  # nothing partial was kept
+
+
+def test_storage_full_at_start_lists_the_three_steps_and_the_reserve(tmp_path, bundle_dir):
+    """The store opened on a full disk: its notice reads like the Storage-full screen."""
+    from device.app.controller import FREE_SPACE_STEPS
+    from device.records.api import StoreNotice
+    from device.records.space import MIB
+
+    store = FillableStore()
+    store.data_dir = tmp_path
+    store.reserve_bytes = 16 * MIB
+    store.notices = [
+        StoreNotice(
+            "storage_full",
+            "The storage is full (0.9 MiB free): saved scans can be viewed and exported, but "
+            "new scans can NOT be saved. Export the records, then archive the ones the clinic "
+            "has acknowledged to free space.",
+            str(tmp_path),
+        )
+    ]
+    app = make_app(
+        tmp_path, "wait 0.3, next, wait 0.2, capture, wait 0.2", bundle_dir=bundle_dir, store=store
+    )
+    app.run()
+    (notice,) = [s for s in screens_of(app, ErrorScreen) if s.problem == "notice"]
+    assert notice.title.startswith("Storage full")
+    assert notice.steps == FREE_SPACE_STEPS
+    assert "16.0 MiB is kept in reserve" in notice.detail
+    assert app.screens_shown[-1].kind == "preview"  # CAPTURE dismissed it, NEXT did not
+    for size in SMALL_TO_LARGE:
+        lines = screen_lines(notice, size)
+        text = " ".join(lines)
+        for needed in (
+            "Storage full",
+            "skinscan records export --to /media/usb",
+            "skinscan records ack RECEIPT",
+            "skinscan records archive --to /media/usb",
+            "16.0 MiB is kept in reserve",
+        ):
+            assert needed in text, (size, needed)
+        assert not any(line.endswith("…") for line in lines), (size, lines)

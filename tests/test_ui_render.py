@@ -116,7 +116,7 @@ def all_screens():
             "Model bundle invalid",
             "/opt/skinscan/models/default/model.tflite: sha256 mismatch "
             "(expected 3fa2c9e0b1d4a7f6e5c3b2a1908f7e6d, got 91c0ffee00000000000000000000)",
-            "Scans cannot be analysed. Reinstall the model bundle (see the README), then "
+            "Scans cannot be analysed. Reinstall the model bundle (see docs/deployment.md), then "
             "press Capture to try again.",
             hints=hints(("capture", "Retry"), ("next", "History"), ("shutdown", "Power off")),
         ),
@@ -200,6 +200,13 @@ def all_screens():
             "opened, checked and exported.",
             ERROR_TEXT["disk_full"][1], steps=FREE_SPACE_STEPS,
             hints=hints(("back", "Back to result"), ("shutdown", "Power off")), patient=PATIENT,
+        ),
+        "notice-storage-full": ErrorScreen(
+            "notice", NOTICE_TEXT["storage_full"][0],
+            "0.9 MiB free; 16.0 MiB is kept in reserve so that saved scans can always be "
+            "opened, checked and exported.",
+            NOTICE_TEXT["storage_full"][1], steps=FREE_SPACE_STEPS,
+            hints=hints(("capture", "Continue"), ("shutdown", "Power off")), cause="storage_full",
         ),
         "retake-tiny": RetakeScreen(
             np.full((15, 20, 3), 150, np.uint8),

@@ -134,6 +134,14 @@ def _analyzer_loader(bundle: str | None) -> Callable[[], Any]:
     return load
 
 
+def headless_hint(screenshots: str | None) -> str:
+    """What a headless run with no script does, how to stop it, and where its screens go."""
+    hint = "headless: no display and no --script; the app runs until Ctrl-C or SIGTERM"
+    if screenshots:
+        return f"{hint}; its screens are saved to {screenshots}"
+    return f"{hint} (add --screenshots DIR to see its screens)"
+
+
 def run_with_signals(app: Any, max_frames: int | None = None) -> int:
     """Run ``app`` with SIGTERM and SIGINT (Ctrl-C) turned into a clean stop."""
 
@@ -205,6 +213,8 @@ def main(args: argparse.Namespace) -> int:
         device_id=config.system.device_id or None,
     )
     log.info("skinscan run: backend %s, display %s (%s)", backend, display.mode, why)
+    if display.mode == "headless" and script is None and args.frames is None:
+        print(f"skinscan run: {headless_hint(args.screenshots)}", file=sys.stderr)
     status = run_with_signals(app, max_frames=args.frames)
     if args.screenshots:
         print(f"skinscan run: {len(display.written)} screens saved to {args.screenshots}")

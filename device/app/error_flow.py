@@ -20,7 +20,7 @@ ERROR_TEXT: dict[str, tuple[str, str]] = {
     ),
     "bundle": (
         "Model bundle missing or invalid",
-        "Scans cannot be analysed. Reinstall the model bundle (see the README), then "
+        "Scans cannot be analysed. Reinstall the model bundle (see docs/deployment.md), then "
         "press Capture to try again.",
     ),
     "disk_full": (
@@ -41,9 +41,6 @@ ERROR_TEXT: dict[str, tuple[str, str]] = {
         "Press Capture to continue.",
     ),
 }
-# Space is freed only by archiving scans the clinic has confirmed it has (docs/records.md).
-# Each command on a line of its own, so that it is read (and typed) whole.
-
 # Space is freed only by archiving scans the clinic has confirmed it has (docs/records.md).
 # Each command on a line of its own, so that it is read (and typed) whole.
 FREE_SPACE_STEPS: tuple[str, ...] = (
@@ -69,7 +66,15 @@ NOTICE_TEXT: dict[str, tuple[str, str, str]] = {
         "deleted. Tell your supervisor.",
         "The earlier image files are now in:",
     ),
+    "storage_full": (
+        "Storage full — new scans NOT saved",
+        "Saved scans can still be viewed and exported. To free space:",
+        "",
+    ),
 }
+# Store notices that come with steps: the storage full at start-up is freed as on the
+# Storage-full screen.
+NOTICE_STEPS: dict[str, tuple[str, ...]] = {"storage_full": FREE_SPACE_STEPS}
 
 
 def showing_notice(state: AppState) -> bool:
@@ -104,10 +109,13 @@ def error_view(state: AppState) -> Screen:
     error = state.error or ErrorInfo("analysis", "unknown problem")
     title, action = ERROR_TEXT.get(error.problem, ERROR_TEXT["analysis"])
     detail, path_label = error.detail, ""
+    steps = ERROR_STEPS.get(error.problem, ())
     if error.problem == "notice" and error.cause in NOTICE_TEXT:
         # The title and action say it in plain words; the path below says where.
         title, action, path_label = NOTICE_TEXT[error.cause]
-        action += " Press Capture when you have read this."
+        steps = NOTICE_STEPS.get(error.cause, ())
+        if not steps:  # steps follow an action that ends "To free space:"
+            action += " Press Capture when you have read this."
     hints: tuple[Hint, ...]
     if error.problem == "bundle":
         hints = make_hints(
@@ -126,7 +134,7 @@ def error_view(state: AppState) -> Screen:
         action=action,
         retrying=error.problem == "camera",
         hints=hints,
-        steps=ERROR_STEPS.get(error.problem, ()),
+        steps=steps,
         path=error.path if path_label else "",
         path_label=path_label,
         cause=error.cause,

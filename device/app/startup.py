@@ -32,7 +32,7 @@ class Startup:
         self._load_bundle(initial=True)
         self._try_camera(initial=True)
         for notice in getattr(self.store, "notices", []):
-            self.dispatch(notice_event(notice))
+            self.dispatch(notice_event(notice, self.store))
         self.present()
         status = "scanning" if self.state.mode == "preview" else f"showing {self.state.mode}"
         self.notifier.ready(status)

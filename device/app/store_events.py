@@ -42,13 +42,18 @@ def space_detail(store: Any, exc: Exception) -> str:
 
     Falls back to the error's own text for a store that does not say.
     """
+    return space_line(store) or str(exc)
+
+
+def space_line(store: Any) -> str | None:
+    """ "X free; Y is kept in reserve so that...", or None for a store that does not say."""
     from device.records.space import free_bytes, human_bytes
 
     reserve = getattr(store, "reserve_bytes", None)
     folder = getattr(store, "data_dir", None)
     free = free_bytes(folder) if folder is not None else None
     if not isinstance(reserve, int) or free is None:
-        return str(exc)
+        return None
     return (
         f"{human_bytes(free)} free; {human_bytes(reserve)} is kept in reserve so that saved "
         "scans can always be opened, checked and exported."
@@ -59,12 +64,13 @@ def space_detail(store: Any, exc: Exception) -> str:
 _DAMAGE_REASON = re.compile(r"damaged \((?P<reason>.+?)\) and was moved")
 
 
-def notice_event(notice: Any) -> Notice:
+def notice_event(notice: Any, store: Any = None) -> Notice:
     """The event for one of the store's start-up notices (``StoreNotice``).
 
     For a database moved aside, the path shown is the old database file itself
     when it is there, and the detail is the damage found (the message would
-    repeat the path).
+    repeat the path). For a full disk, the detail is how much ``store`` has free
+    and keeps in reserve, as on the Storage-full screen (the steps say the rest).
     """
     message = str(getattr(notice, "message", notice))
     kind = str(getattr(notice, "kind", "") or "")
@@ -76,4 +82,6 @@ def notice_event(notice: Any) -> Notice:
         found = _DAMAGE_REASON.search(message)
         if found:
             message = f"Damage found: {found['reason']}."
+    if kind == "storage_full":
+        message = space_line(store) or message
     return Notice(message, kind=kind, path=path)

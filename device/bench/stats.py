@@ -30,6 +30,8 @@ def time_call(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> list[floa
 
 
 def write_json(path: str | Path | None, data: dict[str, Any]) -> None:
-    """Write ``data`` as indented JSON when a path is given."""
+    """Write ``data`` as indented JSON when a path is given, creating its folder."""
     if path:
-        Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
