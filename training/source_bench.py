@@ -110,6 +110,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="with --full: epochs of the top blocks after one head epoch",
     )
     parser.add_argument(
+        "--finetune-lr",
+        type=float,
+        default=1e-4,
+        help="with --full: peak learning rate of the top blocks (the head's is 10x)",
+    )
+    parser.add_argument(
         "--first-trainable-block",
         default="block11",
         help="with --full: lowest backbone block fine-tuned after the head epoch",
