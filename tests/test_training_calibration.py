@@ -71,3 +71,22 @@ def test_too_few_cases_for_the_confidence_is_an_error():
     probs = np.full((10, 7), 1 / 7)
     with pytest.raises(ValueError, match="too few"):
         referral_threshold(probs, np.array([4] * 10), 0.95, confidence=0.95)
+
+
+def test_melanoma_threshold_refers_the_target_share_of_melanomas() -> None:
+    from device.metrics import melanoma_sensitivity
+    from training.calibration import melanoma_threshold
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, len(CLASS_CODES), 400)
+    probs = rng.dirichlet(np.ones(len(CLASS_CODES)), 400)
+    threshold = melanoma_threshold(probs, labels, 0.9)
+    assert melanoma_sensitivity(labels, probs, threshold) >= 0.9
+    # The highest such threshold: a hair above it misses the target.
+    assert melanoma_sensitivity(labels, probs, threshold + 1e-9) < 0.9
+    with pytest.raises(ValueError, match="no melanoma"):
+        melanoma_threshold(
+            probs[labels != CLASS_CODES.index("mel")],
+            labels[labels != CLASS_CODES.index("mel")],
+            0.9,
+        )

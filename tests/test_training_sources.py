@@ -255,6 +255,15 @@ def test_full_fold_trains_converts_and_evaluates_the_held_out_source(tmp_path: P
     assert run["referral_threshold"] == manifest["calibration"]["referral_threshold"]
     with (Path(run["run"]) / "split.csv").open() as handle:
         assert "vidir_molemax" not in {r["dataset"] for r in csv.DictReader(handle)}
+    # The held-out predictions are kept, and the pooled threshold refers the target share
+    # of the pooled melanomas (here one fold: its own melanomas).
+    pooled = report["pooled_threshold"]["ham"]
+    assert pooled["folds"] == ["vidir_molemax"]
+    fold = pooled["per_fold"]["vidir_molemax"]
+    assert fold["melanoma_sensitivity"] >= 0.90
+    with np.load(out / "predictions" / "ham-vidir_molemax.npz") as data:
+        assert len(data["labels"]) == held["n_images"]
+        assert data["probabilities"].shape == (held["n_images"], 7)
     # A second call finds every step done and only re-evaluates.
     assert main(argv) == 0
     assert "| vidir_molemax | ham |" in (out / "full-folds.md").read_text()

@@ -101,3 +101,21 @@ def refit_calibration(
     fitted = fit_temperature(logits, labels)
     threshold = referral_threshold(softmax(logits, fitted), labels, min_sensitivity, confidence)
     return float(fitted), float(threshold)
+
+
+def melanoma_threshold(probs: np.ndarray, labels: np.ndarray, min_sensitivity: float) -> float:
+    """The highest threshold on P(malignant) that refers ``min_sensitivity`` of the melanomas.
+
+    Used on pooled held-out-source predictions: the threshold a scanner needs so that,
+    on clinics it was not trained on, at least that share of melanomas is referred
+    (point estimate).
+
+    Raises:
+        ValueError: no melanoma in ``labels``.
+    """
+    from device.metrics import MELANOMA_INDEX
+
+    scores = np.sort(malignant_probability(probs)[np.asarray(labels) == MELANOMA_INDEX])[::-1]
+    if scores.size == 0:
+        raise ValueError("no melanoma to choose a threshold from")
+    return float(scores[int(np.ceil(min_sensitivity * scores.size)) - 1])

@@ -51,10 +51,62 @@ def run_full_folds(
             result = full_fold(args, samples, fold, candidate)
             report["folds"].setdefault(fold, {})[candidate.name] = result
             out_path.write_text(json.dumps(metrics.json_safe(report), indent=2) + "\n")
+    report["pooled_threshold"] = pooled_thresholds(args.out, report, args.min_sensitivity)
+    out_path.write_text(json.dumps(metrics.json_safe(report), indent=2) + "\n")
     table = markdown_full_folds(report)
     (args.out / "full-folds.md").write_text(table)
     print(table)
     return 0
+
+
+def _predictions_path(out: Path, name: str) -> Path:
+    return out / "predictions" / f"{name}.npz"
+
+
+def pooled_thresholds(
+    out: Path, report: dict[str, Any], min_sensitivity: float
+) -> dict[str, dict[str, Any]]:
+    """Per candidate: the threshold that refers ``min_sensitivity`` of the pooled melanomas.
+
+    The held-out predictions of every fold of a candidate are pooled (each fold's own
+    model, each on the source it never saw); the threshold is the highest one whose
+    melanoma sensitivity on the pool meets the target, and each fold's sensitivity,
+    specificity and melanoma sensitivity at it show how evenly it travels.
+    """
+    import numpy as np
+
+    from training.calibration import melanoma_threshold
+
+    names = sorted({name for runs in report["folds"].values() for name in runs})
+    pooled: dict[str, dict[str, Any]] = {}
+    for name in names:
+        parts = {}
+        for fold, runs in report["folds"].items():
+            path = _predictions_path(out, f"{name}-{fold}")
+            if name in runs and path.is_file():
+                with np.load(path) as data:
+                    parts[fold] = (data["labels"], data["probabilities"])
+        if not parts:
+            continue
+        labels = np.concatenate([y for y, _ in parts.values()])
+        probs = np.concatenate([p for _, p in parts.values()])
+        try:
+            threshold = melanoma_threshold(probs, labels, min_sensitivity)
+        except ValueError:
+            continue
+        pooled[name] = {
+            "folds": sorted(parts),
+            "threshold": threshold,
+            "per_fold": {
+                fold: {
+                    "sensitivity": metrics.sensitivity(y, p, threshold),
+                    "specificity": metrics.specificity(y, p, threshold),
+                    "melanoma_sensitivity": metrics.melanoma_sensitivity(y, p, threshold),
+                }
+                for fold, (y, p) in parts.items()
+            },
+        }
+    return pooled
 
 
 def _archive_dirs(data_dirs: list[Path], candidate: Candidate) -> list[Path]:
@@ -93,6 +145,7 @@ def full_fold(
         workers=args.workers,
         n_boot=args.n_boot,
         seed=args.seed,
+        predictions=_predictions_path(args.out, name),
     )
     manifest = json.loads((bundle / "manifest.json").read_text())
     in_dist = manifest["metrics"].get("int8_test", {})
@@ -210,4 +263,22 @@ def markdown_full_folds(report: dict[str, Any]) -> str:
                 + " | ".join(cells)
                 + f" | {_cell(guard, None)} |"
             )
+    pooled = report.get("pooled_threshold") or {}
+    if pooled:
+        lines += [
+            "",
+            "Threshold chosen on the pooled held-out predictions (melanoma sensitivity target),",
+            "and what it gives on each held-out source:",
+            "",
+            "| candidate | pooled threshold | fold | sensitivity | specificity "
+            "| melanoma sensitivity |",
+            "| --- | ---: | --- | ---: | ---: | ---: |",
+        ]
+        for name, entry in pooled.items():
+            for fold, f in entry["per_fold"].items():
+                lines.append(
+                    f"| {name} | {entry['threshold']:.3f} | {fold} | "
+                    f"{_cell(f['sensitivity'], None)} | {_cell(f['specificity'], None)} | "
+                    f"{_cell(f['melanoma_sensitivity'], None)} |"
+                )
     return "\n".join(lines) + "\n"

@@ -314,6 +314,18 @@ def run_shifted(
     }
 
 
+def save_predictions(path: str | Path, run: EvalRun) -> None:
+    """Write a run's per-image results as ``.npz`` (image_ids, labels, probabilities)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        image_ids=np.array(run.image_ids),
+        labels=run.labels,
+        probabilities=run.probabilities,
+    )
+
+
 def evaluate_folder(
     csv_path: str | Path,
     images_dir: str | Path | Sequence[str | Path],
@@ -326,6 +338,7 @@ def evaluate_folder(
     split: str | None = None,
     by: str | None = None,
     skip_unknown: bool = True,
+    predictions: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a bundle on a labelled folder and return the JSON-ready report.
 
@@ -341,6 +354,8 @@ def evaluate_folder(
         by: also report every metric per value of this CSV column (``"by"`` in the report).
         skip_unknown: skip rows with an unknown ``dx`` (listed in the report) instead
             of refusing the CSV.
+        predictions: also write each image's probabilities here (``.npz``, see
+            :func:`save_predictions`), for thresholds fitted on pooled predictions.
 
     Returns:
         The report written by ``skinscan eval --json`` (see :mod:`device.evaluation.cli`).
@@ -356,6 +371,8 @@ def evaluate_folder(
     bundle = load_bundle(bundle_path, runtime=runtime)
     items, skipped_rows = read_labelled_csv(csv_path, images_dir, split, by, skip_unknown)
     run = run_images(bundle_path, items, workers=workers, runtime=runtime)
+    if predictions is not None:
+        save_predictions(predictions, run)
     threshold = bundle.manifest.calibration.referral_threshold
     skipped = skipped_rows + run.skipped
     n = len(run.labels)
