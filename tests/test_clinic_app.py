@@ -419,7 +419,9 @@ def test_a_photo_under_unusual_light_is_corrected_and_says_so(logged_in, store):
     record = store.get_scan(response.headers["Location"].rsplit("/", 1)[1])
     assert record.extra["unusual_light"] == "1"
     page = _text(logged_in.get(response.headers["Location"]))
-    assert "Unusual light" in page and "LED ring" in page
+    # An upload came from no scanner: the advice is about the photo, not the LED ring.
+    assert "Unusual light" in page and "dermoscope's own white light" in page
+    assert "LED ring" not in page
 
 
 @pytest.mark.parametrize(
@@ -538,3 +540,11 @@ def test_an_empty_form_is_not_said_to_be_kept(logged_in):
     assert "not a JPEG or PNG" in alert and "entries are kept" not in alert
     alert = _alert(upload(logged_in, b"%PDF-1.4 not an image", body_site="back"))
     assert "entries are kept" in alert
+
+
+def test_a_scanner_scan_under_unusual_light_asks_to_check_the_led_ring(logged_in, store):
+    record = make_record(11, size=32, extra={"unusual_light": "1"})
+    store.add_scan(record)
+    page = _text(logged_in.get(f"/scans/{record.scan_id}"))
+    assert "Unusual light" in page and "LED ring" in page
+    assert "dermoscope's own white light" not in page
