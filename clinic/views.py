@@ -20,6 +20,7 @@ from clinic.followup import compare
 from clinic.importer import ImportRefusedError, import_uploaded, receipt_name
 from device.errors import SkinScanError, StorageError, TamperError
 from device.imaging import quality
+from device.imaging.quality import judged_metrics
 from device.labels import HAM10000_CLASSES
 from device.records.api import InvalidRecordError, PatientRefError, ScanRecord
 from device.records.qr import validate_patient_ref
@@ -139,8 +140,13 @@ def _quality_rows(quality: Mapping[str, float], thresholds: Any) -> list[dict[st
                 "value": value,
                 "limit": None if limit is None else f"{op} {limit:g}",
                 "passed": passed,
+                "judged": True,
             }
         )
+    # A check after the first failing stage was measured but never judged by the gate.
+    judged = judged_metrics({r["metric"] for r in rows if r["passed"] is False})
+    for row in rows:
+        row["judged"] = row["metric"] in judged or row["metric"] not in QUALITY_METRICS
     return rows
 
 

@@ -108,3 +108,16 @@ def test_the_scan_page_shows_every_metric_with_its_limit(client, analysis):
     assert table[colour][1] == f">= {thresholds.min_colourfulness:g}"
     assert all(verdict == "pass" for _, _, verdict in table.values()), table
     assert not [k for k in table if "_" in k], table
+
+
+def test_checks_after_the_first_failing_one_show_as_not_checked(client, analysis):
+    # A grey photo is refused for colour; contrast and sharpness were measured, not judged.
+    grey = make_phantom(5, size=(450, 600)).image.mean(axis=2, keepdims=True)
+    grey = np.repeat(grey, 3, axis=2).astype(np.uint8)
+    response = upload(client, encode(grey, ".png"), name="grey.png")
+    table = _table(response.get_data(as_text=True))
+    verdicts = {label.split(" (")[0]: verdict for label, (_, _, verdict) in table.items()}
+    assert verdicts["Colourfulness"] == "fail"
+    assert verdicts["Dark pixels"] == verdicts["Bright"] == "pass"
+    for later in ("Lesion contrast", "Sharpness", "Re-blur loss"):
+        assert verdicts[later] == "not", verdicts

@@ -141,3 +141,27 @@ def test_blur_is_measured_in_analysis_pixels_whatever_the_frame_size():
         small_blur = assess_quality(cv2.GaussianBlur(small, (0, 0), sigma * 3.2), THRESHOLDS)
         assert big_blur.reblur_loss == pytest.approx(small_blur.reblur_loss, abs=0.03)
         assert big_blur.sharpness == pytest.approx(small_blur.sharpness, rel=0.2)
+
+
+def test_judged_metrics_follow_the_order_the_gate_judges_in() -> None:
+    from device.imaging.quality import GATE_STAGES, judged_metrics
+
+    everything = {m for stage in GATE_STAGES for m in stage}
+    assert judged_metrics(set()) == everything
+    assert judged_metrics({"dark_fraction"}) == {"dark_fraction", "bright_fraction"}
+    assert judged_metrics({"colourfulness", "sharpness"}) == {
+        "dark_fraction",
+        "bright_fraction",
+        "colourfulness",
+    }
+    assert judged_metrics({"reblur_loss"}) == everything
+
+
+def test_the_gate_refuses_for_the_first_failing_stage_only() -> None:
+    from device.imaging.quality import QualityThresholds, assess_quality, judged_metrics
+
+    strict = QualityThresholds(min_colourfulness=1e9, min_lesion_contrast=1e9, min_sharpness=1e9)
+    report = assess_quality(make_phantom(3, size=(450, 600)).image, strict)
+    # Colour, contrast and sharpness all miss their limits; only colour is the reason given.
+    assert len(report.reasons) == 1 and "colour" in report.reasons[0]
+    assert "lesion_contrast" not in judged_metrics({"colourfulness", "lesion_contrast"})

@@ -150,6 +150,31 @@ def colourfulness(rgb: np.ndarray) -> float:
     return float(np.percentile(chroma[exposed], COLOUR_PERCENTILE))
 
 
+# The order in which assess_quality judges a frame: a stage is reached only when every
+# earlier stage passed (exposure first; a grey photo cannot be judged for anything else;
+# plain skin has no edges, so contrast decides before sharpness).
+GATE_STAGES: tuple[tuple[str, ...], ...] = (
+    ("dark_fraction", "bright_fraction"),
+    ("colourfulness",),
+    ("lesion_contrast",),
+    ("sharpness", "reblur_loss"),
+)
+
+
+def judged_metrics(failed: set[str]) -> set[str]:
+    """The metrics the gate judged, given those that missed their limits.
+
+    A metric in a stage after the first failing one was measured but not judged: the
+    frame was already refused for the earlier reason.
+    """
+    judged: set[str] = set()
+    for stage in GATE_STAGES:
+        judged.update(stage)
+        if failed & set(stage):
+            break
+    return judged
+
+
 def assess_quality(frame: np.ndarray, thresholds: QualityThresholds) -> QualityReport:
     """Measure a frame and list every reason it fails ``thresholds`` (empty when it passes)."""
     frame = ensure_rgb_uint8(frame, "frame")
