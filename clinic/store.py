@@ -31,10 +31,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 
 from device.errors import StorageError
-from device.records.api import ScanRecord
+from device.records.api import ClosesOnExit, ScanRecord
 from device.records.crypto import FileKeyProvider, RecordCipher
 from device.records.paths import DB_NAME
 from device.records.store import RecordSummary, SqliteScanStore
@@ -176,7 +175,7 @@ def _write_secret(path: Path, nbytes: int) -> bytes:
     return secret
 
 
-class ClinicStore:
+class ClinicStore(ClosesOnExit):
     """The clinic's encrypted records, users and reviews in one data folder.
 
     Safe to share between the web server's threads.
@@ -248,17 +247,6 @@ class ClinicStore:
     def close(self) -> None:
         """Close the scan store."""
         self.scans.close()
-
-    def __enter__(self) -> ClinicStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ----------------------------------------------------------------- users
 

@@ -10,7 +10,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -81,6 +82,27 @@ class ScanStore(Protocol):
     def close(self) -> None:
         """Release the database."""
         ...
+
+
+_Closable = TypeVar("_Closable", bound="ClosesOnExit")
+
+
+class ClosesOnExit:
+    """Context-manager support for anything with ``close()``: ``with Store(...) as s``."""
+
+    def close(self) -> None:  # pragma: no cover - every user defines it
+        raise NotImplementedError
+
+    def __enter__(self: _Closable) -> _Closable:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class StoreReadOnlyError(StorageError):

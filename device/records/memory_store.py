@@ -7,12 +7,17 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
-from types import TracebackType
 
 import numpy as np
 
 from device.errors import StorageError
-from device.records.api import InvalidRecordError, ScanRecord, StoreNotice, StoreReadOnlyError
+from device.records.api import (
+    ClosesOnExit,
+    InvalidRecordError,
+    ScanRecord,
+    StoreNotice,
+    StoreReadOnlyError,
+)
 from device.records.qr import validate_patient_ref
 from device.records.schema import RecordSummary
 from device.records.validation import parse_time, validate_record
@@ -20,7 +25,7 @@ from device.records.validation import parse_time, validate_record
 log = logging.getLogger(__name__)
 
 
-class MemoryScanStore:
+class MemoryScanStore(ClosesOnExit):
     """A :class:`ScanStore` in memory: for tests, and the fallback when nothing can be saved.
 
     Args:
@@ -128,17 +133,6 @@ class MemoryScanStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError("the scan store is closed")
-
-    def __enter__(self) -> MemoryScanStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def frozen_copy(record: ScanRecord) -> ScanRecord:

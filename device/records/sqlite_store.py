@@ -9,13 +9,12 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from device.errors import DiskFullError, StorageError, TamperError
-from device.records.api import InvalidRecordError, ScanRecord, StoreReadOnlyError
+from device.records.api import ClosesOnExit, InvalidRecordError, ScanRecord, StoreReadOnlyError
 from device.records.codec import decode_png, encode_png
 from device.records.crypto import fsync_dir
 from device.records.durable import TMP_PREFIX, is_disk_full, sha256_hex, write_durable
@@ -42,7 +41,7 @@ log = logging.getLogger(__name__)
 _ROW_OVERHEAD_BYTES = 64 * 1024  # WAL frames for one row and its index entries, generously
 
 
-class SqliteScanStore(SqliteStoreBase):
+class SqliteScanStore(SqliteStoreBase, ClosesOnExit):
     """Append-only, encrypted, power-cut-safe store of scans (see the module docstring).
 
     Args:
@@ -412,17 +411,6 @@ class SqliteScanStore(SqliteStoreBase):
             n for n in names if n not in referenced and not n.startswith(TMP_PREFIX)
         ]
         return report
-
-    def __enter__(self) -> SqliteScanStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         mode = "rw" if self.writable else "ro"
