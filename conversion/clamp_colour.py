@@ -18,7 +18,8 @@ images it:
    the **validation** outputs of the device pipeline under v6, with the same rule
    as ``skinscan convert`` (sensitivity >= target at the given confidence);
 4. refits the familiarity check under v6 (training and validation images);
-5. runs the threshold-under-shift step, which also re-measures the test figures;
+5. runs the threshold-under-shift step (and, given the recipe's leave-one-source-out
+   folds, the held-out-source cap), which also re-measures the test figures;
 6. measures the test split per sex, age band and localization at the final threshold.
 
 The test split chooses nothing.
@@ -28,9 +29,11 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from conversion.held_out_threshold import Fold
 from device import metrics
 from device.errors import DatasetError, SkinScanError
 from device.imaging.io import read_image
@@ -62,7 +65,7 @@ def clamp_bundle_colour(
     bundle_dir: str | Path,
     out_dir: str | Path,
     split_csv: str | Path,
-    images_dir: str | Path,
+    images_dir: str | Path | Sequence[str | Path],
     *,
     quantile: float = DEFAULT_QUANTILE,
     bundle_id: str | None = None,
@@ -71,6 +74,7 @@ def clamp_bundle_colour(
     workers: int | None = None,
     seed: int = 0,
     shift_threshold: bool = True,
+    held_out_folds: Sequence[Fold] | None = None,
 ) -> dict[str, Any]:
     """Write a copy of ``bundle_dir`` with spec v6 to ``out_dir`` (see the module docstring).
 
@@ -156,7 +160,9 @@ def clamp_bundle_colour(
              threshold)  # fmt: skip
     refit_familiarity(out, split_csv, images_dir, seed=seed)
     if shift_threshold:
-        apply_shift_threshold(out, split_csv, images_dir, workers=workers, seed=seed)
+        apply_shift_threshold(
+            out, split_csv, images_dir, workers=workers, seed=seed, held_out_folds=held_out_folds
+        )
     write_test_subgroups(out, split_csv, images_dir, workers=workers)
     return record
 

@@ -75,7 +75,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="with --clamp-colour: share of training images inside the region (default 0.975)",
     )
     parser.add_argument("--metadata", type=Path, help="with --shift-threshold: the split.csv")
-    parser.add_argument("--images", type=Path, help="with --shift-threshold: the image folder")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        action="append",
+        help="with --shift-threshold, --clamp-colour: the image folder (repeat it for a run "
+        "trained on several archives)",
+    )
+    parser.add_argument(
+        "--held-out-folds",
+        type=Path,
+        metavar="BENCH_DIR",
+        help="a 'skinscan bench sources --full' folder: also cap the referral threshold so "
+        "the recipe refers 90%% of the melanomas of its held-out sources (with --fold)",
+    )
+    parser.add_argument(
+        "--fold",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a fold of --held-out-folds trained with this bundle's recipe, e.g. "
+        "all-rosendahl; repeat it for every held-out source",
+    )
     parser.add_argument(
         "--workers", type=int, default=None, help="worker processes for the shift step"
     )
@@ -154,6 +175,7 @@ def main(args: argparse.Namespace) -> int:
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise SkinScanError(f"{args.out} is not empty; pass --overwrite to replace the bundle")
     images = _run_images(args.run) if not args.no_shift_threshold else None
+    _held_out_folds(args)  # refuse missing fold evidence before the long conversion
     result = convert_run(
         args.run,
         representative_size=args.representative,
@@ -225,6 +247,7 @@ def _clamp_colour(args: argparse.Namespace) -> int:
         workers=args.workers,
         seed=args.seed,
         shift_threshold=not args.no_shift_threshold,
+        held_out_folds=_held_out_folds(args),
     )
     val = record["val"]
     print(
@@ -236,10 +259,30 @@ def _clamp_colour(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shift_threshold(bundle: Path, metadata: Path, images: Path, args: argparse.Namespace) -> int:
+def _held_out_folds(args: argparse.Namespace) -> list | None:
+    """The --held-out-folds/--fold evidence, checked before any long step; None without it."""
+    if args.held_out_folds is None:
+        if args.fold:
+            raise SkinScanError("--fold needs --held-out-folds BENCH_DIR")
+        return None
+    from conversion.held_out_threshold import folds_from_bench
+
+    return folds_from_bench(args.held_out_folds, args.fold)
+
+
+def _shift_threshold(
+    bundle: Path, metadata: Path, images: Path | list[Path], args: argparse.Namespace
+) -> int:
     from conversion.shift_threshold import apply_shift_threshold
 
-    record = apply_shift_threshold(bundle, metadata, images, workers=args.workers, seed=args.seed)
+    record = apply_shift_threshold(
+        bundle,
+        metadata,
+        images,
+        workers=args.workers,
+        seed=args.seed,
+        held_out_folds=_held_out_folds(args),
+    )
     print(
         f"referral threshold under shift: {record['in_distribution_threshold']:.4f} -> "
         f"{record['threshold']:.4f} (worst shift {record['worst_shift']}; {record['rule']})"

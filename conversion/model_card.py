@@ -114,6 +114,24 @@ def _shift_threshold_lines(record: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
+def _held_out_threshold_lines(record: Mapping[str, Any] | None) -> list[str]:
+    """How the threshold was capped for clinics the model never saw, if it was."""
+    if not record:
+        return []
+    folds = ", ".join(f"`{name}`" for name in record.get("per_fold") or {})
+    return [
+        f"- Threshold for unseen clinics: pooling the held-out predictions of this recipe's "
+        f"leave-one-source-out folds ({folds}; {record.get('pooled_images')} images, "
+        f"{record.get('pooled_melanomas')} melanomas), the threshold referring "
+        f"{100 * record.get('min_melanoma_sensitivity', 0):.0f}% of their melanomas is "
+        f"{_num(record.get('pooled_threshold'))}; on the folds' own validation it needed "
+        f"malignant sensitivity up to {_num(record.get('level'))}. On this bundle's validation "
+        f"that level is reached at {_num(record.get('cap'))} (specificity "
+        f"{_num(record.get('validation_specificity_at_cap'))}); the shipped threshold is never "
+        "above it."
+    ]
+
+
 def _colour_clamp_lines(record: Mapping[str, Any] | None) -> list[str]:
     """How the colour clamp re-specced this bundle's model files, if it did."""
     if not record:
@@ -213,6 +231,7 @@ def render_model_card(manifest: Manifest) -> str:
         ),
         *_colour_clamp_lines(m.get("colour_clamp")),
         *_shift_threshold_lines(m.get("shift_threshold")),
+        *_held_out_threshold_lines(m.get("held_out_threshold")),
         *_familiarity_lines(manifest),
         "- Classes: "
         + ", ".join(f"`{c}` {n}" for c, n in names.items())

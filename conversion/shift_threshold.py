@@ -10,6 +10,11 @@ re-measures the bundle's test figures at the new threshold with the live pipelin
 Everything it did is recorded in ``metrics.shift_threshold`` of the manifest and in
 the model card. The test split chooses nothing.
 
+Given a held-out cap (:mod:`conversion.held_out_threshold`: the threshold this
+bundle needs on its own validation so that its recipe refers 90% of the melanomas of
+clinics it never saw), the threshold is also lowered to that cap; the record says which
+of the two set it.
+
 Re-running it on a bundle starts again from the in-distribution threshold it
 recorded the first time, so it is idempotent.
 """
@@ -17,9 +22,11 @@ recorded the first time, so it is idempotent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from conversion.held_out_threshold import Fold, held_out_cap
 from conversion.manifest import MODEL_CARD_FILE, build_manifest, write_bundle
 from conversion.model_card import render_model_card
 from device import metrics
@@ -87,23 +94,26 @@ def rewrite_bundle(
 def apply_shift_threshold(
     bundle_dir: str | Path,
     split_csv: str | Path,
-    images_dir: str | Path,
+    images_dir: str | Path | Sequence[str | Path],
     *,
     workers: int | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     minimum: float = MIN_SENSITIVITY_UNDER_SHIFT,
+    held_out_folds: Sequence[Fold] | None = None,
 ) -> dict[str, Any]:
     """Fit the shift-safe referral threshold on validation and write it into the bundle.
 
     Args:
         bundle_dir: the bundle to update in place.
         split_csv: the training run's ``split.csv`` (``image_id``, ``dx``, ``split``).
-        images_dir: the folder of ``<image_id>.jpg``.
+        images_dir: the folder of ``<image_id>.jpg``, or one per archive.
         workers: worker processes for the device pipeline.
         n_boot: bootstrap resamples for the re-measured test figures.
         seed: shift and bootstrap seed.
         minimum: malignant sensitivity to keep under every realistic shift.
+        held_out_folds: the recipe's leave-one-source-out folds; the threshold is then
+            also lowered to :func:`conversion.held_out_threshold.held_out_cap`.
 
     Returns:
         The ``metrics.shift_threshold`` record written to the manifest.
@@ -129,6 +139,12 @@ def apply_shift_threshold(
         raise DatasetError(f"{split_csv}: no validation images could be analysed")
     safe = val["shift_safe_threshold"]
     threshold = float(safe["threshold"])
+    set_by = "shift" if threshold < in_distribution else "in-distribution"
+    held_out = None
+    if held_out_folds:
+        held_out = held_out_cap(bundle_dir, split_csv, images_dir, held_out_folds, workers=workers)
+    if held_out is not None and float(held_out["cap"]) < threshold:
+        threshold, set_by = float(held_out["cap"]), "held-out sources"
     manifest = read_manifest(bundle_dir)
     rewrite_bundle(bundle_dir, manifest, calibration={"referral_threshold": threshold})
     log.info("shift threshold: test split at %.4f through the device pipeline", threshold)
@@ -141,6 +157,7 @@ def apply_shift_threshold(
         "in_distribution_threshold": in_distribution,
         "threshold": threshold,
         "lowered": threshold < in_distribution,
+        "set_by": set_by,
         "minimum_sensitivity": minimum,
         "worst_shift": safe.get("worst_shift"),
         "per_shift_safe_threshold": safe.get("per_shift", {}),
@@ -153,10 +170,14 @@ def apply_shift_threshold(
     manifest = read_manifest(bundle_dir)
     figures = dict(manifest.metrics)
     figures["shift_threshold"] = record
+    if held_out is not None:
+        figures["held_out_threshold"] = held_out
+    else:
+        figures.pop("held_out_threshold", None)
     figures["int8_test"] = {
         **{k: test[k] for k in TEST_METRIC_KEYS if k in test},
         "referral_threshold": threshold,
-        "measured_with": "skinscan eval (device pipeline from the JPEGs) at the shift threshold",
+        "measured_with": "skinscan eval (device pipeline from the JPEGs) at the shipped threshold",
     }
     rewrite_bundle(
         bundle_dir, manifest, calibration={"referral_threshold": threshold}, metrics=figures

@@ -16,6 +16,7 @@ from device.cli import main
 from device.errors import DatasetError
 from training.sources import (
     balanced_weights,
+    extend_split,
     held_out_fold,
     load_sources,
     source_counts,
@@ -105,6 +106,42 @@ def test_split_keeps_lesions_together_and_every_source_in_every_split(
     for source in {s.source for s in samples}:
         assert per_source[(source, "train")] > per_source[(source, "test")] > 0
     assert source_split(samples, seed=3) == assignment
+
+
+def test_extended_split_keeps_every_old_image_where_it_was_and_splits_the_new_archive(
+    two_archives: tuple[Path, Path],
+) -> None:
+    ham, _ = two_archives
+    old_samples, _ = load_sources([ham])
+    old = source_split(old_samples, seed=5)
+    samples, _ = load_sources(two_archives)
+    assignment = extend_split(samples, old, seed=1)
+    assert set(assignment) == {s.image_id for s in samples}
+    assert all(assignment[image_id] == split for image_id, split in old.items())
+    new = Counter(assignment[s.image_id] for s in samples if s.image_id not in old)
+    assert new["train"] > new["test"] > 0 and new["val"] > 0
+
+
+def test_a_new_image_of_an_old_lesion_follows_that_lesion(two_archives) -> None:
+    ham, _ = two_archives
+    samples, _ = load_sources([ham])
+    test_lesion = next(s.lesion_id for s in samples if s.image_id == samples[0].image_id)
+    siblings = [s for s in samples if s.lesion_id == test_lesion]
+    kept = {s.image_id: "train" for s in samples if s.lesion_id != test_lesion}
+    kept[siblings[0].image_id] = "test"  # the other images of this lesion are "new"
+    assignment = extend_split(samples, kept, seed=0)
+    assert {assignment[s.image_id] for s in siblings} == {"test"}
+
+
+def test_a_kept_split_that_divides_a_lesion_is_refused(two_archives) -> None:
+    ham, _ = two_archives
+    samples, _ = load_sources([ham])
+    lesion = Counter(s.lesion_id for s in samples).most_common(1)[0][0]
+    pair = [s for s in samples if s.lesion_id == lesion][:2]
+    assert len(pair) == 2, "the synthetic archive has a lesion with two images"
+    kept = {pair[0].image_id: "train", pair[1].image_id: "test"}
+    with pytest.raises(DatasetError, match="not lesion-grouped"):
+        extend_split(samples, kept)
 
 
 def test_held_out_fold_drops_training_views_of_a_held_out_lesion(tmp_path: Path) -> None:
@@ -229,6 +266,40 @@ def test_train_on_two_archives_with_a_held_out_source(
     assert np.allclose(weights, balanced_weights(chosen, 0.5))
     cfg.source_power = 0.0
     assert train_weights(cfg, data) is None
+
+
+def test_train_keeps_an_earlier_runs_split_and_adds_the_new_archive(
+    two_archives: tuple[Path, Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    ham, other = two_archives
+    common = ["--cache", str(tmp_path / "cache"), "--backbone", "tiny_cnn"]
+    common += ["--steps-per-epoch", "1", "--head-epochs", "1", "--finetune-epochs", "0"]
+    common += ["--deep-epochs", "0", "--batch-size", "4", "--threshold-confidence", "0"]
+    first = tmp_path / "ham-only"
+    assert main(["train", "--data", str(ham), "--run", str(first), *common]) == 0
+    second = tmp_path / "both"
+    argv = ["train", "--data", str(ham), "--data", str(other), "--run", str(second)]
+    assert main([*argv, "--keep-split", str(first / "split.csv"), *common]) == 0
+
+    def splits(run: Path) -> dict[str, str]:
+        with (run / "split.csv").open() as handle:
+            return {r["image_id"]: r["split"] for r in csv.DictReader(handle)}
+
+    before, after = splits(first), splits(second)
+    assert {k: after[k] for k in before} == before
+    assert {after[k] for k in set(after) - set(before)} == {"train", "val", "test"}
+    config = json.loads((second / "config.json").read_text())
+    assert config["keep_split"] == str((first / "split.csv").resolve())
+
+
+def test_train_refuses_a_missing_split_to_keep(two_archives, tmp_path: Path, capsys) -> None:
+    ham, _ = two_archives
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(ham), "--run", str(run), "--keep-split", "nope.csv"])
+    assert code != 0
+    assert "--keep-split nope.csv: no such file" in capsys.readouterr().err
+    assert not run.exists()
 
 
 @pytest.mark.tf

@@ -39,6 +39,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--split-seed", type=int, help="seed of the lesion-grouped split (default: --seed)"
     )
     parser.add_argument(
+        "--keep-split",
+        metavar="SPLIT_CSV",
+        help="keep every image's split from an earlier run's split.csv (e.g. the shipped "
+        "model's), so both are tested on the same images; images it does not name (a new "
+        "archive) are split lesion-grouped among themselves",
+    )
+    parser.add_argument(
         "--backbone",
         type=_backbone_name,
         metavar="NAME",
@@ -142,6 +149,8 @@ def main(args: argparse.Namespace) -> int:
     # leaves nothing behind (and TensorFlow is not even imported).
     for folder in args.data:
         check_data(folder)
+    if args.keep_split and not Path(args.keep_split).is_file():
+        raise DatasetError(f"--keep-split {args.keep_split}: no such file (a run's split.csv)")
     cfg = TrainConfig(
         data_dir=str(Path(args.data[0]).resolve()),
         extra_data_dirs=[str(Path(d).resolve()) for d in args.data[1:]],
@@ -150,6 +159,7 @@ def main(args: argparse.Namespace) -> int:
         cache_dir=args.cache,
         seed=args.seed,
         split_seed=args.split_seed,
+        keep_split=str(Path(args.keep_split).resolve()) if args.keep_split else "",
         limit_per_split=args.limit_per_split,
         steps_per_epoch=args.steps_per_epoch,
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from training.data import Sample, group_ids, grouped_split, load_sources
 
 __all__ = [
     "balanced_weights",
+    "extend_split",
     "held_out_fold",
     "load_sources",
     "source_counts",
@@ -127,3 +128,52 @@ def balanced_weights(samples: Sequence[Sample], source_power: float = 0.5) -> np
         dtype=np.float64,
     )
     return weights / weights.mean()
+
+
+def extend_split(
+    samples: list[Sample],
+    kept: Mapping[str, str],
+    splitter: Callable[..., dict[str, str]] = source_split,
+    seed: int = 0,
+) -> dict[str, str]:
+    """Keep an earlier split for the images it names; split only the others.
+
+    A lesion (or byte-identical file) with any image in ``kept`` goes wholly to that
+    image's split, so a new image of an old test lesion is never trained on. The
+    remaining groups are split by ``splitter`` among themselves. Images of ``kept``
+    that are not in ``samples`` are ignored.
+
+    Args:
+        samples: every image of the run.
+        kept: image_id -> split of the earlier run (its split.csv).
+        splitter: how the new images are split (default :func:`source_split`).
+        seed: the new images' split seed.
+
+    Returns:
+        image_id -> split name for every sample.
+
+    Raises:
+        DatasetError: the earlier split puts two images of one lesion on different sides.
+    """
+    groups = group_ids(samples)
+    split_of_group: dict[int, str] = {}
+    for group, sample in zip(groups, samples, strict=True):
+        split = kept.get(sample.image_id)
+        if split is None:
+            continue
+        if split_of_group.setdefault(group, split) != split:
+            raise DatasetError(
+                f"the kept split puts lesion {sample.lesion_id} in both "
+                f"{split_of_group[group]} and {split}; it is not lesion-grouped"
+            )
+    fresh = [s for g, s in zip(groups, samples, strict=True) if g not in split_of_group]
+    assignment = splitter(fresh, seed=seed) if fresh else {}
+    for group, sample in zip(groups, samples, strict=True):
+        if group in split_of_group:
+            assignment[sample.image_id] = split_of_group[group]
+    log.info(
+        "split kept for %d images, %d new images split afresh",
+        len(samples) - len(fresh),
+        len(fresh),
+    )
+    return assignment

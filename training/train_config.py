@@ -84,6 +84,9 @@ class TrainConfig:
         source_power: with several sources, each image's loss weight is the class
             weight times ``(n / (S n_s)) ** source_power`` (training.sources); 0 keeps
             sources at their natural share.
+        keep_split: an earlier run's split.csv whose assignment every image it names
+            keeps (training.sources.extend_split); the other images are split afresh.
+            Empty: a new split.
     """
 
     data_dir: str
@@ -125,6 +128,7 @@ class TrainConfig:
     extra_data_dirs: list[str] = field(default_factory=list)
     hold_out_source: str = ""
     source_power: float = 0.0
+    keep_split: str = ""
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -91,12 +91,18 @@ class _Data:
             with_colour_reference,
             write_split_csv,
         )
-        from training.sources import source_counts
+        from training.sources import extend_split, source_counts
 
         samples, load_report, splitter = _load_samples(cfg)
         split_path = run_dir / "split.csv"
         if not split_path.is_file():
-            write_split_csv(split_path, samples, splitter(samples, seed=split_seed_of(asdict(cfg))))
+            seed = split_seed_of(asdict(cfg))
+            if cfg.keep_split:
+                kept = {r["image_id"]: r["split"] for r in read_split_csv(Path(cfg.keep_split))}
+                assignment = extend_split(samples, kept, splitter, seed)
+            else:
+                assignment = splitter(samples, seed=seed)
+            write_split_csv(split_path, samples, assignment)
         assignment = {r["image_id"]: r["split"] for r in read_split_csv(split_path)}
         samples = [s for s in samples if s.image_id in assignment]
         if cfg.limit_per_split:
