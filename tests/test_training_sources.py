@@ -338,3 +338,25 @@ def test_full_fold_trains_converts_and_evaluates_the_held_out_source(tmp_path: P
     # A second call finds every step done and only re-evaluates.
     assert main(argv) == 0
     assert "| vidir_molemax | ham |" in (out / "full-folds.md").read_text()
+
+
+def test_full_folds_can_use_the_shipped_recipe(tmp_path: Path) -> None:
+    """``--deep-epochs N``: a fold trains like the shipped model (no top-block phase)."""
+    import argparse
+
+    from device.cli import build_parser
+    from training.source_candidates import CANDIDATES
+    from training.source_folds import fold_config
+
+    def config(*extra: str):
+        args = build_parser().parse_args(
+            ["bench", "sources", "--full", "--data", str(tmp_path), "--out", str(tmp_path), *extra]
+        )
+        assert isinstance(args, argparse.Namespace)
+        return fold_config(args, tmp_path / "run", [tmp_path], "rosendahl", CANDIDATES["all"])
+
+    short, shipped = config(), config("--deep-epochs", "14")
+    assert (short.finetune_epochs, short.deep_epochs) == (3, 0)
+    assert (shipped.finetune_epochs, shipped.deep_epochs) == (0, 14)
+    assert shipped.deep_first_trainable_block == "block5"
+    assert shipped.hold_out_source == short.hold_out_source == "rosendahl"

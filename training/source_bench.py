@@ -121,6 +121,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="with --full: lowest backbone block fine-tuned after the head epoch",
     )
     parser.add_argument(
+        "--deep-epochs",
+        type=int,
+        default=0,
+        help="with --full: train each fold with the shipped recipe instead (one head epoch, "
+        "then this many epochs from block5 at the training default rate; no top-block phase)",
+    )
+    parser.add_argument(
         "--steps-per-epoch", type=int, default=0, help="with --full: cap (smoke runs only)"
     )
     parser.add_argument(
