@@ -344,15 +344,17 @@ def test_full_folds_can_use_the_shipped_recipe(tmp_path: Path) -> None:
     """``--deep-epochs N``: a fold trains like the shipped model (no top-block phase)."""
     import argparse
 
-    from device.cli import build_parser
+    from training.source_bench import configure
     from training.source_candidates import CANDIDATES
     from training.source_folds import fold_config
 
+    parser = argparse.ArgumentParser()
+    configure(parser)
+
     def config(*extra: str):
-        args = build_parser().parse_args(
-            ["bench", "sources", "--full", "--data", str(tmp_path), "--out", str(tmp_path), *extra]
+        args = parser.parse_args(
+            ["--full", "--data", str(tmp_path), "--out", str(tmp_path), *extra]
         )
-        assert isinstance(args, argparse.Namespace)
         return fold_config(args, tmp_path / "run", [tmp_path], "rosendahl", CANDIDATES["all"])
 
     short, shipped = config(), config("--deep-epochs", "14")
