@@ -98,6 +98,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "all-rosendahl; repeat it for every held-out source",
     )
     parser.add_argument(
+        "--fold-predictions",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "VAL_NPZ", "HELD_OUT_NPZ"),
+        help="a fold given as 'skinscan eval --predictions' files of a bundle that never saw "
+        "one source: on its own validation split, and on that source",
+    )
+    parser.add_argument(
         "--workers", type=int, default=None, help="worker processes for the shift step"
     )
     parser.add_argument(
@@ -261,13 +270,11 @@ def _clamp_colour(args: argparse.Namespace) -> int:
 
 def _held_out_folds(args: argparse.Namespace) -> list | None:
     """The --held-out-folds/--fold evidence, checked before any long step; None without it."""
-    if args.held_out_folds is None:
-        if args.fold:
-            raise SkinScanError("--fold needs --held-out-folds BENCH_DIR")
+    if args.held_out_folds is None and not args.fold and not args.fold_predictions:
         return None
     from conversion.held_out_threshold import folds_from_bench
 
-    return folds_from_bench(args.held_out_folds, args.fold)
+    return folds_from_bench(args.held_out_folds, args.fold, args.fold_predictions)
 
 
 def _shift_threshold(

@@ -54,33 +54,62 @@ class Fold:
 
     Attributes:
         name: e.g. ``all-rosendahl`` (candidate and held-out source).
-        run_dir: the fold's training run (``logits.npz`` with validation logits, and
-            ``calibration.json`` with its temperature).
-        predictions: the held-out source's predictions (``image_ids``, ``labels``,
-            ``probabilities``), as ``skinscan bench sources --full`` saves them.
+        validation: the fold model's outputs on its own validation split (the training
+            sources): its training run folder (``logits.npz`` and the temperature in
+            ``calibration.json``), or a ``skinscan eval --predictions`` file of its bundle.
+        predictions: the held-out source's predictions (``labels``, ``probabilities``), as
+            ``skinscan bench sources --full`` and ``skinscan eval --predictions`` save them.
     """
 
     name: str
-    run_dir: Path
+    validation: Path
     predictions: Path
 
+    def validation_outputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, labels) of the fold model on its own validation split."""
+        if self.validation.is_dir():
+            calibration = json.loads((self.validation / "calibration.json").read_text())
+            logits = np.load(self.validation / "logits.npz")
+            temperature = float(calibration["temperature"])
+            return softmax(logits["val_logits"], temperature), logits["val_labels"]
+        saved = np.load(self.validation)
+        return saved["probabilities"], saved["labels"]
 
-def folds_from_bench(bench_dir: str | Path, names: Sequence[str]) -> list[Fold]:
-    """The named folds of a ``bench sources --full`` output folder.
+
+def folds_from_bench(
+    bench_dir: str | Path | None,
+    names: Sequence[str],
+    files: Sequence[Sequence[str]] = (),
+) -> list[Fold]:
+    """Folds named in a ``bench sources --full`` output folder, and folds given as files.
+
+    Args:
+        bench_dir: the bench folder (``runs/<name>`` and ``predictions/<name>.npz``).
+        names: folds of ``bench_dir``.
+        files: (name, validation predictions, held-out predictions) of other fold models,
+            for example an earlier bundle that never saw one source.
 
     Raises:
-        DatasetError: a fold's run or predictions are missing.
+        DatasetError: a fold's validation outputs or held-out predictions are missing.
     """
-    root = Path(bench_dir)
-    folds = [Fold(n, root / "runs" / n, root / "predictions" / f"{n}.npz") for n in names]
+    folds = []
+    if names:
+        if bench_dir is None:
+            raise DatasetError("--fold needs --held-out-folds BENCH_DIR")
+        root = Path(bench_dir)
+        folds += [Fold(n, root / "runs" / n, root / "predictions" / f"{n}.npz") for n in names]
+    folds += [Fold(name, Path(val), Path(held)) for name, val, held in files]
     for fold in folds:
-        for needed in (fold.run_dir / "logits.npz", fold.run_dir / "calibration.json"):
-            if not needed.is_file():
-                raise DatasetError(f"fold {fold.name}: {needed} is missing")
-        if not fold.predictions.is_file():
-            raise DatasetError(f"fold {fold.name}: {fold.predictions} is missing")
+        needed = [fold.predictions]
+        if fold.validation.is_dir():
+            needed += [fold.validation / "logits.npz", fold.validation / "calibration.json"]
+        else:
+            needed.append(fold.validation)
+        for path in needed:
+            if not path.is_file():
+                raise DatasetError(f"fold {fold.name}: {path} is missing")
     if not folds:
-        raise DatasetError("name at least one fold (--fold)")
+        raise DatasetError("name at least one fold (--fold or --fold-predictions)")
     return folds
 
 
@@ -119,15 +148,13 @@ def validation_level(folds: Sequence[Fold], min_melanoma_sensitivity: float = 0.
     pooled_threshold = melanoma_threshold(probs, labels, min_melanoma_sensitivity)
     per_fold: dict[str, Any] = {}
     for fold, held in zip(folds, pooled, strict=True):
-        calibration = json.loads((fold.run_dir / "calibration.json").read_text())
-        logits = np.load(fold.run_dir / "logits.npz")
-        val_probs = softmax(logits["val_logits"], float(calibration["temperature"]))
+        val_probs, val_labels = fold.validation_outputs()
         mel = held["labels"] == CLASS_CODES.index("mel")
         per_fold[fold.name] = {
             "validation_sensitivity_at_pooled": _sensitivity(
-                val_probs, logits["val_labels"], pooled_threshold
+                val_probs, val_labels, pooled_threshold
             ),
-            "own_threshold": float(calibration["referral_threshold"]),
+            "validation_images": int(len(val_labels)),
             "held_out_melanoma_sensitivity_at_pooled": float(
                 np.mean(malignant_probability(held["probabilities"])[mel] >= pooled_threshold)
             ),

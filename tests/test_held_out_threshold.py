@@ -110,6 +110,20 @@ def test_missing_fold_evidence_is_a_clear_error(tmp_path: Path) -> None:
         folds_from_bench(tmp_path, [])
 
 
+def test_a_fold_can_be_given_as_prediction_files(tmp_path: Path) -> None:
+    """An earlier bundle that never saw a source is a fold too: its eval predictions."""
+    fold = _write_fold(tmp_path, "all-a", 0, held_shift=0.1)
+    probs, labels = fold.validation_outputs()
+    val_file = tmp_path / "val.npz"
+    np.savez(val_file, labels=labels, probabilities=probs)
+    [as_files] = folds_from_bench(None, [], [("v3k-isic", str(val_file), str(fold.predictions))])
+    from_run = validation_level([fold])["per_fold"]["all-a"]
+    from_files = validation_level([as_files])["per_fold"]["v3k-isic"]
+    assert from_files == from_run
+    with pytest.raises(DatasetError, match="missing"):
+        folds_from_bench(None, [], [("x", str(tmp_path / "none.npz"), str(fold.predictions))])
+
+
 def test_fold_without_bench_folder_is_refused(tmp_path: Path, capsys) -> None:
     code = main(["convert", "--shift-threshold", str(tmp_path), "--metadata", "x.csv",
                  "--images", str(tmp_path), "--fold", "all-a"])  # fmt: skip
