@@ -309,3 +309,19 @@ def test_unknown_labels_fail_the_run_naming_each_with_its_count(
     err = capsys.readouterr().err
     assert "WARNING: 5 rows NOT evaluated" in err and "'melanoma' (3 rows)" in err
     assert json.loads(out.read_text())["n_skipped"] >= 5
+
+
+def test_predictions_file_holds_what_the_report_was_computed_from(
+    folder: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    csv_path, images, bundle = folder
+    saved = tmp_path / "preds" / "p.npz"
+    argv = ["eval", "--bundle", str(bundle), "--metadata", str(csv_path), "--skip-unknown"]
+    argv += ["--images", str(images), "--json", str(tmp_path / "r.json"), "--n-boot", "0"]
+    assert main([*argv, "--predictions", str(saved)]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    with np.load(saved) as data:
+        assert len(data["image_ids"]) == len(data["labels"]) == report["n_images"]
+        assert data["probabilities"].shape == (report["n_images"], len(CLASS_CODES))
+        auc = metrics.malignant_auc(data["labels"], data["probabilities"])
+    assert auc == pytest.approx(report["malignant_auc"])

@@ -57,6 +57,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", type=Path, required=True, help="where to write the report")
     parser.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        metavar="NPZ",
+        help="also save each image's id, label and probabilities (.npz), e.g. for "
+        "'skinscan convert --fold-predictions'",
+    )
+    parser.add_argument(
         "--workers", type=int, default=None, help="worker processes (default: usable CPUs)"
     )
     parser.add_argument(
@@ -122,6 +130,8 @@ def main(args: argparse.Namespace) -> int:
         raise SkinScanError("--shift needs --shifts")
     if args.by and args.shifts:
         raise SkinScanError("--by cannot be combined with --shifts")
+    if args.predictions and args.shifts:
+        raise SkinScanError("--predictions cannot be combined with --shifts")
     if args.shifts:
         return _main_shifts(args)
     report = evaluate_folder(
@@ -135,6 +145,7 @@ def main(args: argparse.Namespace) -> int:
         split=args.split,
         by=args.by,
         skip_unknown=args.skip_unknown,
+        predictions=args.predictions,
     )
     try:
         args.json.parent.mkdir(parents=True, exist_ok=True)
