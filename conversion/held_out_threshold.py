@@ -39,13 +39,12 @@ import numpy as np
 
 from device import metrics
 from device.errors import DatasetError
-from device.labels import CLASS_CODES, MALIGNANT_CODES
+from device.labels import CLASS_CODES
+from device.metrics import MALIGNANT_INDICES, malignant_probability
 from device.runtime.classifier import softmax
 from training.calibration import melanoma_threshold
 
 log = logging.getLogger(__name__)
-
-MALIGNANT_INDICES = [CLASS_CODES.index(code) for code in sorted(MALIGNANT_CODES)]
 
 
 @dataclass(frozen=True)
@@ -113,27 +112,32 @@ def folds_from_bench(
     return folds
 
 
-def malignant_probability(probs: np.ndarray) -> np.ndarray:
-    """P(malignant) = P(akiec) + P(bcc) + P(mel), per image."""
-    return np.asarray(probs)[:, MALIGNANT_INDICES].sum(axis=1)
-
-
 def threshold_at_sensitivity(probs: np.ndarray, labels: np.ndarray, level: float) -> float:
     """The highest threshold on P(malignant) that refers at least ``level`` of the malignant.
 
     Raises:
         ValueError: no malignant image in ``labels``.
     """
-    malignant = np.isin(np.asarray(labels), MALIGNANT_INDICES)
+    malignant = np.isin(np.asarray(labels), list(MALIGNANT_INDICES))
     scores = np.sort(malignant_probability(probs)[malignant])[::-1]
     if scores.size == 0:
         raise ValueError("no malignant image to choose a threshold from")
     return float(scores[int(np.ceil(level * scores.size)) - 1])
 
 
-def _sensitivity(probs: np.ndarray, labels: np.ndarray, threshold: float) -> float:
-    malignant = np.isin(np.asarray(labels), MALIGNANT_INDICES)
-    return float(np.mean(malignant_probability(probs)[malignant] >= threshold))
+def held_out_figures(folds: Sequence[Fold], threshold: float, n_boot: int = 1000) -> dict:
+    """Each fold's figures on its held-out source, at ``threshold`` (the pooled one).
+
+    These describe the recipe, not the shipped model: each fold model never saw its
+    source. Returns source name -> :func:`device.metrics.evaluate` figures with CIs.
+    """
+    figures = {}
+    for fold in folds:
+        held = np.load(fold.predictions)
+        figures[fold.name] = metrics.json_safe(
+            metrics.evaluate(held["labels"], held["probabilities"], threshold, n_boot=n_boot)
+        )
+    return figures
 
 
 def validation_level(folds: Sequence[Fold], min_melanoma_sensitivity: float = 0.90) -> dict:
@@ -151,8 +155,8 @@ def validation_level(folds: Sequence[Fold], min_melanoma_sensitivity: float = 0.
         val_probs, val_labels = fold.validation_outputs()
         mel = held["labels"] == CLASS_CODES.index("mel")
         per_fold[fold.name] = {
-            "validation_sensitivity_at_pooled": _sensitivity(
-                val_probs, val_labels, pooled_threshold
+            "validation_sensitivity_at_pooled": metrics.sensitivity(
+                val_labels, val_probs, pooled_threshold
             ),
             "validation_images": int(len(val_labels)),
             "held_out_melanoma_sensitivity_at_pooled": float(
@@ -179,11 +183,14 @@ def held_out_cap(
     *,
     min_melanoma_sensitivity: float = 0.90,
     workers: int | None = None,
+    n_boot: int = 1000,
 ) -> dict[str, Any]:
     """Step 3: the cap on the bundle's threshold, from its own validation outputs.
 
     Returns:
-        The record kept in the manifest (``metrics.held_out_threshold``), with ``cap``.
+        The record kept in the manifest (``metrics.held_out_threshold``), with ``cap``, and
+        under ``figures`` each fold's held-out figures at the pooled threshold
+        (:func:`held_out_figures`; the model card's table of sources it was not trained on).
 
     Raises:
         DatasetError: the split has no validation image with a malignant label.
@@ -209,6 +216,7 @@ def held_out_cap(
             "validation_specificity_at_cap": metrics.specificity(
                 run.labels, run.probabilities, cap
             ),
+            "figures": held_out_figures(folds, evidence["pooled_threshold"], n_boot),
             "rule": (
                 f"the threshold that refers {min_melanoma_sensitivity:.0%} of the melanomas "
                 f"of {len(folds)} pooled held-out sources needed validation sensitivity up to "

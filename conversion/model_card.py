@@ -332,8 +332,10 @@ def _held_out_lines(held_out: Any) -> list[str]:
     lines = [
         "### On sources it was not trained on",
         "",
-        "Each row: the same recipe trained without that source, int8 through the device "
-        "pipeline, at the threshold fitted on the training sources' validation split.",
+        "Each row: this bundle's recipe trained without that source (a fold of the "
+        "leave-one-source-out benchmark), int8 through the device pipeline, on every image of "
+        "that source. Sensitivity and specificity are at the threshold chosen on the folds' "
+        "pooled held-out predictions (see the threshold for unseen clinics above).",
         "",
         "| held-out source | images | malignant AUC | melanoma vs nevus AUC | sensitivity | "
         "specificity | melanoma sensitivity |",

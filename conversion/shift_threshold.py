@@ -142,7 +142,9 @@ def apply_shift_threshold(
     set_by = "shift" if threshold < in_distribution else "in-distribution"
     held_out = None
     if held_out_folds:
-        held_out = held_out_cap(bundle_dir, split_csv, images_dir, held_out_folds, workers=workers)
+        held_out = held_out_cap(
+            bundle_dir, split_csv, images_dir, held_out_folds, workers=workers, n_boot=n_boot
+        )
     if held_out is not None and float(held_out["cap"]) < threshold:
         threshold, set_by = float(held_out["cap"]), "held-out sources"
     manifest = read_manifest(bundle_dir)
@@ -171,9 +173,11 @@ def apply_shift_threshold(
     figures = dict(manifest.metrics)
     figures["shift_threshold"] = record
     if held_out is not None:
+        figures["held_out_sources"] = held_out.pop("figures")
         figures["held_out_threshold"] = held_out
     else:
         figures.pop("held_out_threshold", None)
+        figures.pop("held_out_sources", None)
     figures["int8_test"] = {
         **{k: test[k] for k in TEST_METRIC_KEYS if k in test},
         "referral_threshold": threshold,

@@ -13,13 +13,13 @@ from test_shift_benchmark import folder, write_split  # noqa: F401  (fixture)
 from conversion.held_out_threshold import (
     Fold,
     folds_from_bench,
-    malignant_probability,
     threshold_at_sensitivity,
     validation_level,
 )
 from device.cli import main
 from device.errors import DatasetError
 from device.labels import CLASS_CODES
+from device.metrics import malignant_probability
 from device.runtime.bundle import load_bundle
 
 MEL, NV, BCC = (CLASS_CODES.index(c) for c in ("mel", "nv", "bcc"))
@@ -160,8 +160,13 @@ def test_shift_threshold_step_caps_the_threshold_for_unseen_clinics(
     assert cap < plain["threshold"] and capped["set_by"] == "held-out sources"
     assert loaded.calibration.referral_threshold == pytest.approx(capped["threshold"])
     assert loaded.metrics["int8_test"]["referral_threshold"] == capped["threshold"]
-    assert "Threshold for unseen clinics" in (bundle / "MODEL_CARD.md").read_text()
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "Threshold for unseen clinics" in card
+    assert "### On sources it was not trained on" in card and "| all-b | 200 |" in card
+    held = loaded.metrics["held_out_sources"]["all-b"]
+    assert held["referral_threshold"] == loaded.metrics["held_out_threshold"]["pooled_threshold"]
     # Without the folds the cap and its record are gone again (idempotent from the start).
     again = apply_shift_threshold(bundle, split, images, workers=2, n_boot=20)
     assert again["threshold"] == pytest.approx(plain["threshold"])
     assert "held_out_threshold" not in load_bundle(bundle).manifest.metrics
+    assert "held_out_sources" not in load_bundle(bundle).manifest.metrics
