@@ -20,7 +20,8 @@ images it:
 4. refits the familiarity check under v6 (training and validation images);
 5. runs the threshold-under-shift step (and, given the recipe's leave-one-source-out
    folds, the held-out-source cap), which also re-measures the test figures;
-6. measures the test split per sex, age band and localization at the final threshold.
+6. measures the test split per sex, age band, localization, source and skin tone at the
+   final threshold (:mod:`conversion.subgroups`).
 
 The test split chooses nothing.
 """
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from conversion.held_out_threshold import Fold
+from conversion.subgroups import write_test_subgroups
 from device import metrics
 from device.errors import DatasetError, SkinScanError
 from device.imaging.io import read_image
@@ -163,33 +165,6 @@ def clamp_bundle_colour(
         apply_shift_threshold(
             out, split_csv, images_dir, workers=workers, seed=seed, held_out_folds=held_out_folds
         )
-    write_test_subgroups(out, split_csv, images_dir, workers=workers)
+    else:
+        write_test_subgroups(out, split_csv, images_dir, workers=workers)
     return record
-
-
-def write_test_subgroups(
-    bundle_dir: Path, split_csv: str | Path, images_dir: str | Path, *, workers: int | None = None
-) -> dict[str, Any] | None:
-    """Measure the bundle per sex, age band and localization on the test split, at its threshold.
-
-    Needs the split CSV's metadata columns (``skinscan train`` writes them); without
-    them, or without test images, nothing is written and None is returned.
-    """
-    from conversion.shift_threshold import rewrite_bundle
-    from device.evaluation.runner import read_labelled_csv, run_images
-    from training.data import read_split_csv
-    from training.report import subgroup_metrics
-
-    rows = {r["image_id"]: r for r in read_split_csv(Path(split_csv)) if r.get("split") == "test"}
-    items = read_labelled_csv(split_csv, images_dir, "test")[0]
-    if not items or not all("localization" in r for r in rows.values()):
-        return None
-    run = run_images(bundle_dir, items, workers=workers)
-    manifest = read_manifest(bundle_dir)
-    threshold = manifest.calibration.referral_threshold
-    found = [rows[i] for i in run.image_ids]
-    subgroups = metrics.json_safe(subgroup_metrics(found, run.labels, run.probabilities, threshold))
-    rewrite_bundle(
-        bundle_dir, manifest, metrics={**manifest.metrics, "subgroups_int8_test": subgroups}
-    )
-    return subgroups

@@ -29,6 +29,7 @@ from typing import Any
 from conversion.held_out_threshold import Fold, held_out_cap
 from conversion.manifest import MODEL_CARD_FILE, build_manifest, write_bundle
 from conversion.model_card import render_model_card
+from conversion.subgroups import write_test_subgroups
 from device import metrics
 from device.errors import DatasetError
 from device.evaluation.runner import evaluate_folder
@@ -186,4 +187,6 @@ def apply_shift_threshold(
     rewrite_bundle(
         bundle_dir, manifest, calibration={"referral_threshold": threshold}, metrics=figures
     )
+    # The subgroup figures were measured at the earlier threshold: measure them again.
+    write_test_subgroups(bundle_dir, split_csv, images_dir, workers=workers)
     return record

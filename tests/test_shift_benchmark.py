@@ -104,3 +104,42 @@ def test_shift_threshold_keeps_sensitivity_under_realistic_shifts(folder, tmp_pa
     assert again["threshold"] == pytest.approx(record["threshold"])
     assert again["in_distribution_threshold"] == 0.9
     assert set(CLASS_CODES) >= set(loaded.manifest.metrics["int8_test"]["classes_present"])
+
+
+def test_shift_step_measures_the_subgroups_again_at_the_shipped_threshold(tmp_path: Path) -> None:
+    from conversion.shift_threshold import apply_shift_threshold
+
+    images = tmp_path / "images"
+    written = write_synthetic_jpegs(images, CLASSES, 8)
+    rows = [
+        {
+            "image_id": image_id,
+            "dx": code,
+            "split": ("val", "test")[i % 2],
+            "sex": ("male", "female")[(i // 2) % 2],
+            "age": "50",
+            "localization": "back",
+            "dataset": ("clinic-a", "clinic-b")[i % 4 // 2],
+        }
+        for image_id, code, i in written
+    ]
+    split = write_rows_csv(tmp_path / "split.csv", rows)
+    bundle = make_bundle(tmp_path / "bundle")
+    manifest = load_bundle(bundle).manifest
+    high = manifest.model_copy(
+        update={"calibration": manifest.calibration.model_copy(update={"referral_threshold": 0.9})}
+    )
+    (bundle / "manifest.json").write_text(high.to_json())
+    record = apply_shift_threshold(bundle, split, images, workers=1, n_boot=0)
+    figures = load_bundle(bundle).manifest.metrics
+    groups = figures["subgroups_int8_test"]
+    assert set(groups) >= {"sex", "dataset", "skin_tone"}
+    assert set(groups["dataset"]) == {"clinic-a", "clinic-b"}
+    # Every grouping splits the same test images, at the threshold now in the bundle:
+    # its groups' referred malignant lesions add up to the bundle's test sensitivity.
+    test = figures["int8_test"]
+    assert test["referral_threshold"] == record["threshold"]
+    for grouping in ("sex", "dataset"):
+        rows_ = groups[grouping].values()
+        referred = sum(g["sensitivity"] * g["n_malignant"] for g in rows_ if g["n_malignant"])
+        assert referred / sum(g["n_malignant"] for g in rows_) == pytest.approx(test["sensitivity"])
