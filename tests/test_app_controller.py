@@ -533,6 +533,17 @@ def test_notices_at_start_are_shown_one_after_another():
     assert isinstance(screen, PreviewScreen)
 
 
+def test_a_read_only_data_folder_is_named_in_the_title_not_a_generic_one():
+    _state, screen = run(
+        initial_state(),
+        frame(),
+        Notice("The data folder /data is read-only", kind="read_only", path="/data"),
+    )
+    assert isinstance(screen, ErrorScreen)
+    assert screen.title == "Scans can NOT be saved"
+    assert "by hand" in screen.action and screen.path == "/data"
+
+
 def test_storage_full_says_how_to_free_space_in_order():
     _state, screen = run(at_result(), Button("save"), Failed("disk_full", "1.0 MiB free"))
     text = " ".join((screen.action, *screen.steps))

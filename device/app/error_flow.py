@@ -66,6 +66,12 @@ NOTICE_TEXT: dict[str, tuple[str, str, str]] = {
         "deleted. Tell your supervisor.",
         "The earlier image files are now in:",
     ),
+    "read_only": (
+        "Scans can NOT be saved",
+        "The scanner cannot write to its data folder. Saved scans can still be viewed. "
+        "Write results down by hand and tell your supervisor.",
+        "The data folder is:",
+    ),
     "storage_full": (
         "Storage full — new scans NOT saved",
         "Saved scans can still be viewed and exported. To free space:",
