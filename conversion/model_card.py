@@ -114,6 +114,20 @@ def _shift_threshold_lines(record: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
+def _darker_skin_note(bands: Mapping[str, Any] | None) -> str:
+    """How few test images show brown or dark skin (ITA < -30 degrees), if measured."""
+    if not bands:
+        return ""
+    total = sum(int(g.get("n", 0)) for g in bands.values())
+    darker = sum(int(bands.get(b, {}).get("n", 0)) for b in ("brown", "dark"))
+    malignant = sum(int(bands.get(b, {}).get("n_malignant", 0)) for b in ("brown", "dark"))
+    return (
+        f" Estimated from the skin around each lesion (individual typology angle), "
+        f"{darker} of the {total} test images ({100 * darker / max(total, 1):.1f}%) show brown "
+        f"or dark skin, {malignant} of them malignant: far too few to measure the model there."
+    )
+
+
 def _held_out_threshold_lines(record: Mapping[str, Any] | None) -> list[str]:
     """How the threshold was capped for clinics the model never saw, if it was."""
     if not record:
@@ -287,7 +301,8 @@ def render_model_card(manifest: Manifest) -> str:
         "",
         "- **Skin types are under-represented.** HAM10000 comes mostly from fair-skinned "
         "patients in Austria and Australia, and records no Fitzpatrick skin type: performance "
-        "on darker skin is unknown and likely lower.",
+        "on darker skin is unknown and likely lower."
+        + _darker_skin_note((m.get("subgroups_int8_test") or {}).get("skin_tone")),
         "- **Dermoscopy only.** The model learned from dermatoscope images; other optics, "
         "lighting or a camera module may shift its behaviour. Validate on device images "
         "before relying on it.",

@@ -51,3 +51,19 @@ def test_card_has_a_table_per_subgroup_including_source_and_skin_tone(tmp_path: 
     card = render_model_card(manifest)
     assert "**By dataset**" in card and "**By skin tone**" in card
     assert "| brown | 1 | 1 |" in card
+
+
+def test_card_says_how_few_test_images_show_darker_skin(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    assert "show brown or dark skin" not in render_model_card(manifest)
+    group = {"n_malignant": 0, "balanced_accuracy": 0.5, "malignant_auc": 0.7}
+    manifest.metrics["subgroups_int8_test"] = {
+        "skin_tone": {
+            "very light": {**group, "n": 180, "n_malignant": 30},
+            "brown": {**group, "n": 3, "n_malignant": 1},
+            "dark": {**group, "n": 1},
+            "tan": {**group, "n": 16},
+        }
+    }
+    card = render_model_card(manifest)
+    assert "4 of the 200 test images (2.0%) show brown or dark skin, 1 of them malignant" in card
