@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_shift_benchmark import folder, write_split  # noqa: F401  (fixture)
+from test_shift_benchmark import folder, high_threshold_copy  # noqa: F401  (fixture)
 
 from conversion.held_out_threshold import (
     Fold,
@@ -138,13 +137,7 @@ def test_shift_threshold_step_caps_the_threshold_for_unseen_clinics(
     from conversion.shift_threshold import apply_shift_threshold
 
     split, images, source = folder
-    bundle = tmp_path / "bundle"
-    shutil.copytree(source, bundle)
-    manifest = load_bundle(bundle).manifest
-    high = manifest.model_copy(
-        update={"calibration": manifest.calibration.model_copy(update={"referral_threshold": 0.9})}
-    )
-    (bundle / "manifest.json").write_text(high.to_json())
+    bundle = high_threshold_copy(source, tmp_path / "bundle")
     plain = apply_shift_threshold(bundle, split, images, workers=2, n_boot=20)
     folds = [
         _write_fold(tmp_path / "bench", "all-a", 0, held_shift=0.1),

@@ -29,6 +29,17 @@ def write_split(root: Path, per_class: int = 8) -> tuple[Path, Path]:
     return write_rows_csv(root / "split.csv", rows), images
 
 
+def high_threshold_copy(source: Path, bundle: Path, threshold: float = 0.9) -> Path:
+    """A copy of ``source`` with a high in-distribution threshold, for the shift step to lower."""
+    shutil.copytree(source, bundle)
+    manifest = load_bundle(bundle).manifest
+    calibration = manifest.calibration.model_copy(update={"referral_threshold": threshold})
+    (bundle / "manifest.json").write_text(
+        manifest.model_copy(update={"calibration": calibration}).to_json()
+    )
+    return bundle
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("shifts")
@@ -78,14 +89,7 @@ def test_shift_threshold_keeps_sensitivity_under_realistic_shifts(folder, tmp_pa
     from conversion.shift_threshold import apply_shift_threshold
 
     split, images, source = folder
-    bundle = tmp_path / "bundle"
-    shutil.copytree(source, bundle)
-    # A high in-distribution threshold, so that shift has something to lower.
-    manifest = load_bundle(bundle).manifest
-    high = manifest.model_copy(
-        update={"calibration": manifest.calibration.model_copy(update={"referral_threshold": 0.9})}
-    )
-    (bundle / "manifest.json").write_text(high.to_json())
+    bundle = high_threshold_copy(source, tmp_path / "bundle")
     record = apply_shift_threshold(bundle, split, images, workers=2, n_boot=50)
     assert record["in_distribution_threshold"] == 0.9
     assert record["threshold"] <= 0.9
@@ -124,12 +128,7 @@ def test_shift_step_measures_the_subgroups_again_at_the_shipped_threshold(tmp_pa
         for image_id, code, i in written
     ]
     split = write_rows_csv(tmp_path / "split.csv", rows)
-    bundle = make_bundle(tmp_path / "bundle")
-    manifest = load_bundle(bundle).manifest
-    high = manifest.model_copy(
-        update={"calibration": manifest.calibration.model_copy(update={"referral_threshold": 0.9})}
-    )
-    (bundle / "manifest.json").write_text(high.to_json())
+    bundle = high_threshold_copy(make_bundle(tmp_path / "source"), tmp_path / "bundle")
     record = apply_shift_threshold(bundle, split, images, workers=1, n_boot=0)
     figures = load_bundle(bundle).manifest.metrics
     groups = figures["subgroups_int8_test"]
