@@ -57,7 +57,7 @@ def respecced_copy(source: Path, out: Path, **update: Any) -> Any:
 
     The files are copied unchanged and every checksum is recomputed.
     """
-    from conversion.shift_threshold import rewrite_bundle
+    from conversion.bundle_rewrite import rewrite_bundle
 
     shutil.copytree(source, out, dirs_exist_ok=True)
     return rewrite_bundle(out, read_manifest(out).model_copy(update=update))
@@ -87,8 +87,9 @@ def clamp_bundle_colour(
         SkinScanError: the bundle is not spec 3, or ``out_dir`` is not empty.
         DatasetError: the split lacks training or validation images.
     """
+    from conversion.bundle_rewrite import rewrite_bundle
     from conversion.refit_familiarity import refit_familiarity
-    from conversion.shift_threshold import apply_shift_threshold, rewrite_bundle
+    from conversion.shift_threshold import apply_shift_threshold
     from device.evaluation.runner import read_labelled_csv, run_images
 
     source, out = Path(bundle_dir), Path(out_dir)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from conversion.bundle_rewrite import rewrite_bundle
 from conversion.convert import representative_indices
-from conversion.shift_threshold import rewrite_bundle
 from device.errors import DatasetError
 from device.evaluation.runner import read_labelled_csv
 from device.imaging.io import read_image

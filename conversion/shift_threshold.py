@@ -26,17 +26,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from conversion.bundle_rewrite import rewrite_bundle
 from conversion.held_out_threshold import Fold, held_out_cap
-from conversion.manifest import MODEL_CARD_FILE, build_manifest, write_bundle
-from conversion.model_card import render_model_card
 from conversion.subgroups import write_test_subgroups
 from device import metrics
 from device.errors import DatasetError
 from device.evaluation.runner import evaluate_folder
 from device.evaluation.shift_report import MIN_SENSITIVITY_UNDER_SHIFT, evaluate_shifts
 from device.evaluation.shifts import REALISTIC_THRESHOLD_SHIFTS, UNSHIFTED, shift_by_name
-from device.runtime.bundle import read_manifest, verify_files
-from device.runtime.manifest import FamiliaritySpec
+from device.runtime.bundle import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -48,48 +46,6 @@ TEST_METRIC_KEYS = (
     "per_class_precision",
     "ci95",
 )
-
-
-def rewrite_bundle(
-    bundle_dir: Path,
-    manifest: Any,
-    *,
-    calibration: dict[str, float] | None = None,
-    metrics: dict[str, Any] | None = None,
-    familiarity: dict[str, Any] | None = None,
-    extra_files: dict[str, bytes] | None = None,
-) -> Any:
-    """Rewrite a bundle in place with changed calibration, metrics or familiarity check.
-
-    The model card is rendered again and every file's checksum recomputed; the
-    model files themselves are copied unchanged (they keep the bundle id).
-    """
-    files = verify_files(bundle_dir, manifest)
-    files.update(extra_files or {})
-    update: dict[str, Any] = {}
-    if calibration:
-        update["calibration"] = manifest.calibration.model_copy(update=calibration)
-    if metrics is not None:
-        update["metrics"] = metrics
-    spec = familiarity if familiarity is not None else manifest.familiarity
-    if spec is not None:
-        update["familiarity"] = FamiliaritySpec.model_validate(
-            spec if isinstance(spec, dict) else spec.model_dump()
-        )
-    draft = manifest.model_copy(update=update)
-    files[MODEL_CARD_FILE] = render_model_card(draft).encode("utf-8")
-    rebuilt = build_manifest(
-        files,
-        bundle_id=draft.bundle_id,
-        preprocessing=draft.preprocessing,
-        calibration=draft.calibration,
-        provenance=draft.provenance,
-        metrics=draft.metrics,
-        created_at=draft.created_at,
-        familiarity=draft.familiarity,
-    )
-    write_bundle(bundle_dir, files, rebuilt)
-    return rebuilt
 
 
 def apply_shift_threshold(

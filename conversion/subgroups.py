@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from conversion.bundle_rewrite import rewrite_bundle
 from device import metrics
 from device.runtime.bundle import read_manifest
 
@@ -24,7 +25,6 @@ def write_test_subgroups(
     Needs the split CSV's metadata columns (``skinscan train`` writes them); without
     them, or without test images, nothing is written and None is returned.
     """
-    from conversion.shift_threshold import rewrite_bundle
     from device.evaluation.runner import read_labelled_csv, run_images
     from training.data import read_split_csv
     from training.report import subgroup_metrics

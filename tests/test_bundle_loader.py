@@ -306,7 +306,7 @@ def test_provenance_and_metrics_are_not_decision_fields(bundle_dir: Path) -> Non
 
 
 def test_conversion_rewrites_reseal_the_bundle(bundle_dir: Path) -> None:
-    from conversion.shift_threshold import rewrite_bundle
+    from conversion.bundle_rewrite import rewrite_bundle
 
     manifest = read_manifest(bundle_dir)
     rewritten = rewrite_bundle(bundle_dir, manifest, calibration={"referral_threshold": 0.37})
