@@ -161,3 +161,20 @@ def test_the_report_names_the_grouping_and_warns_loudly_when_image_level():
     assert "split grouped by `patient_id`" in grouped and "WARNING" not in grouped
     image_level = "\n".join(_data_and_recipe({**data, "split_grouping": "image"}, {}))
     assert f"**WARNING: {IMAGE_LEVEL_WARNING}.**" in image_level
+    # Several archives: one entry each; only an image-level one earns the warning.
+    two_grouped = "\n".join(
+        _data_and_recipe({**data, "split_grouping": "lesion_id; lesion_id"}, {})
+    )
+    assert "WARNING" not in two_grouped
+    one_image_level = "\n".join(
+        _data_and_recipe({**data, "split_grouping": "lesion_id; image"}, {})
+    )
+    assert "WARNING" in one_image_level
+
+
+def test_the_report_cites_every_archive_of_a_multi_archive_run():
+    from training.report import CITATION, citation_of
+
+    assert citation_of({"layout": "ham10000", "dataset": ""}) == CITATION
+    cited = citation_of({"layout": "ham10000+plain", "dataset": "HAM10000: X; plain archive /a"})
+    assert "plain archive /a" in cited and "HAM10000" in cited

@@ -285,6 +285,7 @@ def write_report(run_dir: Path, n_boot: int = 1000) -> dict[str, Any]:
     rows = [r for r in split_rows if r["split"] == "test" and r["image_id"] not in skipped]
     _check_alignment(rows, test_labels)
     subgroups = json_safe(subgroup_metrics(rows, test_labels, calibrated, threshold))
+    layout = _layout(run_dir)
     metrics = {
         "split": f"test (lesion-grouped, seed {split_seed_of(config)})",
         "model": "float Keras",
@@ -303,9 +304,9 @@ def write_report(run_dir: Path, n_boot: int = 1000) -> dict[str, Any]:
                 for split in ("train", "val", "test")
             },
             "skipped": [{"image_id": k, "reason": v} for k, v in sorted(skipped.items())],
-            **_layout(run_dir),
+            **layout,
         },
-        "citation": CITATION,
+        "citation": citation_of(layout),
     }
     (run_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
     _plot_confusion(run_dir / "confusion_matrix.png", test_labels, calibrated)
@@ -325,7 +326,15 @@ def _layout(run_dir: Path) -> dict[str, str]:
     return {
         "layout": raw.get("data_layout", "ham10000"),
         "split_grouping": raw.get("split_grouping", "lesion_id"),
+        "dataset": raw.get("dataset", ""),
     }
+
+
+def citation_of(layout: dict[str, str]) -> str:
+    """The data citation of a run's report: HAM10000's, plus every other archive it read."""
+    if layout["layout"] == "ham10000" or not layout.get("dataset"):
+        return CITATION
+    return f"Trained and evaluated on {layout['dataset']}."
 
 
 def _skipped(run_dir: Path) -> dict[str, str]:
@@ -357,7 +366,7 @@ def _markdown(metrics: dict[str, Any], config: dict[str, Any], training_curves: 
     lines = [
         f"# Evaluation report: {Path(config['run_dir']).name}",
         "",
-        CITATION,
+        metrics.get("citation", CITATION),
         "",
         f"Float Keras model on the {metrics['split']}: {test['n_images']} images. "
         "Temperature and referral threshold were fitted on the validation split only. "
@@ -445,7 +454,8 @@ def _data_and_recipe(data: dict[str, Any], config: dict[str, Any]) -> list[str]:
         lines.append(f"- ... and {len(skipped) - shown} more (all in provenance.json)")
     grouping = data.get("split_grouping", "lesion_id")
     lines += ["", f"Data layout `{data.get('layout', 'ham10000')}`; split grouped by `{grouping}`."]
-    if grouping != "lesion_id" and grouping != "patient_id":
+    # One entry per archive ("lesion_id; patient_id"): warn if any of them is image-level.
+    if any(part.strip() not in ("lesion_id", "patient_id") for part in grouping.split(";")):
         from training.archives import IMAGE_LEVEL_WARNING
 
         lines += ["", f"**WARNING: {IMAGE_LEVEL_WARNING}.**"]
