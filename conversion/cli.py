@@ -291,7 +291,8 @@ def _shift_threshold(
         held_out_folds=_held_out_folds(args),
     )
     print(
-        f"referral threshold under shift: {record['in_distribution_threshold']:.4f} -> "
-        f"{record['threshold']:.4f} (worst shift {record['worst_shift']}; {record['rule']})"
+        f"referral threshold: {record['in_distribution_threshold']:.4f} -> "
+        f"{record['threshold']:.4f}, set by {record.get('set_by', 'shifts')} "
+        f"(worst shift {record['worst_shift']}; {record['rule']})"
     )
     return 0
