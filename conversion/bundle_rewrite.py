@@ -18,9 +18,10 @@ def rewrite_bundle(
     calibration: dict[str, float] | None = None,
     metrics: dict[str, Any] | None = None,
     familiarity: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
     extra_files: dict[str, bytes] | None = None,
 ) -> Any:
-    """Rewrite a bundle in place with changed calibration, metrics or familiarity check.
+    """Rewrite a bundle in place with changed calibration, metrics, familiarity or provenance.
 
     The model card is rendered again and every file's checksum recomputed; the
     model files themselves are copied unchanged (they keep the bundle id).
@@ -32,6 +33,8 @@ def rewrite_bundle(
         update["calibration"] = manifest.calibration.model_copy(update=calibration)
     if metrics is not None:
         update["metrics"] = metrics
+    if provenance:
+        update["provenance"] = manifest.provenance.model_copy(update=provenance)
     spec = familiarity if familiarity is not None else manifest.familiarity
     if spec is not None:
         update["familiarity"] = FamiliaritySpec.model_validate(

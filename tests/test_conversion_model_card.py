@@ -67,3 +67,29 @@ def test_card_says_how_few_test_images_show_darker_skin(tmp_path: Path) -> None:
     }
     card = render_model_card(manifest)
     assert "4 of the 200 test images (2.0%) show brown or dark skin, 1 of them malignant" in card
+
+
+def test_card_says_plainly_when_parity_gates_failed(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    assert "Parity gates failed" not in render_model_card(manifest)
+    manifest.metrics.setdefault("parity", {})["failures"] = ["int8/float agreement 0.963 < 0.97"]
+    card = render_model_card(manifest)
+    assert "**Parity gates failed; written with `--force`:** int8/float agreement 0.963" in card
+
+
+def test_card_limitation_names_the_held_out_threshold_and_its_price(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    assert "same sources as the test data" in render_model_card(manifest)
+    manifest.metrics["held_out_threshold"] = {"cap": 0.1, "validation_specificity_at_cap": 0.497}
+    card = render_model_card(manifest)
+    assert "refer 90% of the melanomas of sources they never saw" in card and "0.497" in card
+
+
+def test_an_isic_archive_is_cited_as_such() -> None:
+    from training.train_config import archive_citation
+
+    assert "Codella" in archive_citation("plain", Path("/data/isic-archive"))
+    assert "Tschandl" in archive_citation("ham10000", Path("/data/ham"))
+    assert (
+        archive_citation("plain", Path("/x/clinic-z")) == "plain archive clinic-z (cite its source)"
+    )

@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 HAM10000_CITATION = (
     "HAM10000: Tschandl, Rosendahl & Kittler, Scientific Data 5, 180161 (2018), CC BY-NC 4.0"
 )
+ISIC_ARCHIVE_CITATION = (
+    "ISIC archive images: Codella et al. 2018 (arXiv:1710.05006) and Gutman et al. 2016 "
+    "(arXiv:1605.01397), CC-0 / CC BY-NC 4.0 as listed by ISIC"
+)
 
 
 class RunExistsError(SkinScanError, FileExistsError):
@@ -143,5 +147,14 @@ def _citation(layout: str, cfg: TrainConfig) -> str:
     """Who to cite for the data of a run (every archive it read)."""
     parts = []
     for name, folder in zip(layout.split("+"), [cfg.data_dir, *cfg.extra_data_dirs], strict=False):
-        parts.append(HAM10000_CITATION if name == "ham10000" else f"{name} archive {folder}")
+        parts.append(archive_citation(name, Path(folder)))
     return "; ".join(parts)
+
+
+def archive_citation(layout: str, folder: Path) -> str:
+    """The citation of one archive: HAM10000's, the ISIC archive's, or its folder's name."""
+    if layout == "ham10000":
+        return HAM10000_CITATION
+    if layout == "isic_onehot" or "isic" in folder.name.lower():
+        return f"{ISIC_ARCHIVE_CITATION} (folder {folder.name})"
+    return f"{layout} archive {folder.name} (cite its source)"
