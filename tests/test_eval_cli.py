@@ -324,4 +324,13 @@ def test_predictions_file_holds_what_the_report_was_computed_from(
         assert len(data["image_ids"]) == len(data["labels"]) == report["n_images"]
         assert data["probabilities"].shape == (report["n_images"], len(CLASS_CODES))
         auc = metrics.malignant_auc(data["labels"], data["probabilities"])
+        unfamiliar = data["unfamiliar"]
     assert auc == pytest.approx(report["malignant_auc"])
+    assert unfamiliar.shape == (report["n_images"],) and unfamiliar.dtype == bool
+    screen = report["screen"]
+    assert screen["all"]["n"] == report["n_images"]
+    shares = [screen["all"][tier] for tier in ("refer", "uncertain", "monitor")]
+    assert sum(shares) == pytest.approx(1.0)
+    # Refer is exactly the sensitivity/specificity rule at the bundle's threshold.
+    assert screen["malignant"]["refer"] == pytest.approx(report["sensitivity"])
+    assert 1 - screen["benign"]["refer"] == pytest.approx(report["specificity"])

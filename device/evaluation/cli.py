@@ -160,6 +160,10 @@ def main(args: argparse.Namespace) -> int:
     for name in ("balanced_accuracy", "malignant_auc", "sensitivity", "specificity"):
         print("  " + _fmt(report, name))
     print(f"  classes present: {', '.join(report['classes_present']) or 'none'}")
+    if report.get("screen"):
+        from device.evaluation.screen_outcomes import describe
+
+        print("  " + describe(report["screen"]))
     if "by" in report:
         from device.evaluation.groups import markdown_table
 

@@ -25,6 +25,7 @@ import numpy as np
 from device import metrics
 from device.errors import DatasetError, ImageError
 from device.evaluation.groups import grouped_figures
+from device.evaluation.screen_outcomes import screen_outcomes
 from device.labels import CLASS_CODES
 
 log = logging.getLogger(__name__)
@@ -315,7 +316,7 @@ def run_shifted(
 
 
 def save_predictions(path: str | Path, run: EvalRun) -> None:
-    """Write a run's per-image results as ``.npz`` (image_ids, labels, probabilities)."""
+    """Write a run's per-image results as ``.npz`` (ids, labels, probabilities, unfamiliar)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
@@ -323,6 +324,7 @@ def save_predictions(path: str | Path, run: EvalRun) -> None:
         image_ids=np.array(run.image_ids),
         labels=run.labels,
         probabilities=run.probabilities,
+        unfamiliar=run.unfamiliar,
     )
 
 
@@ -409,6 +411,17 @@ def evaluate_folder(
         },
         "metadata": str(csv_path),
         "split": split,
+        "screen": (
+            screen_outcomes(
+                run.labels,
+                run.probabilities,
+                run.unfamiliar,
+                bundle.manifest.labels,
+                bundle.manifest.calibration,
+            )
+            if n
+            else None
+        ),
         "images": " ".join(str(p) for p in image_folders(images_dir)),
     }
     if by is not None:
