@@ -80,7 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     from device.runtime.bundle import read_manifest
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="HAM10000 folder (images/)")
+    parser.add_argument("--data", help="HAM10000 folder (images/)")
+    parser.add_argument(
+        "--images", action="append", type=Path, help="image folder (repeatable; instead of --data)"
+    )
     parser.add_argument("--split", required=True, help="the run's split.csv")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--bundle", required=True, help="the spec-3 bundle (v3)")
@@ -90,7 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = Path(args.data) / "images"
+    if not args.images and not args.data:
+        parser.error("give --data or --images")
+    images = args.images or [Path(args.data) / "images"]
     source = Path(args.bundle)
     manifest = read_manifest(source)
     base_spec = dict(manifest.preprocessing)
