@@ -238,8 +238,9 @@ def render_model_card(manifest: Manifest) -> str:
         f"{cal.uncertainty_threshold:.2f}. Temperature and referral threshold were fitted on "
         "the validation split"
         + (
-            " with this int8 model's own outputs (the threshold keeps malignant sensitivity "
-            f"{_rule(m)})."
+            " with this int8 model's own outputs (the in-distribution threshold keeps "
+            f"malignant sensitivity {_rule(m)}"
+            + ("; the shipped one is lower, see below)." if _lowered(m) else ").")
             if (parity.get("calibration") or {}).get("int8_fitted")
             else "."
         ),
@@ -319,6 +320,11 @@ def render_model_card(manifest: Manifest) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _lowered(m: dict[str, Any]) -> bool:
+    """Whether a later step (shift or held-out sources) lowered the referral threshold."""
+    return bool((m.get("shift_threshold") or {}).get("lowered"))
 
 
 def _threshold_limitation(held_out: Any) -> str:

@@ -93,3 +93,13 @@ def test_an_isic_archive_is_cited_as_such() -> None:
     assert (
         archive_citation("plain", Path("/x/clinic-z")) == "plain archive clinic-z (cite its source)"
     )
+
+
+def test_calibration_line_points_on_when_the_threshold_was_lowered(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    manifest.metrics.setdefault("parity", {}).setdefault("calibration", {})["int8_fitted"] = {
+        "temperature": 1.0
+    }
+    assert "the shipped one is lower" not in render_model_card(manifest)
+    manifest.metrics["shift_threshold"] = {"lowered": True, "threshold": 0.1}
+    assert "the shipped one is lower, see below" in render_model_card(manifest)
