@@ -60,20 +60,32 @@ def _subgroup_tables(subgroups: Mapping[str, Any] | None) -> list[str]:
         return ["Subgroup results were not computed for this bundle."]
     lines: list[str] = []
     for attribute, groups in subgroups.items():
+        tones = any("skin_tone_counts" in g for g in groups.values())
         lines += [
             f"**By {attribute.replace('_', ' ')}**",
             "",
-            "| group | n | malignant | balanced acc. | malignant AUC | sensitivity | specificity |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| group | n | malignant | balanced acc. | malignant AUC | sensitivity | specificity |"
+            + (" skin tone (ITA): very light | brown or dark |" if tones else ""),
+            "| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if tones else ""),
         ]
         for name, g in groups.items():
             lines.append(
                 f"| {name} | {g.get('n')} | {g.get('n_malignant')} | "
                 f"{_num(g.get('balanced_accuracy'))} | {_num(g.get('malignant_auc'))} | "
                 f"{_num(g.get('sensitivity'))} | {_num(g.get('specificity'))} |"
+                + (_tone_cells(g.get("skin_tone_counts")) if tones else "")
             )
         lines.append("")
     return lines
+
+
+def _tone_cells(counts: Mapping[str, int] | None) -> str:
+    """Share of very light skin and count of brown or dark skin in one source's images."""
+    if not counts:
+        return " n/a | n/a |"
+    total = max(sum(counts.values()), 1)
+    darker = counts.get("brown", 0) + counts.get("dark", 0)
+    return f" {100 * counts.get('very light', 0) / total:.0f}% | {darker} |"
 
 
 def _rule(metrics: dict) -> str:

@@ -103,3 +103,20 @@ def test_calibration_line_points_on_when_the_threshold_was_lowered(tmp_path: Pat
     assert "the shipped one is lower" not in render_model_card(manifest)
     manifest.metrics["shift_threshold"] = {"lowered": True, "threshold": 0.1}
     assert "the shipped one is lower, see below" in render_model_card(manifest)
+
+
+def test_per_source_table_has_a_skin_tone_column(tmp_path: Path) -> None:
+    import numpy as np
+
+    from training.report import subgroup_metrics
+
+    rows = [{"dataset": d} for d in ("a", "a", "a", "b")]
+    labels = np.array([4, 5, 5, 5])  # mel, nv, nv, nv
+    probs = np.eye(7)[labels]
+    groups = subgroup_metrics(rows, labels, probs, 0.5, ["very light", "very light", "dark", "tan"])
+    assert groups["dataset"]["a"]["skin_tone_counts"] == {"dark": 1, "very light": 2}
+    manifest = _manifest(tmp_path)
+    manifest.metrics["subgroups_int8_test"] = {"dataset": groups["dataset"]}
+    card = render_model_card(manifest)
+    assert "| skin tone (ITA): very light | brown or dark |" in card
+    assert card.count("| 67% | 1 |") == 1 and "| 0% | 0 |" in card

@@ -62,7 +62,8 @@ def subgroup_metrics(
     """Metrics per localization, sex and age band on the test split.
 
     Also per acquisition source when the rows have a ``dataset`` column, and per
-    skin-tone band (training.skin_tone) when ``skin_bands`` gives one per row.
+    skin-tone band (training.skin_tone) when ``skin_bands`` gives one per row; then each
+    source's entry also counts its images per skin-tone band (``skin_tone_counts``).
     """
     keys = {
         "localization": [r.get("localization") or "unknown" for r in rows],
@@ -88,6 +89,11 @@ def subgroup_metrics(
                 "sensitivity": sensitivity(y, p, threshold),
                 "specificity": specificity(y, p, threshold),
             }
+            if name == "dataset" and skin_bands is not None:
+                bands = np.array(skin_bands)[mask]
+                groups[group]["skin_tone_counts"] = {
+                    band: int(np.sum(bands == band)) for band in sorted(set(bands.tolist()))
+                }
         out[name] = groups
     return out
 
