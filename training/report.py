@@ -74,6 +74,7 @@ def subgroup_metrics(
         keys["dataset"] = [r.get("dataset") or "unknown" for r in rows]
     if skin_bands is not None:
         keys["skin_tone"] = list(skin_bands)
+    bands_arr = np.array(skin_bands) if skin_bands is not None else None
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for name, values in keys.items():
         groups: dict[str, dict[str, Any]] = {}
@@ -89,8 +90,8 @@ def subgroup_metrics(
                 "sensitivity": sensitivity(y, p, threshold),
                 "specificity": specificity(y, p, threshold),
             }
-            if name == "dataset" and skin_bands is not None:
-                bands = np.array(skin_bands)[mask]
+            if name == "dataset" and bands_arr is not None:
+                bands = bands_arr[mask]
                 groups[group]["skin_tone_counts"] = {
                     band: int(np.sum(bands == band)) for band in sorted(set(bands.tolist()))
                 }

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from device.labels import CLASS_CODES
+from device import metrics
 from device.runtime.decision import decide
 from device.runtime.manifest import Calibration, LabelSpec
 
@@ -33,7 +33,7 @@ def screen_outcomes(
         labels: true class indices (N,).
         probabilities: calibrated probabilities (N, K) in the bundle's label order.
         unfamiliar: whether the familiarity check fired, per image (N,).
-        bundle_labels: the bundle's labels (which are malignant).
+        bundle_labels: the bundle's labels, for its decision rule.
         calibration: the bundle's thresholds.
 
     Returns:
@@ -47,9 +47,9 @@ def screen_outcomes(
             for p, u in zip(probabilities, unfamiliar, strict=True)
         ]
     )
-    malignant_codes = {label.code for label in bundle_labels if label.malignant}
-    malignant = np.isin(np.asarray(labels), [CLASS_CODES.index(c) for c in malignant_codes])
-    melanoma = np.asarray(labels) == CLASS_CODES.index("mel")
+    # The same groups as the sensitivity and specificity figures of device.metrics.
+    malignant = metrics.is_malignant(labels)
+    melanoma = np.asarray(labels) == metrics.MELANOMA_INDEX
     groups = {"all": np.ones(len(tiers), bool), "malignant": malignant, "melanoma": melanoma}
     groups["benign"] = ~malignant
     out: dict[str, Any] = {}

@@ -25,6 +25,7 @@ import numpy as np
 
 from device import metrics
 from device.labels import CLASS_CODES
+from training.calibration import softmax
 
 log = logging.getLogger(__name__)
 VIEWS = {"plain": 1, "mirror": 2, "dihedral-8": 8}
@@ -71,8 +72,6 @@ def _held_out_items(csv_path: Path, image_dirs: list[Path]) -> tuple[list[Path],
 
 
 def _figures(labels: np.ndarray, logits: np.ndarray, temperature: float) -> dict[str, float]:
-    from training.calibration import softmax
-
     probs = softmax(logits, temperature)
     return {
         "malignant_auc": metrics.malignant_auc(labels, probs),
