@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from device.labels import HAM10000_CLASSES
+from device.result_text import refers
 from device.runtime.manifest import Calibration, LabelSpec
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def decide(
     p_malignant = float(sum(p[i] for i, label in enumerate(labels) if label.malignant))
     top = ranked[0]
     tier: RiskTier
-    if p_malignant >= calibration.referral_threshold:
+    if refers(p_malignant, calibration.referral_threshold):
         tier = "refer"
     elif unfamiliar or top.probability < calibration.uncertainty_threshold:
         tier = "uncertain"
