@@ -70,3 +70,7 @@ class DatasetError(SkinScanError, ValueError):
 
 class BundleModelError(BundleError):
     """A bundle model file passes its checksum but no runtime can load or run it."""
+
+
+class AdaptationError(BundleError):
+    """A site-adapted bundle's head does not fit it: wrong shape, another trunk or spec."""

@@ -17,10 +17,14 @@ A bundle is a folder::
 4. a runtime loads both models (:class:`BundleModelError`);
 5. every tensor agrees with the manifest, and the model input size equals the
    preprocessing spec's ``input_size`` (:class:`TensorMismatchError`);
-6. the decision fields (labels, tensors, preprocessing, calibration, familiarity)
-   match the manifest's ``decision_sha256``, so an edited threshold is refused
-   (:class:`ManifestError`). This comes last so that an edit the checks above can
-   name precisely (a wrong tensor, a bad spec) is named by them.
+6. a site-adapted bundle (manifest ``adaptation``) has a head ``W`` (C, K) that fits
+   the feature map and the labels, was fitted on this very trunk (its
+   ``base_model_sha256`` is model.tflite's) and this preprocessing spec
+   (``base_preprocessing_sha256``) (:class:`AdaptationError`);
+7. the decision fields (labels, tensors, preprocessing, calibration, familiarity,
+   adaptation when present) match the manifest's ``decision_sha256``, so an edited
+   threshold is refused (:class:`ManifestError`). This comes last so that an edit the
+   checks above can name precisely (a wrong tensor, a bad spec) is named by them.
 
 Every message names the file and the problem, for the device's error screen.
 """
@@ -36,6 +40,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from device.errors import (
+    AdaptationError,
     BundleChecksumError,
     BundleFileMissingError,
     ConfigError,
@@ -44,11 +49,11 @@ from device.errors import (
 )
 from device.imaging.pipeline import PreprocessSpec
 from device.labels import HAM10000_CLASSES
-from device.runtime.classifier import Classifier
+from device.runtime.classifier import Classifier, LinearHead
 from device.runtime.explainer import Explainer
 from device.runtime.familiarity import FeatureDensity
 from device.runtime.interpreter import create_model
-from device.runtime.manifest import MANIFEST_NAME, Manifest
+from device.runtime.manifest import MANIFEST_NAME, Manifest, preprocessing_sha256
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +225,44 @@ def verify_files(bundle_dir: str | Path, manifest: Manifest) -> dict[str, bytes]
     return contents
 
 
+def load_head(manifest: Manifest, contents: dict[str, bytes]) -> LinearHead | None:
+    """The site-adapted head of a bundle, checked against its trunk; None for a base bundle.
+
+    Args:
+        manifest: the validated manifest.
+        contents: the verified files (:func:`verify_files`).
+
+    Raises:
+        AdaptationError: the head file is unreadable or has the wrong shape, or the head
+            was fitted on another trunk (model.tflite sha256) or preprocessing spec.
+    """
+    spec = manifest.adaptation
+    if spec is None:
+        return None
+    model_sha = manifest.files[manifest.classifier.file].sha256
+    if spec.base_model_sha256 != model_sha:
+        raise AdaptationError(
+            f"{MANIFEST_NAME}: adaptation.base_model_sha256 ({spec.base_model_sha256[:12]}…) "
+            f"is not this bundle's {manifest.classifier.file} ({model_sha[:12]}…): the head "
+            "was fitted on another base model's features"
+        )
+    own_spec = preprocessing_sha256(manifest.preprocessing)
+    if spec.base_preprocessing_sha256 != own_spec:
+        raise AdaptationError(
+            f"{MANIFEST_NAME}: adaptation.base_preprocessing_sha256 "
+            f"({spec.base_preprocessing_sha256[:12]}…) is not this bundle's preprocessing "
+            f"({own_spec[:12]}…): the head was fitted on images prepared another way"
+        )
+    head = LinearHead.from_bytes(contents[spec.head_file], label=spec.head_file)
+    channels = manifest.classifier.feature_map.shape[-1]
+    if head.weights.shape != (channels, len(manifest.labels)):
+        raise AdaptationError(
+            f"{spec.head_file}: W has shape {head.weights.shape} but the feature map has "
+            f"{channels} channels and the bundle {len(manifest.labels)} labels"
+        )
+    return head
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A loaded, verified model bundle with its interpreters created once.
@@ -255,6 +298,11 @@ class Bundle:
         """The runtime running the classifier."""
         return self.classifier.runtime
 
+    @property
+    def head(self) -> LinearHead | None:
+        """The site-adapted float head, or None for a base bundle."""
+        return self.classifier.head
+
 
 def load_bundle(
     bundle_dir: str | Path | None = None,
@@ -274,7 +322,8 @@ def load_bundle(
 
     Raises:
         BundleFileMissingError, ManifestError, BundleChecksumError, BundleModelError,
-        TensorMismatchError: see the module docstring. All derive from BundleError.
+        TensorMismatchError, AdaptationError: see the module docstring. All derive
+        from BundleError.
         RuntimeUnavailableError: no TFLite runtime is installed.
     """
     folder = Path(bundle_dir) if bundle_dir is not None else DEFAULT_BUNDLE_DIR
@@ -296,11 +345,12 @@ def load_bundle(
             f"{cls_spec.file}: the model takes {model_size}x{model_size} images but the "
             f"preprocessing spec makes {spec.input_size}x{spec.input_size}"
         )
-    classifier = Classifier(model, cls_spec, manifest.calibration.temperature)
+    head = load_head(manifest, contents)
+    classifier = Classifier(model, cls_spec, manifest.calibration.temperature, head)
     gradcam = create_model(
         contents[cam_spec.file], label=cam_spec.file, runtime=runtime, num_threads=num_threads
     )
-    explainer = Explainer(gradcam, cam_spec)
+    explainer = Explainer(gradcam, cam_spec, head)
     familiarity = None
     if manifest.familiarity is not None:
         name = manifest.familiarity.file

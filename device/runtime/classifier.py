@@ -1,13 +1,19 @@
-"""The int8 classifier: model input -> logits, calibrated probabilities, feature map."""
+"""The int8 classifier: model input -> logits, calibrated probabilities, feature map.
+
+A site-adapted bundle (manifest ``adaptation``) replaces the int8 logits by a float
+head on the same feature map: ``logits = mean_HW(feature map) @ W + b`` (:class:`LinearHead`).
+"""
 
 from __future__ import annotations
 
+import io
 import logging
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
-from device.errors import ImageError, TensorMismatchError
+from device.errors import AdaptationError, ImageError, TensorMismatchError
 from device.runtime.interpreter import TensorInfo, TfliteModel
 from device.runtime.manifest import ClassifierSpec, match_tensor
 
@@ -27,6 +33,71 @@ class ClassifierOutput:
     logits: np.ndarray
     probabilities: np.ndarray
     feature_map: np.ndarray
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """A GAP -> Dense head run in float32: ``logits = mean_HW(A) @ W + b``.
+
+    Attributes:
+        weights: ``W``, float32, shape (C, K): column k holds class k's channel weights.
+        bias: ``b``, float32, shape (K,).
+    """
+
+    weights: np.ndarray
+    bias: np.ndarray
+
+    @property
+    def channels(self) -> int:
+        """C, the feature-map channels the head reads."""
+        return int(self.weights.shape[0])
+
+    @property
+    def n_classes(self) -> int:
+        """K, the classes the head scores."""
+        return int(self.weights.shape[1])
+
+    def logits(self, feature_map: np.ndarray) -> np.ndarray:
+        """Class scores of one (H, W, C) feature map (or pooled (C,) features), float32 (K,)."""
+        pooled = np.asarray(feature_map, dtype=np.float32)
+        if pooled.ndim == 3:
+            pooled = pooled.mean(axis=(0, 1), dtype=np.float32)
+        return (pooled @ self.weights + self.bias).astype(np.float32)
+
+    def to_bytes(self) -> bytes:
+        """The head as ``.npz`` bytes (arrays ``W`` and ``b``, no pickle)."""
+        buffer = io.BytesIO()
+        np.savez(buffer, W=self.weights.astype(np.float32), b=self.bias.astype(np.float32))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, label: str = "head.npz") -> LinearHead:
+        """Read a head written by :meth:`to_bytes`.
+
+        Raises:
+            AdaptationError: not an .npz, arrays missing, of the wrong dtype or shape,
+                or not finite; the message names ``label``.
+        """
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise AdaptationError(f"{label}: not a readable .npz head ({exc})") from exc
+        missing = [name for name in ("W", "b") if name not in arrays]
+        if missing:
+            raise AdaptationError(f"{label}: missing array(s) {missing}; found {sorted(arrays)}")
+        weights, bias = arrays["W"], arrays["b"]
+        if weights.dtype != np.float32 or bias.dtype != np.float32:
+            raise AdaptationError(
+                f"{label}: W and b must be float32, got {weights.dtype} and {bias.dtype}"
+            )
+        if weights.ndim != 2 or bias.shape != (weights.shape[1],):
+            raise AdaptationError(
+                f"{label}: W must be (C, K) and b (K,), got {weights.shape} and {bias.shape}"
+            )
+        if not (np.isfinite(weights).all() and np.isfinite(bias).all()):
+            raise AdaptationError(f"{label}: W or b holds NaN or infinite values")
+        return cls(weights=weights, bias=bias)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -68,15 +139,32 @@ class Classifier:
         model: the interpreter for model.tflite, created once.
         spec: the manifest's classifier section; tensors are checked against it.
         temperature: softmax temperature from the manifest's calibration.
+        head: a site-adapted float head whose logits replace the model's int8 logits
+            (None for a base bundle).
 
     Raises:
         TensorMismatchError: the model's tensors disagree with ``spec``.
+        AdaptationError: ``head`` does not fit the feature map or the logits.
     """
 
-    def __init__(self, model: TfliteModel, spec: ClassifierSpec, temperature: float) -> None:
+    def __init__(
+        self,
+        model: TfliteModel,
+        spec: ClassifierSpec,
+        temperature: float,
+        head: LinearHead | None = None,
+    ) -> None:
         self._model = model
         self.spec = spec
         self.temperature = float(temperature)
+        self.head = head
+        if head is not None:
+            expected = (spec.feature_map.shape[-1], spec.logits.shape[-1])
+            if (head.channels, head.n_classes) != expected:
+                raise AdaptationError(
+                    f"head: W is {head.channels}x{head.n_classes} but the model's feature map "
+                    f"has {expected[0]} channels and {expected[1]} classes"
+                )
         self._input = match_tensor(model, spec.input, "classifier.input", "input")
         self._feature_map = match_tensor(
             model, spec.feature_map, "classifier.feature_map", "output"
@@ -112,7 +200,8 @@ class Classifier:
             model_input: RGB uint8 array of shape (input_size, input_size, 3).
 
         Returns:
-            Logits, temperature-scaled probabilities and the feature map.
+            Logits (the float head's when the bundle is site-adapted),
+            temperature-scaled probabilities and the feature map.
 
         Raises:
             ImageError: the array has the wrong shape or dtype.
@@ -129,9 +218,13 @@ class Classifier:
             {self._input.index: x[np.newaxis]},
             (self._feature_map.index, self._logits.index),
         )
-        logits = self._logits.dequantize(logits_q)[0]
+        feature_map = self._feature_map.dequantize(fm_q)[0]
+        if self.head is None:
+            logits = self._logits.dequantize(logits_q)[0]
+        else:
+            logits = self.head.logits(feature_map)
         return ClassifierOutput(
             logits=logits,
             probabilities=softmax(logits, self.temperature),
-            feature_map=self._feature_map.dequantize(fm_q)[0],
+            feature_map=feature_map,
         )

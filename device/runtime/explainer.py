@@ -6,6 +6,12 @@ converted it into a small model: (feature map, class one-hot) -> (channel
 weights, ReLU'd CAM). Here we run it, normalise the CAM to [0, 1] and upsample
 it smoothly to the image. For display, :func:`overlay` blends a perceptually
 uniform colormap (viridis) over the image.
+
+A site-adapted bundle has a new GAP -> Dense head (:class:`LinearHead`). For such a
+head the gradient of logit c with respect to the feature map is ``W[:, c] / (H*W)``
+at every position, so its Grad-CAM needs no gradient model: the channel weights are
+the adapted column, computed here in numpy. Then the heatmap explains the adapted
+decision, not the base head's.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import cv2
 import numpy as np
 
 from device.errors import ImageError, TensorMismatchError
+from device.runtime.classifier import LinearHead
 from device.runtime.interpreter import TfliteModel
 from device.runtime.manifest import GradcamSpec, match_tensor
 
@@ -103,20 +110,41 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.6) -> np.nd
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
+def head_gradcam(feature_map: np.ndarray, head: LinearHead, class_index: int) -> GradCam:
+    """Grad-CAM of a float GAP -> Dense head, in numpy.
+
+    The channel weights are the mean gradient of logit ``class_index`` over the
+    feature map, ``W[:, c] / (H*W)`` (the convention of ``gradcam.tflite``), and the
+    CAM is ``ReLU(A @ weights)``.
+    """
+    fm = np.asarray(feature_map, dtype=np.float32)
+    height, width = fm.shape[:2]
+    weights = (head.weights[:, class_index] / np.float32(height * width)).astype(np.float32)
+    cam = np.maximum(fm @ weights, 0.0).astype(np.float32)
+    return GradCam(
+        class_index=int(class_index), weights=weights, cam=cam, heatmap=normalize_cam(cam)
+    )
+
+
 class Explainer:
-    """Runs ``gradcam.tflite`` on a dequantized feature map.
+    """Runs ``gradcam.tflite`` on a dequantized feature map, or a site-adapted head in numpy.
 
     Args:
         model: the interpreter for gradcam.tflite, created once.
         spec: the manifest's gradcam section; tensors are checked against it.
+        head: the site-adapted head; when given, its columns are the CAM weights and
+            gradcam.tflite (the base head's gradient) is not run.
 
     Raises:
         TensorMismatchError: the model's tensors disagree with ``spec``.
     """
 
-    def __init__(self, model: TfliteModel, spec: GradcamSpec) -> None:
+    def __init__(
+        self, model: TfliteModel, spec: GradcamSpec, head: LinearHead | None = None
+    ) -> None:
         self._model = model
         self.spec = spec
+        self.head = head
         self._fm = match_tensor(model, spec.feature_map, "gradcam.feature_map", "input")
         self._onehot = match_tensor(model, spec.class_one_hot, "gradcam.class_one_hot", "input")
         self._weights = match_tensor(model, spec.weights, "gradcam.weights", "output")
@@ -147,6 +175,8 @@ class Explainer:
             raise ValueError(f"feature_map must have shape {expected}, got {feature_map.shape}")
         if not 0 <= class_index < self.n_classes:
             raise ValueError(f"class_index must be in 0..{self.n_classes - 1}, got {class_index}")
+        if self.head is not None:
+            return head_gradcam(feature_map, self.head, class_index)
         one_hot = np.zeros((1, self.n_classes), dtype=np.float32)
         one_hot[0, class_index] = 1.0
         weights, cam = self._model.run(

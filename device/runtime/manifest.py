@@ -18,6 +18,10 @@ Layout (schema version 1)::
     calibration      softmax temperature, referral and uncertainty thresholds
     familiarity      optional (newer bundles): the out-of-distribution check,
                      {file, threshold, components, fitted_on, validation_fire_rate}
+    adaptation       optional (site-adapted bundles only, ``skinscan adapt``): the float
+                     head that replaces the int8 logits, {head_file, head_runtime,
+                     base_bundle_id, base_model_sha256, base_preprocessing_sha256, site,
+                     adapted_at, n_cases, cases_per_class, forced}; see AdaptationSpec
     provenance       run id, data and split hashes, backbone, weights source and licence
     metrics          evaluation figures of this bundle (free-form JSON)
     files            file name -> {sha256, size} for every other file in the bundle
@@ -36,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
@@ -63,6 +68,10 @@ DECISION_FIELDS = (
     "calibration",
     "familiarity",
 )
+# Decision fields that exist only on some bundles: sealed when present, left out of the
+# digest when absent, so bundles sealed before the field existed still verify.
+OPTIONAL_DECISION_FIELDS = ("adaptation",)
+HEAD_FILE = "head.npz"
 # Relative tolerance on quantization scales: the float32 stored in the flatbuffer
 # round-trips through JSON as a decimal.
 SCALE_RTOL = 1e-6
@@ -161,6 +170,31 @@ class FamiliaritySpec(_Strict):
     validation_fire_rate: float = Field(ge=0, le=1)
 
 
+class AdaptationSpec(_Strict):
+    """A site-adapted head: ``logits = mean_HW(dequantized feature map) @ W + b`` in float32.
+
+    Written by ``skinscan adapt``; the trunk (model.tflite) is the base bundle's, byte
+    for byte. ``head_file`` holds ``W`` float32 (C, K) and ``b`` float32 (K,).
+    """
+
+    head_file: FileName = HEAD_FILE
+    head_runtime: Literal["float32"] = "float32"
+    base_bundle_id: str = Field(min_length=1, max_length=64)
+    base_model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    base_preprocessing_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    site: str = Field(min_length=1, max_length=64)
+    adapted_at: str = Field(min_length=1)
+    n_cases: int = Field(ge=0)
+    cases_per_class: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    forced: bool = False
+
+
+def preprocessing_sha256(preprocessing: Mapping[str, Any]) -> str:
+    """sha256 of a preprocessing dict as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(preprocessing, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 class Provenance(_Strict):
     """Where the model came from."""
 
@@ -198,6 +232,7 @@ class Manifest(_Strict):
     metrics: dict[str, JsonValue] = Field(default_factory=dict)
     files: dict[FileName, FileEntry]
     familiarity: FamiliaritySpec | None = None
+    adaptation: AdaptationSpec | None = None
     decision_sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")
 
     @model_validator(mode="after")
@@ -228,6 +263,10 @@ class Manifest(_Strict):
         for role, spec in roles:
             if spec.file not in self.files:
                 raise ValueError(f"{role}.file {spec.file!r} has no entry in files")
+        if self.adaptation is not None and self.adaptation.head_file not in self.files:
+            raise ValueError(
+                f"adaptation.head_file {self.adaptation.head_file!r} has no entry in files"
+            )
         if MANIFEST_NAME in self.files:
             raise ValueError("files must not list manifest.json itself")
         return self
@@ -237,9 +276,20 @@ class Manifest(_Strict):
         """Class codes in model output order."""
         return tuple(label.code for label in self.labels)
 
+    @property
+    def adaptation_label(self) -> str | None:
+        """``"adapted for <site>, <date>"`` for a site-adapted bundle; None for a base bundle."""
+        if self.adaptation is None:
+            return None
+        return f"adapted for {self.adaptation.site}, {self.adaptation.adapted_at[:10]}"
+
     def decision_digest(self) -> str:
-        """sha256 of the decision fields, as canonical JSON (sorted keys, no spaces)."""
-        fields = self.model_dump(mode="json", include=set(DECISION_FIELDS))
+        """sha256 of the decision fields, as canonical JSON (sorted keys, no spaces).
+
+        An optional decision field (``adaptation``) is part of the digest only when present.
+        """
+        present = {name for name in OPTIONAL_DECISION_FIELDS if getattr(self, name) is not None}
+        fields = self.model_dump(mode="json", include=set(DECISION_FIELDS) | present)
         text = json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -253,8 +303,12 @@ class Manifest(_Strict):
         return self.decision_sha256 == self.decision_digest()
 
     def to_json(self) -> str:
-        """Serialise for writing to ``manifest.json`` (stable key order, 2-space indent)."""
-        return self.model_dump_json(indent=2) + "\n"
+        """Serialise for writing to ``manifest.json`` (stable key order, 2-space indent).
+
+        A base bundle's manifest has no ``adaptation`` key at all (not ``null``).
+        """
+        exclude = {"adaptation"} if self.adaptation is None else None
+        return self.model_dump_json(indent=2, exclude=exclude) + "\n"
 
 
 def match_tensor(
