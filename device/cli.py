@@ -36,6 +36,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "device.records.cli",
         "scan records: list, export, verify, repair, ack, archive; clinic: open, keygen",
     ),
+    "bundle": (
+        "device.bundles.cli",
+        "signed model bundles: keygen, sign, verify; on the scanner: install, rollback, status",
+    ),
     "serve": ("clinic.cli", "the clinic web app: import exports, review, analyse"),
 }
 

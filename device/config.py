@@ -60,6 +60,7 @@ SHAPE_HINTS = {
     "camera.still_size": "needs two whole numbers [width, height], e.g. [1024, 768]",
     "display.size": "needs two whole numbers [width, height], e.g. [800, 480]",
     "system.shutdown_command": 'needs a list of strings, e.g. ["systemctl", "poweroff"]',
+    "model.trusted_keys": 'needs a list of paths, e.g. ["/etc/skinscan/bundle-keys"]',
 }
 
 
@@ -75,13 +76,27 @@ def _check_size(value: Size, low: int, high: int) -> Size:
 
 
 class ModelConfig(_Section):
-    """Which model bundle to load.
+    """Which model bundle to load, and which signed bundles may be installed.
 
     Attributes:
-        bundle: bundle folder; empty means the shipped ``device/models/default``.
+        bundle: bundle folder; empty means the shipped ``device/models/default``. A
+            bundle installed from USB (``skinscan bundle install``) runs in its place.
+        trusted_keys: bundle signing public keys (``signing.pub``) this scanner trusts,
+            or folders whose ``*.pub`` files it trusts; a folder that does not exist
+            holds none. Never an export key (``clinic.pub``).
+        store_dir: where installed bundles are kept; empty means ``DATA_DIR/bundles``.
     """
 
     bundle: StrictStr = ""
+    trusted_keys: tuple[StrictStr, ...] = ("/etc/skinscan/bundle-keys",)
+    store_dir: StrictStr = ""
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _trusted_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not entry.strip() for entry in value):
+            raise ValueError("each entry must name a .pub file or a folder, not be empty")
+        return value
 
 
 class CameraConfig(_Section):

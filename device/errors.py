@@ -74,3 +74,31 @@ class BundleModelError(BundleError):
 
 class AdaptationError(BundleError):
     """A site-adapted bundle's head does not fit it: wrong shape, another trunk or spec."""
+
+
+class SigningKeyError(SkinScanError, ValueError):
+    """A bundle signing key file is missing, malformed, or of the wrong kind (e.g. an export key)."""
+
+
+class BundleSignatureError(BundleError):
+    """A bundle's ``manifest.sig`` is malformed or does not verify: altered after signing."""
+
+
+class BundleUnsignedError(BundleSignatureError):
+    """A bundle has no ``manifest.sig``: it was never signed, so a scanner will not install it."""
+
+
+class BundleUntrustedKeyError(BundleSignatureError):
+    """A bundle is signed by a key this scanner was not provisioned to trust (or it trusts none)."""
+
+
+class BundleBaseMismatchError(AdaptationError):
+    """An adapted bundle's manifest names a base trunk other than the model it carries or knows."""
+
+
+class BundlePreprocessingError(ManifestError):
+    """A bundle needs a preprocessing spec this software does not run, or not its base's spec."""
+
+
+class BundleStoreError(BundleError):
+    """The scanner's bundle store cannot install or roll back (nothing to roll back, busy...)."""

@@ -58,6 +58,9 @@ from device.runtime.manifest import MANIFEST_NAME, Manifest, preprocessing_sha25
 log = logging.getLogger(__name__)
 
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
+# A signed bundle's detached signature over manifest.json (device.bundles.signing); it
+# cannot be listed in the manifest it signs.
+SIGNATURE_NAME = "manifest.sig"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -218,7 +221,7 @@ def verify_files(bundle_dir: str | Path, manifest: Manifest) -> dict[str, bytes]
                 "the file is corrupt or was modified"
             )
         contents[name] = data
-    listed = set(manifest.files) | {MANIFEST_NAME}
+    listed = set(manifest.files) | {MANIFEST_NAME, SIGNATURE_NAME}
     for extra in sorted(p.name for p in folder.iterdir() if p.is_file()):
         if extra not in listed and not extra.startswith("."):
             log.warning("bundle %s: %s is not listed in the manifest; ignored", folder, extra)
