@@ -443,3 +443,83 @@ def test_every_records_action_and_option_has_help():
             if action.help == argparse.SUPPRESS:
                 continue
             assert action.help, f"records {name} {action.option_strings or action.dest}"
+
+
+# --------------------------------------------------------------------------- a damaged part
+
+
+def _flip_byte(path: Path, at: int = -1) -> None:
+    blob = bytearray(path.read_bytes())
+    blob[at] ^= 0x01
+    path.write_bytes(bytes(blob))
+
+
+def test_a_damaged_heatmap_costs_only_the_heatmap(tmp_path, keys, capsys):
+    """One changed byte in a heatmap file: the scan is exported with its photo and result,
+    the damage is named in the export and by `records list`, which used to blame the
+    patient reference."""
+    from device.records.export import load_private_key, open_export
+
+    data = tmp_path / "data"
+    victim = make_record(7, size=40, patient_ref="SKS-000142-7F3Q", body_site="back")
+    with SqliteScanStore(data, min_free_bytes=0) as store:
+        store.save(make_record(6, size=40))
+        store.save(victim)
+    _flip_byte(data / IMAGES_DIR / f"{victim.scan_id}.heatmap")
+
+    assert main(["records", "list", "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if victim.scan_id[:8] in ln)
+    assert "patient SKS-000142-7F3Q" in line and "reference unreadable" not in line
+    assert "DAMAGED the heatmap only" in line and "was altered" in line
+    assert "1 damaged" in out
+
+    usb = tmp_path / "usb"
+    args = ["records", "export", "--data-dir", str(data), "--to", str(usb)]
+    assert main([*args, "--clinic-key", str(keys[1])]) == 0
+    out = capsys.readouterr()
+    assert "exported 2 record(s)" in out.out
+    assert f"DAMAGED {victim.scan_id}: exported without its heatmap" in out.err
+
+    opened = open_export(usb, load_private_key(keys[0]))
+    back = {r.scan_id: r for r in opened.records}[victim.scan_id]
+    assert (back.image == victim.image).all()  # the photo, intact
+    assert back.probabilities == victim.probabilities and back.risk_tier == victim.risk_tier
+    assert back.patient_ref == "SKS-000142-7F3Q"
+    assert back.heatmap is None and "heatmap file was altered" in back.damaged["heatmap"]
+    other = next(r for r in opened.records if r.scan_id != victim.scan_id)
+    assert other.heatmap is not None and not other.damaged
+
+    assert main(["records", "open", str(usb), "--clinic-key", str(keys[0])]) == 0
+    assert "DAMAGED heatmap" in capsys.readouterr().out
+
+    with SqliteScanStore(data) as store:
+        assert store.damage_of(victim.scan_id).keys() == {"heatmap"}
+        assert store.damage_of(other.scan_id) == {}
+        shown = {r.scan_id: r for r in store.history()}  # the device's History keeps it
+        assert shown[victim.scan_id].heatmap is None and "heatmap" in shown[victim.scan_id].damaged
+        assert not store.damaged
+        with pytest.raises(StorageError):
+            store.get(victim.scan_id)  # a plain read still refuses the damaged record
+        report = store.verify()
+        assert [sid for sid, _ in report.problems] == [victim.scan_id]
+
+
+def test_a_damaged_photo_or_row_is_named_as_such(tmp_path, capsys):
+    data = tmp_path / "data"
+    photo, row = make_record(8, size=40), make_record(9, size=40, bundle_id="bundle-ROW-victim")
+    with SqliteScanStore(data, min_free_bytes=0) as store:
+        store.save(photo)
+        store.save(row)
+    _flip_byte(data / IMAGES_DIR / f"{photo.scan_id}.image")
+    conn = sqlite3.connect(data / DB_NAME)
+    conn.execute("DROP TRIGGER scans_no_update")
+    conn.execute("UPDATE scans SET label = 'mel' WHERE bundle_id = 'bundle-ROW-victim'")
+    conn.commit()
+    conn.close()
+    with SqliteScanStore(data) as store:
+        assert store.damage_of(photo.scan_id).keys() == {"photo"}
+        assert store.damage_of(row.scan_id).keys() == {"record"}
+    assert main(["records", "list", "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "DAMAGED the photo" in out and "DAMAGED the record itself" in out

@@ -39,6 +39,16 @@ class ScanRecord:
         operator: optional operator id.
         body_site: optional body site, e.g. "back".
         corrects: scan_id of an earlier record this one corrects (audit trail).
+        extra: text -> text notes (referral threshold, flags, when a patient was assigned).
+        body_side: "left" or "right" for a paired body site, else None.
+        lesion: which lesion of the site: "1".."9" or a short name (see
+            :data:`LESION_NAMES`); with the patient, site and side it is the lesion's key.
+        mm_per_px: the saved photo's scale, millimetres per photo pixel (from the
+            camera's configured field width), or None when the device had none.
+        bundle_label: how the bundle that made the scan described itself when it was
+            made, e.g. "adapted for clinic-north, 2026-12-07"; None for a base bundle.
+        damaged: part -> problem, for a record read back with a damaged part left out
+            (only "heatmap" can be left out: a record is never read without its photo).
     """
 
     scan_id: str
@@ -59,6 +69,33 @@ class ScanRecord:
     body_site: str | None = None
     corrects: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    body_side: str | None = None
+    lesion: str | None = None
+    mm_per_px: float | None = None
+    bundle_label: str | None = None
+    damaged: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def lesion_key(self) -> tuple[str | None, str | None, str | None, str | None]:
+        """(patient reference, body site, side, lesion): two scans show the same lesion
+        only when these are equal and the patient, site and lesion are all set."""
+        return (self.patient_ref, self.body_site, self.body_side, self.lesion)
+
+
+BODY_SIDES = ("left", "right")
+# Lesion labels within one site: a number, or one of these short names (the buttons
+# choose from a list; nothing is typed on the device).
+LESION_NUMBERS = tuple(str(n) for n in range(1, 10))
+LESION_NAMES = ("largest", "upper", "lower", "inner", "outer", "new")
+LESION_LABELS = LESION_NUMBERS + LESION_NAMES
+
+
+def lesion_text(body_site: str | None, body_side: str | None, lesion: str | None) -> str:
+    """A lesion as people read it: "left forearm, lesion 2", "face", or "" when no site."""
+    if not body_site:
+        return ""
+    site = f"{body_side} {body_site}" if body_side else body_site
+    return f"{site}, lesion {lesion}" if lesion else site
 
 
 @runtime_checkable

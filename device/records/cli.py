@@ -6,6 +6,7 @@ On the device::
     skinscan records export --to /media/usb [--since DATE] [--clinic-key clinic.pub]
     skinscan records verify                 # changes nothing; non-zero on any damage
     skinscan records repair                 # moves a damaged database aside, deletes nothing
+    skinscan records assign SCAN --patient REF  # a patient for a scan saved without one
     skinscan records ack RECEIPT            # the clinic's receipt for an export
     skinscan records archive --to /media/usb  # frees space: acknowledged scans leave the device
 
@@ -26,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from device.errors import StorageError
+from device.records.api import lesion_text
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="move a damaged database aside to corrupt-<time>/ (nothing is deleted) and start "
         "a new one; also removes leftovers of saves cut short",
     )
+
+    p = actions.add_parser(
+        "assign",
+        parents=[where],
+        help="give a patient to a scan saved without one (saves a correction; the original "
+        "stays as the audit trail)",
+    )
+    p.add_argument("scan", metavar="SCAN", help="the scan id, or its first 8 or more characters")
+    p.add_argument("--patient", required=True, metavar="REF", help="the patient's card reference")
 
     p = actions.add_parser(
         "ack",
@@ -159,24 +170,47 @@ def _list(args: argparse.Namespace) -> int:
         print(
             f"{'time (UTC)':<20} {'scan':<8} {'label':<6} {'tier':<9} {'P(mal)':>6}  site / notes"
         )
+        damaged = 0
         for r in rows:
-            notes = [r.body_site or "-"]
-            if r.has_patient_ref:
+            notes = [lesion_text(r.body_site, r.body_side, r.lesion) or "-"]
+            problems = store.damage_of(r.scan_id)
+            if r.has_patient_ref and "record" not in problems:
                 notes.append(f"patient {_patient_ref(store, r.scan_id)}")
             if r.corrects:
                 notes.append(f"corrects {r.corrects[:8]}")
+            notes.append(
+                f"bundle {r.bundle_id}" + (f" ({r.bundle_label})" if r.bundle_label else "")
+            )
+            if problems:
+                damaged += 1
+                notes.append(
+                    "DAMAGED " + "; ".join(_damage_note(p, m) for p, m in problems.items())
+                )
             print(
                 f"{r.created_at[:19]:<20} {r.scan_id[:8]:<8} {r.label:<6} {r.risk_tier:<9} "
                 f"{r.p_malignant:>6.2f}  {', '.join(notes)}"
             )
         print(f"{len(rows)} record(s) in {store.data_dir}")
+        if damaged:
+            print(f"{damaged} damaged: run `skinscan records verify` for details")
     return 0
 
 
+def _damage_note(part: str, problem: str) -> str:
+    """One damaged part as `records list` names it: what it costs, and the problem."""
+    cost = {
+        "record": "the record itself (its fields or patient reference); it cannot be exported",
+        "photo": "the photo; the scan cannot be exported",
+        "heatmap": "the heatmap only; photo and result are exported without it",
+    }.get(part, part)
+    detail = problem.split(": ", 1)[-1]
+    return f"{cost} ({detail})"
+
+
 def _patient_ref(store, scan_id: str) -> str:
-    """A record's patient reference, decrypted (an opaque card reference, never a name)."""
+    """A record's patient reference, decrypted from its row alone (never a name)."""
     try:
-        return store.get(scan_id).patient_ref or "?"
+        return store.patient_ref_of(scan_id) or "?"
     except (KeyError, StorageError) as exc:
         return f"reference unreadable ({exc})"
 
@@ -195,26 +229,18 @@ def _public_key(args: argparse.Namespace, data_dir: Path) -> tuple[Path, bytes]:
         ) from None
 
 
-def _readable(store, since, skipped: dict[str, str]):  # -> Iterator[ScanRecord]
-    """Every record that reads back; the others are reported and skipped."""
-    for summary in store.summaries(since=since):
-        try:
-            yield store.get(summary.scan_id)
-        except StorageError as exc:  # TamperError is one
-            skipped[summary.scan_id] = str(exc)
-            print(f"SKIPPED {summary.scan_id}: {exc}", file=sys.stderr)
-
-
 def _export(args: argparse.Namespace) -> int:
     from device.records.archive import new_proof
     from device.records.export import export_records
+    from device.records.queries import iter_exportable
 
     with _open_store(args) as store:
         key_path, public_key = _public_key(args, store.data_dir)
         proof, proof_sha = new_proof()
         skipped: dict[str, str] = {}
+        salvaged: dict[str, str] = {}
         result = export_records(
-            _readable(store, args.since, skipped),
+            iter_exportable(store, args.since, skipped, salvaged),
             args.to,
             public_key,
             device_id=store.device_id,
@@ -224,12 +250,21 @@ def _export(args: argparse.Namespace) -> int:
             names = ", ".join(f.name for f in result.files)
             if not store.record_export(names, result.scan_ids, result.export_id, proof_sha):
                 print("warning: the export could not be logged on the device", file=sys.stderr)
+    for sid, problem in skipped.items():
+        print(f"SKIPPED {sid}: {problem}", file=sys.stderr)
+    for sid, problem in salvaged.items():
+        print(f"DAMAGED {sid}: exported without its heatmap ({problem})", file=sys.stderr)
     for path in result.files:
         print(path)
     if result.files:
         print(f"exported {len(result.scan_ids)} record(s), sealed to {key_path}")
     else:
         print("nothing to export")
+    if salvaged:
+        print(
+            f"{len(salvaged)} record(s) exported without their damaged heatmap (listed above); "
+            "photo and result are intact, and the export names the damage"
+        )
     if skipped:
         print(
             f"SKIPPED {len(skipped)} damaged record(s) (listed above); run `skinscan records "
@@ -279,6 +314,25 @@ def _repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _assign(args: argparse.Namespace) -> int:
+    from device.records.assign import assign_patient
+
+    with _open_store(args) as store:
+        prefix = args.scan.strip().lower()
+        if len(prefix) < 8:
+            raise StorageError("give at least the first 8 characters of the scan id")
+        found = [s.scan_id for s in store.summaries() if s.scan_id.startswith(prefix)]
+        if len(found) != 1:
+            what = "no scan" if not found else f"{len(found)} scans"
+            raise StorageError(f"{what} with an id starting {prefix!r}")
+        correction = assign_patient(store, found[0], args.patient)
+    print(
+        f"scan {found[0][:8]} now belongs to patient {correction.patient_ref}: saved as "
+        f"correction {correction.scan_id[:8]} (the original stays as the audit trail)"
+    )
+    return 0
+
+
 def _ack(args: argparse.Namespace) -> int:
     from device.records.archive import acknowledge
 
@@ -319,9 +373,11 @@ def _open(args: argparse.Namespace) -> int:
         f"{opened.parts} part(s)"
     )
     for r in opened.records:
+        site = lesion_text(r.body_site, r.body_side, r.lesion) or "-"
+        damage = "".join(f"  DAMAGED {part}: {why}" for part, why in r.damaged.items())
         print(
             f"{r.created_at[:19]:<20} {r.scan_id[:8]} {r.patient_ref or '-':<16} "
-            f"{r.body_site or '-':<14} {r.label:<6} {r.risk_tier:<9} P(mal)={r.p_malignant:.2f}"
+            f"{site:<14} {r.label:<6} {r.risk_tier:<9} P(mal)={r.p_malignant:.2f}{damage}"
         )
     print(f"{len(opened.records)} record(s)")
     if args.out:
@@ -350,6 +406,7 @@ def main(args: argparse.Namespace) -> int:
         "export": _export,
         "verify": _verify,
         "repair": _repair,
+        "assign": _assign,
         "ack": _ack,
         "archive": _archive,
         "open": _open,

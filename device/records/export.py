@@ -43,7 +43,10 @@ from device.records.crypto import fsync_dir
 log = logging.getLogger(__name__)
 
 MAGIC = b"SKINSCAN-EXPORT-1\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 2 adds each record's lesion key (body_side, lesion), scale (mm_per_px),
+# bundle_label and damaged (part -> problem, for a part left out as damaged).
+READABLE_FORMATS = (1, 2)
 PUBLIC_LABEL = "skinscan-clinic-public-v1"
 PRIVATE_LABEL = "skinscan-clinic-private-v1"
 DEFAULT_MAX_PART_BYTES = 32 * 1024 * 1024
@@ -199,6 +202,11 @@ def _fields(record: ScanRecord) -> dict[str, Any]:
         "body_site": record.body_site,
         "corrects": record.corrects,
         "extra": dict(record.extra),
+        "body_side": record.body_side,
+        "lesion": record.lesion,
+        "mm_per_px": None if record.mm_per_px is None else float(record.mm_per_px),
+        "bundle_label": record.bundle_label,
+        "damaged": dict(record.damaged),
         "image": f"images/{record.scan_id}.png",
         "heatmap": None if record.heatmap is None else f"heatmaps/{record.scan_id}.png",
     }
@@ -258,7 +266,9 @@ def export_records(
 ) -> ExportResult:
     """Seal ``records`` to the clinic's public key and write them under ``to_dir``.
 
-    Records are packed into parts of at most about ``max_part_bytes`` of
+    A record read with a damaged heatmap left out (``record.damaged``) is exported
+    with its photo and result, and the damage is named in the manifest, so the clinic
+    sees it. Records are packed into parts of at most about ``max_part_bytes`` of
     plaintext each, so a large export never needs much memory. Each part is
     written atomically (temporary name, fsync, rename).
 
@@ -378,7 +388,7 @@ def open_export(path: str | os.PathLike[str], clinic_private_key: bytes) -> Open
             ) from None
         with zipfile.ZipFile(io.BytesIO(payload)) as archive:
             manifest = json.loads(archive.read("manifest.json"))
-            if manifest.get("format") != FORMAT_VERSION:
+            if manifest.get("format") not in READABLE_FORMATS:
                 raise StorageError(f"{file.name}: unknown export format {manifest.get('format')}")
             if opened is None:
                 opened = OpenedExport(

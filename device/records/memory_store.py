@@ -64,8 +64,8 @@ class MemoryScanStore(ClosesOnExit):
             self._records[record.scan_id] = frozen_copy(record)
         return record.scan_id
 
-    def get(self, scan_id: str) -> ScanRecord:
-        """Return a record by id. Raises KeyError when absent."""
+    def get(self, scan_id: str, *, salvage: bool = False) -> ScanRecord:
+        """Return a record by id (nothing in memory is ever damaged). Raises KeyError."""
         with self._lock:
             self._check_open()
             return self._records[scan_id]
@@ -111,6 +111,10 @@ class MemoryScanStore(ClosesOnExit):
                 has_patient_ref=r.patient_ref is not None,
                 corrects=r.corrects,
                 bundle_id=r.bundle_id,
+                body_side=r.body_side,
+                lesion=r.lesion,
+                bundle_label=r.bundle_label,
+                mm_per_px=r.mm_per_px,
             )
             for r in records
         ]
@@ -150,4 +154,5 @@ def frozen_copy(record: ScanRecord) -> ScanRecord:
         probabilities=dict(record.probabilities),
         quality=dict(record.quality),
         extra=dict(record.extra),
+        damaged=dict(record.damaged),
     )

@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from device.errors import StorageError
 from device.records.api import ScanRecord
 from device.records.qr import validate_patient_ref
-from device.records.schema import RecordSummary
+from device.records.schema import RecordSummary, cell
 
 
 class SummaryStore(Protocol):
@@ -70,6 +71,10 @@ def summary_of_row(r: sqlite3.Row) -> RecordSummary:
         has_patient_ref=r["patient_ref_index"] is not None,
         corrects=r["corrects"],
         bundle_id=r["bundle_id"],
+        body_side=cell(r, "body_side"),
+        lesion=cell(r, "lesion"),
+        bundle_label=cell(r, "bundle_label"),
+        mm_per_px=cell(r, "mm_per_px"),
     )
 
 
@@ -77,3 +82,27 @@ def iter_records(store: SummaryStore, since: datetime | None = None) -> Iterator
     """Yield every record (oldest first), decrypted, one at a time."""
     for summary in store.summaries(since=since):
         yield store.get(summary.scan_id)
+
+
+def iter_exportable(
+    store: Any,
+    since: datetime | None,
+    skipped: dict[str, str],
+    salvaged: dict[str, str] | None = None,
+) -> Iterator[ScanRecord]:
+    """Every record that can leave the device, oldest first, for an export.
+
+    A record whose heatmap alone is damaged is yielded without it (photo and result
+    intact, the problem in ``record.damaged`` and in ``salvaged``); a record that
+    cannot be read at all (its row altered, its photo damaged) is left out and listed
+    in ``skipped`` (scan id -> problem). Nothing is raised for one bad record.
+    """
+    for summary in store.summaries(since=since):
+        try:
+            record = store.get(summary.scan_id, salvage=True)
+        except StorageError as exc:  # TamperError is one
+            skipped[summary.scan_id] = str(exc)
+            continue
+        if record.damaged and salvaged is not None:
+            salvaged[record.scan_id] = "; ".join(f"{k}: {v}" for k, v in record.damaged.items())
+        yield record

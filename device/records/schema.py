@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+BASE_SCHEMA_VERSION = 1  # what SCHEMA creates; MIGRATIONS bring it up to SCHEMA_VERSION
 TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table'"
 
 SCHEMA = (
@@ -86,6 +87,22 @@ RECEIPT_SCHEMA = (
     ),
 )
 
+# Schema version -> the statements that bring the version before it up to it, run in one
+# transaction by every writable open (old rows keep seal_format 1: their seals stay valid).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        # The lesion's key within a patient: side of a paired site and a label within it;
+        # the photo's scale; how the bundle described itself; parts found damaged on import.
+        "ALTER TABLE scans ADD COLUMN body_side TEXT",
+        "ALTER TABLE scans ADD COLUMN lesion TEXT",
+        "ALTER TABLE scans ADD COLUMN mm_per_px REAL",
+        "ALTER TABLE scans ADD COLUMN bundle_label TEXT",
+        "ALTER TABLE scans ADD COLUMN damaged TEXT",
+        "ALTER TABLE scans ADD COLUMN seal_format INTEGER NOT NULL DEFAULT 1",
+    ),
+}
+SEAL_FORMAT = 2  # rows saved now; a row's seal_format says which columns its seal covers
+
 # Every column a row's seal authenticates, in a fixed order.
 SEALED_COLUMNS = (
     "scan_id",
@@ -110,6 +127,8 @@ SEALED_COLUMNS = (
     "heatmap_file",
     "heatmap_sha256",
 )
+# Added by schema 2; sealed (after the columns above) in rows of seal_format 2.
+SEALED_COLUMNS_V2 = ("body_side", "lesion", "mm_per_px", "bundle_label", "damaged")
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,10 @@ class RecordSummary:
         has_patient_ref: whether an (encrypted) patient reference is attached.
         corrects: scan id this record corrects, if any.
         bundle_id: model bundle that produced it.
+        body_side: "left"/"right" of a paired site, if given.
+        lesion: the lesion's label within its site, if given.
+        bundle_label: e.g. "adapted for clinic-north, 2026-12-07", for an adapted bundle.
+        mm_per_px: the photo's scale, if the device knew it.
     """
 
     scan_id: str
@@ -139,6 +162,10 @@ class RecordSummary:
     has_patient_ref: bool
     corrects: str | None
     bundle_id: str
+    body_side: str | None = None
+    lesion: str | None = None
+    bundle_label: str | None = None
+    mm_per_px: float | None = None
 
 
 @dataclass
@@ -182,8 +209,25 @@ def to_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def canonical(values: Mapping[str, Any]) -> bytes:
-    """The sealed columns of a row in their fixed order: what a row's seal authenticates."""
-    return json.dumps(
-        [values[name] for name in SEALED_COLUMNS], separators=(",", ":"), allow_nan=False
-    ).encode()
+def sealed_columns(seal_format: int) -> tuple[str, ...]:
+    """The columns a row of ``seal_format`` seals, in order."""
+    return SEALED_COLUMNS + (SEALED_COLUMNS_V2 if seal_format >= 2 else ())
+
+
+def canonical(values: Mapping[str, Any], seal_format: int = 1) -> bytes:
+    """The sealed columns of a row in their fixed order: what a row's seal authenticates.
+
+    A row of seal_format 1 (saved before schema 2) seals the schema-1 columns; a row of
+    format 2 also seals the schema-2 ones, and its format is part of what is sealed (so
+    changing the format of a row breaks its seal).
+    """
+    names = sealed_columns(seal_format)
+    cells: list[Any] = [values.get(name) for name in names]
+    if seal_format >= 2:
+        cells.append(seal_format)
+    return json.dumps(cells, separators=(",", ":"), allow_nan=False).encode()
+
+
+def cell(row: Any, name: str) -> Any:
+    """``row[name]``, or None for a column a schema-1 database (read-only) does not have."""
+    return row[name] if name in row.keys() else None  # noqa: SIM118 (Row "in" tests values)

@@ -44,6 +44,8 @@ from device.records.damage import (
 from device.records.durable import TMP_PREFIX, is_disk_full, is_read_only
 from device.records.paths import DB_NAME, IMAGES_DIR, resolve_key_file
 from device.records.schema import (
+    BASE_SCHEMA_VERSION,
+    MIGRATIONS,
     RECEIPT_SCHEMA,
     SCHEMA,
     SCHEMA_VERSION,
@@ -132,8 +134,10 @@ class SqliteStoreBase:
                 f"{meta['schema_version']}); update the software"
             )
         self.device_id = device_id or meta["device_id"]
+        self.schema_version = int(meta.get("schema_version", str(BASE_SCHEMA_VERSION)))
         if self.writable:
             self._add_receipt_tables()
+            self._migrate()
         if self.writable and self._exclusive and self.recover:
             self.swept = self._sweep()
         if self._exclusive:
@@ -362,7 +366,7 @@ class SqliteStoreBase:
     def _initialise(self, device_id: str | None) -> None:
         conn = self._db()
         values = {
-            "schema_version": str(SCHEMA_VERSION),
+            "schema_version": str(BASE_SCHEMA_VERSION),  # _migrate brings it up to date
             "key_check": self._cipher.key_check,
             "device_id": device_id or str(uuid.uuid4()),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -384,6 +388,40 @@ class SqliteStoreBase:
             raise StorageError(f"cannot create the scan database: {exc}") from exc
         fsync_dir(self.data_dir)
         log.info("started a new scan database at %s", self.db_path)
+
+    def _migrate(self) -> None:
+        """Bring the database up to :data:`SCHEMA_VERSION`, one version per transaction.
+
+        Each step re-reads the version inside its transaction, so two processes opening
+        the same old database migrate it once. A full disk leaves the database as it is
+        (readable; saving fails anyway until space is freed).
+        """
+        conn = self._db()
+        while self.schema_version < SCHEMA_VERSION:
+            target = self.schema_version + 1
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                current = int(row[0]) if row else BASE_SCHEMA_VERSION
+                if current < target:
+                    for statement in MIGRATIONS[target]:
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                        (str(target),),
+                    )
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if not (is_disk_full(exc) or is_io_error(exc)):
+                    raise StorageError(
+                        f"cannot update {self.db_path} to schema {target}: {exc}"
+                    ) from exc
+                log.warning("no space to update %s to schema %d", self.db_path, target)
+                return
+            self.schema_version = max(current, target)
+            log.info("scan database %s is at schema %d", self.db_path, self.schema_version)
 
     def _add_receipt_tables(self) -> None:
         """Create the tables added after schema 1 (receipts, acks, archives) when missing."""

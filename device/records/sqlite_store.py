@@ -20,10 +20,12 @@ from device.records.crypto import fsync_dir
 from device.records.durable import TMP_PREFIX, is_disk_full, sha256_hex, write_durable
 from device.records.queries import summary_of_row, where_clause
 from device.records.schema import (
-    SEALED_COLUMNS,
+    SEAL_FORMAT,
     RecordSummary,
     VerifyReport,
     canonical,
+    cell,
+    sealed_columns,
     to_json,
 )
 from device.records.space import (
@@ -102,9 +104,17 @@ class SqliteScanStore(SqliteStoreBase, ClosesOnExit):
         heat_blob = None
         if record.heatmap is not None:
             heat_blob = self._cipher.encrypt(encode_png(record.heatmap), sid, "heatmap")
+        if self.schema_version < 2:
+            raise StorageError(
+                f"cannot save: the scan database {self.db_path} is not updated to schema 2 "
+                "(was the disk full at start?); free space and start again"
+            )
         row = self._row(record, patient_ref, image_blob, heat_blob)
         seal = self._cipher.encrypt(
-            json.dumps({"patient_ref": patient_ref}).encode(), sid, "record", canonical(row)
+            json.dumps({"patient_ref": patient_ref}).encode(),
+            sid,
+            "record",
+            canonical(row, SEAL_FORMAT),
         )
         files = [(row["image_file"], image_blob)]
         if heat_blob is not None:
@@ -170,6 +180,12 @@ class SqliteScanStore(SqliteStoreBase, ClosesOnExit):
             "image_sha256": sha256_hex(image_blob),
             "heatmap_file": None if heat_blob is None else f"{sid}.heatmap",
             "heatmap_sha256": None if heat_blob is None else sha256_hex(heat_blob),
+            "body_side": record.body_side,
+            "lesion": record.lesion,
+            "mm_per_px": None if record.mm_per_px is None else float(record.mm_per_px),
+            "bundle_label": record.bundle_label,
+            "damaged": to_json(dict(record.damaged)) if record.damaged else None,
+            "seal_format": SEAL_FORMAT,
         }
 
     @staticmethod
@@ -268,19 +284,62 @@ class SqliteScanStore(SqliteStoreBase, ClosesOnExit):
 
     # ----------------------------------------------------------------- reading
 
-    def get(self, scan_id: str) -> ScanRecord:
+    def get(self, scan_id: str, *, salvage: bool = False) -> ScanRecord:
         """Load and decrypt one record.
+
+        Args:
+            scan_id: the record's id.
+            salvage: when only the heatmap is damaged (altered, missing, unreadable),
+                return the record without it, the problem named in ``record.damaged``,
+                instead of raising: the photo and the result are intact and still count.
 
         Raises:
             KeyError: no such record.
             TamperError: the record or one of its files was altered, or the key is wrong.
             StorageError: a file is missing or unreadable.
         """
+        return self._load(self._row_of(scan_id), salvage=salvage)
+
+    def _row_of(self, scan_id: str) -> sqlite3.Row:
         with self._lock:
             row = self._db().execute("SELECT * FROM scans WHERE scan_id = ?", (scan_id,)).fetchone()
         if row is None:
             raise KeyError(scan_id)
-        return self._load(row)
+        return row
+
+    def patient_ref_of(self, scan_id: str) -> str | None:
+        """A record's patient reference, decrypted from its row alone (no image is read).
+
+        Raises:
+            KeyError: no such record.
+            TamperError: the row was altered (its seal fails), or the key is wrong.
+        """
+        return self._open_seal(self._row_of(scan_id))["patient_ref"]
+
+    def damage_of(self, scan_id: str) -> dict[str, str]:
+        """Which parts of a record are damaged: part ("record", "photo", "heatmap") -> problem.
+
+        Checks the row's seal and each file's presence and SHA-256 (which the seal
+        covers); decodes nothing. Empty when the record is sound.
+
+        Raises:
+            KeyError: no such record.
+        """
+        row = self._row_of(scan_id)
+        found: dict[str, str] = {}
+        try:
+            self._open_seal(row)
+        except (StorageError, ValueError, KeyError) as exc:
+            found["record"] = str(exc)
+        parts = [("photo", "image_file", "image_sha256", "image")]
+        if row["heatmap_file"] is not None:
+            parts.append(("heatmap", "heatmap_file", "heatmap_sha256", "heatmap"))
+        for part, name_col, digest_col, purpose in parts:
+            try:
+                self._read_blob(row[name_col], row[digest_col], row["scan_id"], purpose)
+            except StorageError as exc:
+                found[part] = str(exc)
+        return found
 
     def history(
         self, patient_ref: str | None = None, body_site: str | None = None, limit: int = 100
@@ -294,7 +353,9 @@ class SqliteScanStore(SqliteStoreBase, ClosesOnExit):
 
         A record that cannot be read (altered, a file missing) is skipped, so
         one bad record never hides the others: it is logged and listed in
-        :attr:`damaged` (scan id -> problem) for the screen to mention.
+        :attr:`damaged` (scan id -> problem) for the screen to mention. A record
+        whose heatmap alone is damaged is returned without it (its photo and result
+        are intact), the problem named in ``record.damaged``.
         :meth:`get` and :meth:`verify` still raise or report it.
 
         Raises:
@@ -307,7 +368,7 @@ class SqliteScanStore(SqliteStoreBase, ClosesOnExit):
         records = []
         for row in rows:
             try:
-                records.append(self._load(row))
+                records.append(self._load(row, salvage=True))
             except StorageError as exc:  # TamperError is one
                 self.damaged[row["scan_id"]] = str(exc)
                 log.error("history: skipped scan %s: %s", row["scan_id"], exc)
@@ -336,14 +397,31 @@ class SqliteScanStore(SqliteStoreBase, ClosesOnExit):
             row = self._db().execute("SELECT 1 FROM scans WHERE scan_id = ?", (scan_id,))
             return row.fetchone() is not None
 
-    def _load(self, row: sqlite3.Row) -> ScanRecord:
+    def _open_seal(self, row: sqlite3.Row) -> dict[str, Any]:
+        """Authenticate the row's columns and return its sealed part (the patient reference)."""
         sid = row["scan_id"]
-        values = {name: row[name] for name in SEALED_COLUMNS}
-        sealed = json.loads(self._cipher.decrypt(row["seal"], sid, "record", canonical(values)))
+        seal_format = cell(row, "seal_format") or 1
+        values = {name: cell(row, name) for name in sealed_columns(seal_format)}
+        plain = self._cipher.decrypt(row["seal"], sid, "record", canonical(values, seal_format))
+        return json.loads(plain)
+
+    def _load(self, row: sqlite3.Row, *, salvage: bool = False) -> ScanRecord:
+        sid = row["scan_id"]
+        sealed = self._open_seal(row)
         image = self._read_image(row["image_file"], row["image_sha256"], sid, "image")
         heatmap = None
+        damaged = dict(json.loads(cell(row, "damaged") or "{}"))
         if row["heatmap_file"] is not None:
-            heatmap = self._read_image(row["heatmap_file"], row["heatmap_sha256"], sid, "heatmap")
+            try:
+                heatmap = self._read_image(
+                    row["heatmap_file"], row["heatmap_sha256"], sid, "heatmap"
+                )
+            except StorageError as exc:  # TamperError is one
+                if not salvage:
+                    raise
+                damaged["heatmap"] = str(exc)
+                log.warning("scan %s read without its heatmap: %s", sid, exc)
+        scale = cell(row, "mm_per_px")
         return ScanRecord(
             scan_id=sid,
             created_at=row["created_at"],
@@ -363,9 +441,14 @@ class SqliteScanStore(SqliteStoreBase, ClosesOnExit):
             body_site=row["body_site"],
             corrects=row["corrects"],
             extra=json.loads(row["extra"]),
+            body_side=cell(row, "body_side"),
+            lesion=cell(row, "lesion"),
+            mm_per_px=None if scale is None else float(scale),
+            bundle_label=cell(row, "bundle_label"),
+            damaged=damaged,
         )
 
-    def _read_image(self, name: str, digest: str, sid: str, purpose: str) -> np.ndarray:
+    def _read_blob(self, name: str, digest: str, sid: str, purpose: str) -> bytes:
         if "/" in name or name.startswith("."):
             raise TamperError(f"scan {sid}: bad {purpose} file name")
         path = self.images_dir / name
@@ -377,6 +460,10 @@ class SqliteScanStore(SqliteStoreBase, ClosesOnExit):
             raise StorageError(f"scan {sid}: cannot read the {purpose}: {exc}") from exc
         if sha256_hex(blob) != digest:
             raise TamperError(f"scan {sid}: the {purpose} file was altered")
+        return blob
+
+    def _read_image(self, name: str, digest: str, sid: str, purpose: str) -> np.ndarray:
+        blob = self._read_blob(name, digest, sid, purpose)
         return decode_png(self._cipher.decrypt(blob, sid, purpose), sid, purpose)
 
     # ----------------------------------------------------------------- checking

@@ -10,10 +10,24 @@ from typing import Any
 
 import numpy as np
 
-from device.records.api import RISK_TIERS, InvalidRecordError, PatientRefError, ScanRecord
+from device.records.api import (
+    BODY_SIDES,
+    LESION_LABELS,
+    RISK_TIERS,
+    InvalidRecordError,
+    PatientRefError,
+    ScanRecord,
+)
 from device.records.qr import validate_patient_ref
 
-__all__ = ["check_image", "float_map", "is_uuid", "parse_time", "validate_record"]
+__all__ = [
+    "check_image",
+    "check_lesion_identity",
+    "float_map",
+    "is_uuid",
+    "parse_time",
+    "validate_record",
+]
 
 
 def parse_time(value: str) -> datetime:
@@ -58,6 +72,30 @@ def check_image(name: str, image: object, allow_grey: bool) -> np.ndarray:
     return image
 
 
+DAMAGEABLE_PARTS = ("heatmap",)
+MAX_BUNDLE_LABEL = 200
+
+
+def check_lesion_identity(record: ScanRecord) -> None:
+    """Side, lesion label, scale, bundle label and damage notes. Raises InvalidRecordError."""
+    if record.body_side is not None and record.body_side not in BODY_SIDES:
+        raise InvalidRecordError(f"body_side must be one of {', '.join(BODY_SIDES)} or empty")
+    if record.lesion is not None and record.lesion not in LESION_LABELS:
+        raise InvalidRecordError(f"lesion must be one of {', '.join(LESION_LABELS)} or empty")
+    if record.mm_per_px is not None:
+        scale = float(record.mm_per_px)
+        if not (math.isfinite(scale) and 0.0 < scale < 10.0):
+            raise InvalidRecordError("mm_per_px must be a positive number of millimetres")
+    label = record.bundle_label
+    if label is not None and (not isinstance(label, str) or len(label) > MAX_BUNDLE_LABEL):
+        raise InvalidRecordError(f"bundle_label must be text of at most {MAX_BUNDLE_LABEL} chars")
+    for part, problem in record.damaged.items():
+        if part not in DAMAGEABLE_PARTS or not isinstance(problem, str):
+            raise InvalidRecordError(f"damaged names a part that cannot be left out: {part!r}")
+        if part == "heatmap" and record.heatmap is not None:
+            raise InvalidRecordError("a record with its heatmap cannot say the heatmap is damaged")
+
+
 def validate_record(record: ScanRecord) -> str | None:
     """Check a record before saving; return its validated patient reference.
 
@@ -90,6 +128,7 @@ def validate_record(record: ScanRecord) -> str | None:
             raise InvalidRecordError("a record cannot correct itself")
     if any(not isinstance(k, str) or not isinstance(v, str) for k, v in record.extra.items()):
         raise InvalidRecordError("extra must map text to text")
+    check_lesion_identity(record)
     if record.patient_ref is None:
         return None
     try:
