@@ -48,7 +48,7 @@ def create_app(
     from flask import Flask
     from flask_wtf.csrf import CSRFProtect
 
-    from clinic import views
+    from clinic import views, views_cases
     from clinic.analysis import AnalysisService
     from device.records.export import load_private_key
 
@@ -84,6 +84,7 @@ def create_app(
         throttle=settings.throttle.using(store),
     )
     views.register(app)
+    views_cases.register(app)
     if settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

@@ -11,6 +11,11 @@ Once every record of an export is stored, its receipt is written
 does) and kept, encrypted, in the clinic store for download: on the scanner,
 ``skinscan records ack RECEIPT`` checks it, after which ``records archive`` may
 move those scans off the device.
+
+An *archive file* (``skinscan records archive``) opens like an export but carries
+no receipt proof: its scans were acknowledged by this clinic and have already
+left the scanner, so it needs no receipt. It is imported like an export (its
+scans are usually in the store already) and reported as an archive.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from device.records.store import validate_record
 
 log = logging.getLogger(__name__)
 
+# device.records.archive.archive_acknowledged names its files so.
+ARCHIVE_PREFIX = "skinscan-archive-"
+
 
 class ImportRefusedError(StorageError, ValueError):
     """An export cannot be imported: not an export, wrong key, altered or malformed.
@@ -51,8 +59,12 @@ class ImportReport:
         parts: number of parts read.
         added: scan ids newly stored.
         already_present: scan ids that were stored before (skipped).
-        has_receipt: a receipt for the scanner was kept (False for an export made
-            by a SkinScan that sealed no receipt proof into it).
+        has_receipt: a receipt for the scanner was kept (False when the file
+            carries no receipt proof: an archive file, or an export made by a
+            SkinScan older than receipts).
+        is_archive: the file is an archive (``skinscan records archive``): no
+            proof, and named ``skinscan-archive-*`` or holding only scans this
+            clinic has written receipts for. Its scans have left the scanner.
     """
 
     export_id: str
@@ -61,6 +73,7 @@ class ImportReport:
     added: tuple[str, ...]
     already_present: tuple[str, ...]
     has_receipt: bool = False
+    is_archive: bool = False
 
     @property
     def receipt_name(self) -> str:
@@ -111,28 +124,46 @@ def open_checked(path: str | Path, clinic_private_key: bytes) -> OpenedExport:
 
 
 def import_export(
-    store: ClinicStore, path: str | Path, clinic_private_key: bytes, *, imported_by: str
+    store: ClinicStore,
+    path: str | Path,
+    clinic_private_key: bytes,
+    *,
+    imported_by: str,
+    file_names: Sequence[str] | None = None,
 ) -> ImportReport:
-    """Import an export into ``store``; records already there are skipped.
+    """Import an export (or an archive file) into ``store``; records already there are skipped.
 
     Args:
         store: the clinic store.
         path: a ``.sealed`` file or a folder holding the parts of one export.
         clinic_private_key: the clinic's 32-byte private key.
         imported_by: the account doing the import, for the import log.
+        file_names: the parts' names as the user had them (default: read from ``path``);
+            they tell an archive file (``skinscan-archive-*``) from an export.
 
     Raises:
         ImportRefusedError: the export was refused; nothing was imported.
         StorageError: saving failed (records saved so far stay; importing again resumes).
     """
     opened = open_checked(path, clinic_private_key)
+    if file_names is None:
+        file_names = [p.name for p in _part_paths(Path(path))]
+    # Judged before the import: afterwards every scan would look receipted.
+    is_archive = opened.receipt_proof is None and _looks_archived(store, opened, file_names)
     added: list[str] = []
     present: list[str] = []
     for record in opened.records:
         (added if store.add_scan(record) else present).append(record.scan_id)
     # Only after every record is stored: the receipt lets the scanner delete them.
     has_receipt = _keep_receipt(store, opened)
-    store.log_import(imported_by, opened.export_id, opened.device_id, len(added), len(present))
+    store.log_import(
+        imported_by,
+        opened.export_id,
+        opened.device_id,
+        len(added),
+        len(present),
+        "archive" if is_archive else "export",
+    )
     log.info(
         "imported export %s from %s: %d added, %d already present",
         opened.export_id,
@@ -147,7 +178,27 @@ def import_export(
         tuple(added),
         tuple(present),
         has_receipt,
+        is_archive,
     )
+
+
+def _part_paths(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix == SUFFIX)
+    return [path]
+
+
+def _looks_archived(store: ClinicStore, opened: OpenedExport, file_names: Sequence[str]) -> bool:
+    """Whether a file without a receipt proof is a ``records archive`` file.
+
+    The scanner names its archive files ``skinscan-archive-*`` and archives only
+    scans the clinic acknowledged, i.e. scans in a receipt the clinic wrote; a
+    renamed archive file is still known by the second.
+    """
+    if file_names and all(Path(n).name.startswith(ARCHIVE_PREFIX) for n in file_names):
+        return True
+    ids = {r.scan_id for r in opened.records}
+    return bool(ids) and ids <= store.receipted_scan_ids()
 
 
 def _keep_receipt(store: ClinicStore, opened: OpenedExport) -> bool:
@@ -198,7 +249,13 @@ def import_uploaded(
             part.write_bytes(data)
             shown[str(part)] = shown[part.name] = label
         try:
-            return import_export(store, folder, clinic_private_key, imported_by=imported_by)
+            return import_export(
+                store,
+                folder,
+                clinic_private_key,
+                imported_by=imported_by,
+                file_names=[name for name, _ in files],
+            )
         except ImportRefusedError as exc:
             raise ImportRefusedError(_rename(str(exc), shown)) from None
     finally:

@@ -4,8 +4,9 @@ Layout of the clinic data folder (``skinscan serve --data-dir DIR``)::
 
     store.key      256-bit key of the clinic store, mode 0600 (back it up with the folder)
     scans/         a device ``SqliteScanStore``: scans, images and heatmaps, AES-256-GCM at rest
-    clinic.db      users (argon2 hashes), reviews, the import log, the patient list,
-                   failed logins (for the lock-out), receipts for the scanners
+    clinic.db      users (argon2 hashes), reviews, confirmed diagnoses, the import log,
+                   the patient list, failed logins (for the lock-out), receipts for the
+                   scanners, sites (named groups of scanners) and each scan's scanner
     session.key    the secret that signs session cookies, mode 0600
     tmp/           uploads being read; emptied at start
 
@@ -15,14 +16,18 @@ have exactly the device's guarantees. ``clinic.db`` holds what the device has
 no place for. Its patient references and review notes are encrypted with the
 device's :class:`~device.records.crypto.RecordCipher` under the same key, as are
 the receipts (their proof lets a scanner archive scans off the device), and
-reviews and the import log are append-only (SQL triggers refuse UPDATE and DELETE).
+reviews, confirmed diagnoses and the import log are append-only (SQL triggers
+refuse UPDATE and DELETE). ``clinic.db`` is versioned and migrated by
+:mod:`clinic.schema`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -32,7 +37,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from device.errors import StorageError
+from clinic.schema import BASES, CONFIRMED_DIAGNOSES, OTHER_DIAGNOSIS, VERDICTS, migrate
+from device.errors import SkinScanError, StorageError
 from device.records.api import ClosesOnExit, ScanRecord
 from device.records.crypto import FileKeyProvider, RecordCipher
 from device.records.paths import DB_NAME
@@ -45,64 +51,23 @@ SCANS_DIR = "scans"
 CLINIC_DB = "clinic.db"
 SESSION_KEY_NAME = "session.key"
 TMP_DIR = "tmp"
-VERDICTS = ("agree", "disagree")
+SITE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS users (
-        username TEXT PRIMARY KEY,
-        password_hash TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS patients (
-        ref_index TEXT PRIMARY KEY,
-        ref_sealed BLOB NOT NULL,
-        first_seen TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS reviews (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        scan_id TEXT NOT NULL,
-        reviewer TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        verdict TEXT NOT NULL CHECK (verdict IN ('agree', 'disagree')),
-        diagnosis TEXT,
-        note_sealed BLOB
-    )""",
-    "CREATE INDEX IF NOT EXISTS reviews_scan ON reviews (scan_id, seq)",
-    """CREATE TABLE IF NOT EXISTS imports (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        imported_at TEXT NOT NULL,
-        imported_by TEXT NOT NULL,
-        export_id TEXT NOT NULL,
-        device_id TEXT NOT NULL,
-        added INTEGER NOT NULL,
-        already_present INTEGER NOT NULL
-    )""",
-    # The receipt of each imported export (device.records.archive.write_receipt), sealed:
-    # its proof is what lets the scanner move the export's scans off the device.
-    """CREATE TABLE IF NOT EXISTS receipts (
-        export_id TEXT PRIMARY KEY,
-        written_at TEXT NOT NULL,
-        receipt_sealed BLOB NOT NULL
-    )""",
-    # Failed logins per account, for the lock-out (clinic.auth.LoginThrottle). The
-    # account is a keyed hash: a password typed into the username field is not kept.
-    """CREATE TABLE IF NOT EXISTS login_failures (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        account_index TEXT NOT NULL,
-        failed_at REAL NOT NULL,
-        address TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS login_failures_account "
-    "ON login_failures (account_index, failed_at)",
-    """CREATE TRIGGER IF NOT EXISTS reviews_no_update BEFORE UPDATE ON reviews
-    BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS reviews_no_delete BEFORE DELETE ON reviews
-    BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS imports_no_update BEFORE UPDATE ON imports
-    BEGIN SELECT RAISE(ABORT, 'the import log is append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS imports_no_delete BEFORE DELETE ON imports
-    BEGIN SELECT RAISE(ABORT, 'the import log is append-only'); END""",
-)
+__all__ = [
+    "BASES",
+    "CONFIRMED_DIAGNOSES",
+    "OTHER_DIAGNOSIS",
+    "VERDICTS",
+    "ClinicStore",
+    "Confirmation",
+    "EntryError",
+    "Review",
+    "Site",
+]
+
+
+class EntryError(SkinScanError, ValueError):
+    """A clinician's entry was refused (unknown scan, diagnosis, basis or site); nothing saved."""
 
 
 def now_utc() -> str:
@@ -129,6 +94,56 @@ class Review:
     verdict: str
     diagnosis: str | None
     note: str
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A confirmed (final) diagnosis of one scan; append-only, the newest one counts.
+
+    Attributes:
+        seq: its place in the log (higher is newer).
+        scan_id: the scan.
+        confirmed_by: the account that recorded it.
+        confirmed_at: ISO-8601 UTC time.
+        diagnosis: a class code of :data:`device.labels.CLASS_CODES`, or "other"
+            (other / unknown: never used to fit a head).
+        basis: "histopathology", "consensus" (dermatologist consensus) or
+            "follow-up" (unchanged at follow-up).
+        note: free-text note, or "".
+        superseded_by: the ``seq`` of the newer confirmation of the same scan that
+            replaces this one, or None when this is the scan's current diagnosis.
+    """
+
+    seq: int
+    scan_id: str
+    confirmed_by: str
+    confirmed_at: str
+    diagnosis: str
+    basis: str
+    note: str
+    superseded_by: int | None = None
+
+    @property
+    def superseded(self) -> bool:
+        """Whether a newer confirmation of the same scan replaces this one."""
+        return self.superseded_by is not None
+
+
+@dataclass(frozen=True)
+class Site:
+    """A named group of scanners (one clinic's dermoscopes, say).
+
+    Attributes:
+        name: lower-case letters, digits, ``.``, ``_``, ``-`` (it goes on command lines).
+        created_at: ISO-8601 UTC time.
+        created_by: the account that made it.
+        scanners: the device ids assigned to it, sorted.
+    """
+
+    name: str
+    created_at: str
+    created_by: str
+    scanners: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,7 @@ class ImportEntry:
     added: int
     already_present: int
     has_receipt: bool = False
+    kind: str = "export"
 
 
 def _write_secret(path: Path, nbytes: int) -> bytes:
@@ -212,12 +228,10 @@ class ClinicStore(ClosesOnExit):
         self._lock = threading.Lock()
         self._db_path = self.data_dir / CLINIC_DB
         try:
-            with self._connect() as conn:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-        except sqlite3.Error as exc:
+            migrate(str(self._db_path))
+        except StorageError:
             self.scans.close()
-            raise StorageError(f"cannot open {self._db_path}: {exc}") from exc
+            raise
 
     # ----------------------------------------------------------------- plumbing
 
@@ -342,7 +356,15 @@ class ClinicStore(ClosesOnExit):
             self.scans.save(record)
             if record.patient_ref is not None:
                 self._remember_patient(record.patient_ref.strip())
+            self._remember_scanner(record.scan_id, record.device_id)
             return True
+
+    def _remember_scanner(self, scan_id: str, device_id: str) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO scan_scanners (scan_id, device_id) VALUES (?, ?)",
+                (scan_id, device_id),
+            )
 
     def _remember_patient(self, patient_ref: str) -> None:
         index = self._cipher.index(patient_ref)
@@ -416,31 +438,229 @@ class ClinicStore(ClosesOnExit):
             rows = conn.execute(
                 "SELECT * FROM reviews WHERE scan_id = ? ORDER BY seq", (scan_id,)
             ).fetchall()
-        return [
-            Review(
-                scan_id=r["scan_id"],
-                reviewer=r["reviewer"],
-                created_at=r["created_at"],
-                verdict=r["verdict"],
-                diagnosis=r["diagnosis"],
-                note=""
-                if r["note_sealed"] is None
-                else self._cipher.decrypt(r["note_sealed"], scan_id, "review-note").decode(),
+        return [self._review(r) for r in rows]
+
+    def all_reviews(self) -> list[Review]:
+        """Every review of every scan, oldest first (for the CSV export)."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM reviews ORDER BY seq").fetchall()
+        return [self._review(r) for r in rows]
+
+    def reviewed_scan_ids(self) -> set[str]:
+        """The scans that have at least one review."""
+        with self._connect() as conn:
+            return {r[0] for r in conn.execute("SELECT DISTINCT scan_id FROM reviews")}
+
+    def _review(self, row: sqlite3.Row) -> Review:
+        note = ""
+        if row["note_sealed"] is not None:
+            note = self._cipher.decrypt(row["note_sealed"], row["scan_id"], "review-note").decode()
+        return Review(
+            scan_id=row["scan_id"],
+            reviewer=row["reviewer"],
+            created_at=row["created_at"],
+            verdict=row["verdict"],
+            diagnosis=row["diagnosis"],
+            note=note,
+        )
+
+    # ----------------------------------------------------------------- confirmed diagnoses
+
+    def add_confirmation(
+        self, scan_id: str, confirmed_by: str, diagnosis: str, basis: str, note: str = ""
+    ) -> Confirmation:
+        """Append a confirmed diagnosis of a stored scan; it supersedes the scan's earlier ones.
+
+        Raises:
+            EntryError: no such scan, or the diagnosis or basis is not one of
+                :data:`CONFIRMED_DIAGNOSES` / :data:`BASES` (nothing saved).
+        """
+        if diagnosis not in CONFIRMED_DIAGNOSES:
+            raise EntryError(
+                f"unknown diagnosis {diagnosis!r}: one of {', '.join(CONFIRMED_DIAGNOSES)}"
             )
+        if basis not in BASES:
+            raise EntryError(f"unknown basis {basis!r}: one of {', '.join(BASES)}")
+        if not self.has_scan(scan_id):
+            raise EntryError(f"there is no scan {scan_id!r} in the clinic store")
+        when = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        sealed = self._cipher.encrypt(note.encode(), scan_id, "confirmation-note") if note else None
+        with self._connect() as conn:
+            cursor = conn.execute(
+                "INSERT INTO confirmations (scan_id, confirmed_by, confirmed_at, diagnosis, "
+                "basis, note_sealed) VALUES (?, ?, ?, ?, ?, ?)",
+                (scan_id, confirmed_by, when, diagnosis, basis, sealed),
+            )
+            seq = int(cursor.lastrowid or 0)
+        log.info("diagnosis of %s confirmed by %s: %s, %s", scan_id, confirmed_by, diagnosis, basis)
+        return Confirmation(seq, scan_id, confirmed_by, when, diagnosis, basis, note)
+
+    def confirmations(self, scan_id: str | None = None) -> list[Confirmation]:
+        """The confirmed diagnoses of one scan (or of every scan), oldest first.
+
+        Each entry says which newer entry of its scan supersedes it.
+
+        Raises:
+            TamperError: a note was altered.
+        """
+        query = "SELECT * FROM confirmations"
+        params: tuple[str, ...] = ()
+        if scan_id is not None:
+            query, params = query + " WHERE scan_id = ?", (scan_id,)
+        with self._connect() as conn:
+            rows = conn.execute(query + " ORDER BY seq", params).fetchall()
+        newer: dict[str, int] = {}
+        out: list[Confirmation] = []
+        for row in reversed(rows):  # newest first, so each row knows its successor
+            out.append(self._confirmation(row, newer.get(row["scan_id"])))
+            newer[row["scan_id"]] = row["seq"]
+        return out[::-1]
+
+    def current_confirmations(self) -> dict[str, Confirmation]:
+        """Each confirmed scan's current (newest) diagnosis, by scan id."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM confirmations WHERE seq IN "
+                "(SELECT MAX(seq) FROM confirmations GROUP BY scan_id) ORDER BY seq"
+            ).fetchall()
+        return {r["scan_id"]: self._confirmation(r, None) for r in rows}
+
+    def _confirmation(self, row: sqlite3.Row, superseded_by: int | None) -> Confirmation:
+        note = ""
+        if row["note_sealed"] is not None:
+            note = self._cipher.decrypt(
+                row["note_sealed"], row["scan_id"], "confirmation-note"
+            ).decode()
+        return Confirmation(
+            seq=int(row["seq"]),
+            scan_id=row["scan_id"],
+            confirmed_by=row["confirmed_by"],
+            confirmed_at=row["confirmed_at"],
+            diagnosis=row["diagnosis"],
+            basis=row["basis"],
+            note=note,
+            superseded_by=superseded_by,
+        )
+
+    # ----------------------------------------------------------------- scanners and sites
+
+    def scanner_of_scans(self) -> dict[str, str]:
+        """The scanner (the record's device id) of every stored scan, by scan id.
+
+        Scans stored before the clinic kept this (clinic schema 1) are read once
+        and remembered; a scan that cannot be read is left out (and logged).
+        """
+        with self._connect() as conn:
+            known = {
+                r["scan_id"]: r["device_id"]
+                for r in conn.execute("SELECT scan_id, device_id FROM scan_scanners")
+            }
+        missing = [s.scan_id for s in self.scans.summaries() if s.scan_id not in known]
+        for scan_id in missing:
+            try:
+                device_id = self.scans.get(scan_id).device_id
+            except (KeyError, StorageError) as exc:  # TamperError is a StorageError
+                log.error("scan %s cannot be read to find its scanner: %s", scan_id, exc)
+                continue
+            self._remember_scanner(scan_id, device_id)
+            known[scan_id] = device_id
+        return known
+
+    def scanners(self) -> list[str]:
+        """Every scanner that made a stored scan, sorted."""
+        return sorted(set(self.scanner_of_scans().values()))
+
+    def add_site(self, name: str, created_by: str) -> Site:
+        """Create a site (a named group of scanners).
+
+        Raises:
+            EntryError: the name is not 1-40 lower-case letters, digits, ``.``, ``_``,
+                ``-`` (starting with a letter or digit), or the site exists already.
+        """
+        name = name.strip().lower()
+        if not SITE_NAME.fullmatch(name):
+            raise EntryError(
+                f"site name {name!r} refused: 1 to 40 lower-case letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit (it goes on the adapt command line)"
+            )
+        when = now_utc()
+        try:
+            with self._connect() as conn:
+                conn.execute(
+                    "INSERT INTO sites (name, created_at, created_by) VALUES (?, ?, ?)",
+                    (name, when, created_by),
+                )
+        except StorageError as exc:
+            if "UNIQUE" in str(exc):
+                raise EntryError(f"the site {name!r} exists already") from None
+            raise
+        log.info("site %s created by %s", name, created_by)
+        return Site(name, when, created_by)
+
+    def assign_scanner(self, device_id: str, site: str | None, assigned_by: str) -> None:
+        """Put a scanner into ``site`` (out of any other), or into none with ``site=None``.
+
+        Raises:
+            EntryError: no such site.
+        """
+        with self._connect() as conn:
+            if site is None:
+                conn.execute("DELETE FROM site_scanners WHERE device_id = ?", (device_id,))
+                log.info("scanner %s taken out of its site by %s", device_id, assigned_by)
+                return
+            if conn.execute("SELECT 1 FROM sites WHERE name = ?", (site,)).fetchone() is None:
+                raise EntryError(f"there is no site {site!r}")
+            conn.execute(
+                "INSERT OR REPLACE INTO site_scanners (device_id, site, assigned_at, assigned_by) "
+                "VALUES (?, ?, ?, ?)",
+                (device_id, site, now_utc(), assigned_by),
+            )
+        log.info("scanner %s assigned to site %s by %s", device_id, site, assigned_by)
+
+    def sites(self) -> list[Site]:
+        """Every site with its scanners, by name."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM sites ORDER BY name").fetchall()
+            members = conn.execute(
+                "SELECT site, device_id FROM site_scanners ORDER BY device_id"
+            ).fetchall()
+        scanners: dict[str, list[str]] = {}
+        for m in members:
+            scanners.setdefault(m["site"], []).append(m["device_id"])
+        return [
+            Site(r["name"], r["created_at"], r["created_by"], tuple(scanners.get(r["name"], ())))
             for r in rows
         ]
+
+    def site(self, name: str) -> Site | None:
+        """One site by name, or None."""
+        return next((s for s in self.sites() if s.name == name), None)
+
+    def site_of_scanners(self) -> dict[str, str]:
+        """Each assigned scanner's site, by device id."""
+        with self._connect() as conn:
+            return {
+                r["device_id"]: r["site"]
+                for r in conn.execute("SELECT device_id, site FROM site_scanners")
+            }
 
     # ----------------------------------------------------------------- import log
 
     def log_import(
-        self, imported_by: str, export_id: str, device_id: str, added: int, already: int
+        self,
+        imported_by: str,
+        export_id: str,
+        device_id: str,
+        added: int,
+        already: int,
+        kind: str = "export",
     ) -> None:
-        """Append one entry to the import log."""
+        """Append one entry to the import log (``kind``: "export" or "archive")."""
         with self._connect() as conn:
             conn.execute(
                 "INSERT INTO imports (imported_at, imported_by, export_id, device_id, added, "
-                "already_present) VALUES (?, ?, ?, ?, ?, ?)",
-                (now_utc(), imported_by, export_id, device_id, int(added), int(already)),
+                "already_present, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (now_utc(), imported_by, export_id, device_id, int(added), int(already), kind),
             )
 
     def imports(self, limit: int = 20) -> Sequence[ImportEntry]:
@@ -460,6 +680,7 @@ class ClinicStore(ClosesOnExit):
                 r["added"],
                 r["already_present"],
                 bool(r["has_receipt"]),
+                r["kind"],
             )
             for r in rows
         ]
@@ -475,6 +696,20 @@ class ClinicStore(ClosesOnExit):
                 "VALUES (?, ?, ?)",
                 (export_id, now_utc(), sealed),
             )
+
+    def receipted_scan_ids(self) -> set[str]:
+        """Every scan id listed in a receipt this clinic has written.
+
+        Raises:
+            TamperError: a stored receipt was altered.
+        """
+        with self._connect() as conn:
+            rows = conn.execute("SELECT export_id, receipt_sealed FROM receipts").fetchall()
+        ids: set[str] = set()
+        for row in rows:
+            receipt = self._cipher.decrypt(row["receipt_sealed"], row["export_id"], "receipt")
+            ids.update(json.loads(receipt).get("scan_ids", []))
+        return ids
 
     def receipt(self, export_id: str) -> bytes | None:
         """The receipt for an imported export, or None when there is none.

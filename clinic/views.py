@@ -1,5 +1,8 @@
 """The clinic app's pages: login, patients, scans, follow-up, import, upload, review.
 
+The casework pages (worklist, confirmed diagnoses, sites, confirmed cases, CSV
+export) are in :mod:`clinic.views_cases`, which builds on this module's helpers.
+
 Every page and image needs a login (:func:`_require_login` runs before each
 request); only the login page and the stylesheet are served without one.
 Every failure a user can cause gets a page that says what happened, with a
@@ -15,6 +18,7 @@ from urllib.parse import urlsplit
 
 from clinic.analysis import QualityGateError, UploadError
 from clinic.auth import verify_login
+from clinic.confirmed_cases import BASIS_LABELS, CONFIRMED_LABELS
 from clinic.context import ClinicContext, clinic_context
 from clinic.followup import compare
 from clinic.importer import ImportRefusedError, import_uploaded, receipt_name
@@ -295,6 +299,9 @@ def scan(scan_id: str) -> Any:
         reviews=store.reviews(scan_id),
         diagnoses=DIAGNOSES,
         siblings=siblings[:10],
+        confirmations=store.confirmations(scan_id),
+        confirmed_labels=CONFIRMED_LABELS,
+        basis_labels=BASIS_LABELS,
     )
 
 

@@ -202,7 +202,8 @@ def test_an_export_without_a_proof_is_imported_with_no_receipt_offered(
     page = _import(logged_in, [part])
     assert "3 new scan(s)" in page
     assert RECEIPT_LINK.search(page) is None and ACK_SENTENCE not in page
-    assert "no receipt" in page and "older SkinScan" in page
+    assert "No receipt can be made" in page and "older than receipts" in page
+    assert "archive file</strong>" not in page
     assert store.scan_count() == 3
 
 
