@@ -6,6 +6,12 @@ from typing import Any
 
 import numpy as np
 
+from device.result_text import (
+    CLOSEST_CLASS_CAPTION,
+    closest_class_line,
+    percent,
+    referral_figures,
+)
 from device.ui.draw.header_footer import HeaderFooter
 from device.ui.draw.theme import (
     BAD,
@@ -103,16 +109,17 @@ class ResultScreens(HeaderFooter):
             y += self.line_step(banner_font)
         y = banner.bottom + gap
 
-        # P(malignant), with a bar and the referral threshold marked on it.
+        # P(malignant), with a bar and the referral threshold marked on it. The figures
+        # come from the referral rule itself, so they never contradict the banner.
+        figures = referral_figures(screen.p_malignant, screen.referral_threshold)
+        uncertain = screen.risk_tier == "uncertain"
         self.draw_text(surface, "P(malignant)", body, MUTED, (panel.left, y))
-        self.draw_text(
-            surface, f"{screen.p_malignant:.0%}", bold, TEXT, (panel.right, y), "topright"
-        )
+        self.draw_text(surface, figures.p_text, bold, TEXT, (panel.right, y), "topright")
         y += self.line_step(body)
         track = pygame.Rect(panel.left, y, panel.width, bar_h)
         pygame.draw.rect(surface, PANEL, track)
         fill = round(track.width * min(1.0, max(0.0, screen.p_malignant)))
-        fill_colour = BAD if screen.p_malignant >= screen.referral_threshold else GOOD
+        fill_colour = BAD if figures.above else GOOD
         pygame.draw.rect(surface, fill_colour, (track.left, track.top, fill, bar_h))
         tick_x = track.left + round(track.width * screen.referral_threshold)
         pygame.draw.line(
@@ -120,18 +127,25 @@ class ResultScreens(HeaderFooter):
         )
         y = track.bottom + self.px(3)
         if not compact:
-            label = f"refer at ≥ {screen.referral_threshold:.0%}"
+            label = figures.threshold_label
             half = small.size(label)[0] // 2
             x = min(max(tick_x, panel.left + half), panel.right - half)
             self.draw_text(surface, label, small, MUTED, (x, y), "midtop")
             y += self.line_step(small) + gap
-            # Top-3 with calibrated confidences.
-            self.draw_text(surface, "Most likely", small, MUTED, (panel.left, y))
+            # Top-3 with calibrated confidences; an Uncertain result does not lead with
+            # a confident class: it names the closest one, muted, with no percentage.
+            caption = CLOSEST_CLASS_CAPTION if uncertain else "Most likely"
+            self.draw_text(surface, caption, small, MUTED, (panel.left, y))
             y += self.line_step(small)
         else:
             y += gap
-        for rank in screen.top3:
-            pct = f"{rank.probability:.0%}"
+        if uncertain and screen.top3:
+            name = screen.top3[0].name
+            rect = pygame.Rect(panel.left, y, panel.width, panel.bottom - y)
+            text = closest_class_line(name) if compact else name
+            y = self.draw_block(surface, text, rect, 12, MUTED, max_lines=name_lines) + gap
+        for rank in () if uncertain else screen.top3:
+            pct = percent(rank.probability)
             name_rect = pygame.Rect(panel.left, y, panel.width - pct_w, panel.bottom - y)
             self.draw_text(surface, pct, bold, TEXT, (panel.right, y), "topright")
             colour = TEXT if rank is screen.top3[0] else MUTED
