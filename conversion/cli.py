@@ -141,6 +141,40 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing bundle in --out"
     )
+    parser.add_argument(
+        "--overwrite-shipped",
+        action="store_true",
+        help="allow writing into the shipped bundle folder device/models/default (refused "
+        "otherwise: a release step, not an experiment)",
+    )
+
+
+def is_shipped_folder(path: Path) -> bool:
+    """Whether ``path`` is (or lies inside) the shipped bundle folder of this or any checkout."""
+    import device
+
+    shipped = (Path(device.__file__).resolve().parent / "models" / "default").resolve()
+    resolved = path.resolve()
+    inside = resolved == shipped or shipped in resolved.parents
+    named = any(
+        p.parts[-3:] == ("device", "models", "default") for p in (resolved, *resolved.parents)
+    )
+    return inside or named
+
+
+def refuse_shipped_targets(args: argparse.Namespace) -> None:
+    """Refuse any option that would write into the shipped bundle, unless --overwrite-shipped."""
+    if getattr(args, "overwrite_shipped", False):
+        return
+    for flag in ("out", "shift_threshold", "fit_familiarity"):
+        path = getattr(args, flag, None)
+        if path is not None and is_shipped_folder(Path(path)):
+            option = "--" + flag.replace("_", "-")
+            raise SkinScanError(
+                f"{option} {path} is the shipped bundle folder (device/models/default), which "
+                "the device runs; write to another folder (e.g. runs/NAME-bundle), or pass "
+                "--overwrite-shipped to replace the shipped bundle on purpose"
+            )
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -156,6 +190,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the conversion; returns 0 on success, 1 when parity fails without --force."""
+    refuse_shipped_targets(args)  # before any import or step: nothing is touched
     from conversion.convert import convert_run
     from conversion.manifest import write_bundle
     from device.runtime.analyzer import Analyzer

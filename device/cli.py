@@ -41,6 +41,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "signed model bundles: keygen, sign, verify; on the scanner: install, rollback, status",
     ),
     "serve": ("clinic.cli", "the clinic web app: import exports, review, analyse"),
+    "docs": (
+        "conversion.docs_cli",
+        "remake the docs' figure tables and screenshots from the shipped bundle; check them",
+    ),
 }
 
 EPILOG = """\

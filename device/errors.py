@@ -76,6 +76,10 @@ class AdaptationError(BundleError):
     """A site-adapted bundle's head does not fit it: wrong shape, another trunk or spec."""
 
 
+class DocsError(SkinScanError, ValueError):
+    """A document's generated block or screenshot list is malformed, or names no known source."""
+
+
 class SigningKeyError(SkinScanError, ValueError):
     """A bundle signing key file is missing, malformed, or of the wrong kind (e.g. an export key)."""
 

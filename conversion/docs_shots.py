@@ -1,0 +1,398 @@
+"""Every screenshot in the docs, remade from the shipped bundle by scripted sessions.
+
+The list is ``docs/screenshots.toml``: one ``[[session]]`` per run of the app, each with
+the screenshots it feeds. A device session runs ``skinscan run --headless --backend sim
+--screenshots`` with a script of button presses; a clinic session runs
+``python -m clinic.docs_screens`` (the clinic app in headless chromium). Both run in a
+subprocess, so this module imports neither pygame nor Flask.
+
+A device session's keys:
+
+- ``name``; ``kind = "device"`` (the default) or ``"clinic"``;
+- ``script``: the buttons (``skinscan run --help`` lists the verbs);
+- ``config``: TOML text for ``--config`` (e.g. ``[display]`` ``size = [480, 320]``);
+- ``images``: what the simulated camera sees, in order: ``"ham10000:ISIC_0026449"`` (an
+  image of the HAM10000 folder given with ``--ham10000``), ``"card:TEXT"`` (a patient
+  card holding TEXT, photographed on skin); none: the simulator's drawn phantoms;
+- ``before``: a script run first on the same data folder, without screenshots;
+  ``damage``: then ``"image-byte"`` (one byte of one saved photo changed) or
+  ``"truncate-db"`` (the scan database cut to 10,000 bytes);
+- ``tmpfs_mib`` and ``leave_free_kib``: the data folder on a tmpfs of that size, filled
+  until that much is free (needs root; skipped with a message otherwise);
+- ``shots``: target path -> selector. A selector is a glob on the screen's name (the
+  PNG's name without its number, e.g. ``result-scan1-heatmap-saved``), optionally
+  ``@N`` for the Nth match (1 = first, -1 = last) and ``A>B`` for the first B after the
+  first A.
+
+A clinic session's ``shots`` map target paths to the page names ``clinic.docs_screens``
+writes (``scan-page``, ``upload-result``, ``import``, and any ``pages`` it is given:
+``pages = ["worklist=/worklist"]``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from device.errors import DocsError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+log = logging.getLogger(__name__)
+
+REGISTRY = Path("docs/screenshots.toml")
+SESSION_TIMEOUT_S = 300
+_DAMAGES = ("image-byte", "truncate-db")
+
+
+@dataclass(frozen=True)
+class Session:
+    """One scripted run of the app, and the screenshots it feeds."""
+
+    name: str
+    shots: dict[str, str]
+    kind: str = "device"
+    script: str = ""
+    config: str = ""
+    images: tuple[str, ...] = ()
+    before: str = ""
+    damage: str = ""
+    tmpfs_mib: int = 0
+    leave_free_kib: int = 0
+    pages: tuple[str, ...] = ()
+
+    @property
+    def needs_ham10000(self) -> bool:
+        return any(image.startswith("ham10000:") for image in self.images)
+
+
+@dataclass
+class Outcome:
+    """What a run of :func:`make_screenshots` wrote, and what it could not make."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def load_registry(path: Path) -> list[Session]:
+    """The sessions of a screenshot list; a malformed one raises DocsError naming it."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise DocsError(f"{path}: {exc}") from exc
+    sessions = []
+    for number, raw in enumerate(data.get("session", []), start=1):
+        where = f"{path}: session {number} ({raw.get('name', 'no name')})"
+        known = set(Session.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise DocsError(f"{where}: unknown keys {sorted(unknown)}")
+        if not raw.get("name") or not isinstance(raw.get("shots"), dict) or not raw["shots"]:
+            raise DocsError(f"{where}: needs a name and at least one shot")
+        kind = raw.get("kind", "device")
+        if kind not in ("device", "clinic"):
+            raise DocsError(f"{where}: kind must be 'device' or 'clinic', not {kind!r}")
+        if kind == "device" and not raw.get("script"):
+            raise DocsError(f"{where}: a device session needs a script")
+        if raw.get("damage", "") not in ("", *_DAMAGES):
+            raise DocsError(f"{where}: damage must be one of {_DAMAGES}")
+        values = {
+            **raw,
+            "images": tuple(raw.get("images", ())),
+            "pages": tuple(raw.get("pages", ())),
+        }
+        sessions.append(Session(**values))
+    if not sessions:
+        raise DocsError(f"{path}: no [[session]] entries")
+    return sessions
+
+
+def pick(names: Sequence[str], selector: str) -> str | None:
+    """The screen name a selector picks from the session's screens, in order; None if none."""
+    after, _, rest = selector.rpartition(">")
+    pattern, _, nth = rest.partition("@")
+    start = 0
+    if after:
+        first = next((i for i, n in enumerate(names) if fnmatch.fnmatchcase(n, after)), None)
+        if first is None:
+            return None
+        start = first + 1
+    matches = [n for n in names[start:] if fnmatch.fnmatchcase(n, pattern)]
+    index = int(nth) if nth else 1
+    if not matches or index == 0 or abs(index) > len(matches):
+        return None
+    return matches[index - 1 if index > 0 else index]
+
+
+def screen_names(folder: Path) -> list[tuple[str, Path]]:
+    """(name, file) of the PNGs a headless run wrote, in the order they were shown."""
+    found = []
+    for path in sorted(folder.glob("*.png")):
+        match = re.match(r"\d+-(.+)\.png$", path.name)
+        if match:
+            found.append((match.group(1), path))
+    return found
+
+
+def photographed_card(text: str, background: Path | None, out: Path) -> Path:
+    """A patient card holding ``text``, as the dermoscope sees it on skin (1024x768 PNG)."""
+    import cv2
+    import numpy as np
+
+    frame = None
+    if background is not None:
+        frame = cv2.imread(str(background), cv2.IMREAD_COLOR)
+    if frame is None:  # plain skin tone, with a little texture
+        frame = np.full((768, 1024, 3), (150, 165, 215), np.uint8)
+    frame = cv2.resize(frame, (1024, 768), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    code = cv2.QRCodeEncoder.create().encode(text)
+    code = np.pad(code, 4, constant_values=255)
+    code = cv2.resize(code, None, fx=6, fy=6, interpolation=cv2.INTER_NEAREST)
+    paper = (40.0 + code.astype(np.float32) * (200.0 / 255.0))[..., None] * [0.92, 0.97, 1.0]
+    h, w = code.shape
+    top, left = (768 - h) // 2, (1024 - w) // 2
+    frame[top : top + h, left : left + w] = paper
+    turn = cv2.getRotationMatrix2D((512, 384), 12, 1.0)
+    frame = cv2.warpAffine(frame, turn, (1024, 768), borderMode=cv2.BORDER_REFLECT)
+    frame = cv2.GaussianBlur(frame, (0, 0), 1.2)
+    if not cv2.imwrite(str(out), np.clip(frame, 0, 255).astype(np.uint8)):
+        raise DocsError(f"cannot write the card image {out}")
+    return out
+
+
+def _camera_folder(session: Session, ham10000: Path | None, folder: Path) -> Path | None:
+    if not session.images:
+        return None
+    folder.mkdir(parents=True)
+    first_photo = None
+    if ham10000 is not None:
+        first_photo = next(
+            (
+                ham10000 / "images" / f"{i.split(':', 1)[1]}.jpg"
+                for i in session.images
+                if i.startswith("ham10000:")
+            ),
+            None,
+        )
+    for number, image in enumerate(session.images):
+        kind, _, value = image.partition(":")
+        if kind == "ham10000" and ham10000 is not None:
+            source = ham10000 / "images" / f"{value}.jpg"
+            if not source.is_file():
+                raise DocsError(f"session {session.name}: no HAM10000 image {source}")
+            shutil.copy(source, folder / f"{number:02d}-{value}.jpg")
+        elif kind == "card":
+            photographed_card(value, first_photo, folder / f"{number:02d}-card.png")
+        else:
+            raise DocsError(
+                f"session {session.name}: unknown image {image!r} (ham10000:ID, card:TEXT)"
+            )
+    return folder
+
+
+def _run_app(
+    session: Session,
+    script: str,
+    data: Path,
+    work: Path,
+    bundle: Path,
+    shots: Path | None,
+    camera: Path | None,
+) -> None:
+    config = work / "config.toml"
+    config.write_text(session.config, encoding="utf-8")
+    command = [
+        sys.executable,
+        "-m",
+        "device.cli",
+        "run",
+        "--headless",
+        "--backend",
+        "sim",
+        "--config",
+        str(config),
+        "--bundle",
+        str(bundle),
+        "--script",
+        script,
+    ]
+    if shots is not None:
+        command += ["--screenshots", str(shots)]
+    if camera is not None:
+        command += ["--images", str(camera)]
+    env = {**os.environ, "SKINSCAN_DATA_DIR": str(data), "SDL_VIDEODRIVER": "dummy"}
+    env.pop("SKINSCAN_KEY_FILE", None)
+    env.pop("SKINSCAN_BACKEND", None)
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=SESSION_TIMEOUT_S, check=False
+    )
+    if done.returncode != 0:
+        raise DocsError(f"session {session.name}: skinscan run failed: {done.stderr[-800:]}")
+
+
+def _damage(kind: str, data: Path) -> None:
+    if kind == "image-byte":
+        photos = sorted((data / "images").glob("*.image"))
+        if not photos:
+            raise DocsError("damage image-byte: the first run saved no photo")
+        raw = bytearray(photos[0].read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        photos[0].write_bytes(bytes(raw))
+    elif kind == "truncate-db":
+        with open(data / "scans.db", "r+b") as handle:
+            handle.truncate(10_000)
+
+
+def _fill(folder: Path, leave_free_kib: int) -> None:
+    stat = os.statvfs(folder)
+    free = stat.f_bavail * stat.f_frsize
+    filler = max(0, free - leave_free_kib * 1024)
+    with open(folder / "filler.bin", "wb") as handle:
+        handle.truncate(0)
+        chunk = b"\0" * (1 << 20)
+        while filler > 0:
+            handle.write(chunk[: min(len(chunk), filler)])
+            filler -= min(len(chunk), filler)
+
+
+def _device_session(
+    session: Session, bundle: Path, ham10000: Path | None, work: Path
+) -> list[tuple[str, Path]]:
+    camera = _camera_folder(session, ham10000, work / "camera")
+    data_root = work / "data-root"
+    data_root.mkdir()
+    mounted = False
+    if session.tmpfs_mib:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={session.tmpfs_mib}m", "tmpfs", str(data_root)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise _Skip(f"needs a {session.tmpfs_mib} MiB tmpfs (root): {done.stderr.strip()}")
+        mounted = True
+    try:
+        data = data_root / "data"
+        if session.before:
+            _run_app(session, session.before, data, work, bundle, None, camera)
+            if camera is not None:  # the first run used its images up; give them again
+                shutil.rmtree(camera)
+                camera = _camera_folder(session, ham10000, work / "camera")
+        if session.damage:
+            _damage(session.damage, data)
+        if session.leave_free_kib:
+            data.mkdir(exist_ok=True)
+            _fill(data_root, session.leave_free_kib)
+        shots = work / "shots"
+        _run_app(session, session.script, data, work, bundle, shots, camera)
+        kept = work / "kept"
+        shutil.copytree(shots, kept)
+        return screen_names(kept)
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(data_root)], check=False)
+
+
+def _clinic_session(
+    session: Session, bundle: Path, ham10000: Path | None, work: Path
+) -> list[tuple[str, Path]]:
+    out = work / "clinic-shots"
+    command = [
+        sys.executable,
+        "-m",
+        "clinic.docs_screens",
+        "--out",
+        str(out),
+        "--bundle",
+        str(bundle),
+    ]
+    photos = [i.split(":", 1)[1] for i in session.images if i.startswith("ham10000:")]
+    if ham10000 is not None and photos:
+        command += ["--ham10000", str(ham10000), *[f"--image={p}" for p in photos]]
+    command += [f"--page={page}" for page in session.pages]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=SESSION_TIMEOUT_S, check=False
+    )
+    if done.returncode == 3:
+        raise _Skip(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no browser")
+    if done.returncode != 0:
+        raise DocsError(f"session {session.name}: clinic screenshots failed: {done.stderr[-800:]}")
+    return [(p.stem, p) for p in sorted(out.glob("*.png"))]
+
+
+class _Skip(Exception):
+    """A session this machine cannot run (no root for a tmpfs, no browser, no HAM10000)."""
+
+
+def run_session(
+    session: Session, root: Path, bundle: Path, ham10000: Path | None, outcome: Outcome
+) -> None:
+    """Run one session and copy its picked screens to their targets under ``root``."""
+    if session.needs_ham10000 and ham10000 is None:
+        outcome.skipped.append(f"{session.name}: needs --ham10000 (its images are HAM10000 photos)")
+        return
+    with tempfile.TemporaryDirectory(prefix=f"skinscan-docs-{session.name}-") as tmp:
+        try:
+            runner = _clinic_session if session.kind == "clinic" else _device_session
+            screens = runner(session, bundle, ham10000, Path(tmp))
+        except _Skip as why:
+            outcome.skipped.append(f"{session.name}: {why}")
+            return
+        except (DocsError, subprocess.TimeoutExpired, OSError) as exc:
+            outcome.failed.append(f"{session.name}: {exc}")
+            return
+        names = [name for name, _ in screens]
+        files = dict(screens)
+        for target, selector in session.shots.items():
+            chosen = pick(names, selector)
+            if chosen is None:
+                outcome.failed.append(
+                    f"{session.name}: no screen matches {selector!r} for {target} "
+                    f"(screens: {', '.join(names)})"
+                )
+                continue
+            destination = root / target
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(files[chosen], destination)
+            outcome.written.append(destination)
+
+
+def make_screenshots(
+    root: Path,
+    bundle: Path,
+    ham10000: Path | None,
+    only: Sequence[str] = (),
+    registry: Path | None = None,
+) -> Outcome:
+    """Run every session of the registry (or those named in ``only``) and write their shots."""
+    sessions = load_registry(registry or root / REGISTRY)
+    unknown = set(only) - {s.name for s in sessions}
+    if unknown:
+        raise DocsError(f"no screenshot session named {sorted(unknown)}")
+    outcome = Outcome()
+    for session in sessions:
+        if only and session.name not in only:
+            continue
+        log.info("screenshots: session %s", session.name)
+        print(f"skinscan docs: screenshots of session {session.name} ...", flush=True)
+        run_session(session, root, bundle, ham10000, outcome)
+    return outcome
+
+
+def registry_targets(root: Path) -> list[str]:
+    """Every screenshot path the registry makes (for the staleness test's cross-check)."""
+    return [t for s in load_registry(root / REGISTRY) for t in s.shots]

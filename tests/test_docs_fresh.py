@@ -1,0 +1,248 @@
+"""The docs cannot go stale: they name the shipped bundle, and quote only its figures.
+
+The first test reads this checkout: every current document (README, docs/, the package
+READMEs, hardware/) may call only the manifest's bundle "shipped", every generated block
+must hold what the shipped bundle's manifest and model card say today (``skinscan docs
+check``), and every screenshot the docs show is made by a session of
+``docs/screenshots.toml`` (``skinscan docs build``). The others show that each rule fails
+on a document that breaks it, with temporary documents.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conversion.cli import is_shipped_folder
+from conversion.docs_blocks import Bundle, blocks, card_tables, refresh, stale_blocks
+from conversion.docs_claims import (
+    CURRENT,
+    check_tree,
+    documents,
+    shipped_names,
+    stale_claims,
+    stale_history_headings,
+)
+from conversion.docs_cli import check
+from conversion.docs_shots import load_registry, make_screenshots, pick
+from device.cli import main
+from device.errors import DocsError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "device" / "models" / "default"
+OLD_ID = "ham10000-v3k-int8-0f1f77bc"
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    return Bundle.load(SHIPPED)
+
+
+def test_this_checkout_s_docs_are_fresh(bundle: Bundle) -> None:
+    problems = check(ROOT, bundle)
+    assert not problems, "run 'skinscan docs build' or fix by hand:\n" + "\n".join(problems)
+
+
+def test_the_docs_do_quote_the_shipped_bundle_through_generated_blocks(bundle: Bundle) -> None:
+    # The check above means something only if the docs hold blocks to check.
+    found = [
+        (path.name, block.source)
+        for path in documents(ROOT, CURRENT)
+        for block in blocks(path.read_text(encoding="utf-8"), path.name)
+    ]
+    assert len(found) >= 5, found
+    assert {"model-card", "bundle"} <= {source for _, source in found}
+
+
+def test_every_screenshot_in_the_docs_is_made_by_a_session() -> None:
+    made = {
+        (ROOT / target).resolve()
+        for s in load_registry(ROOT / "docs/screenshots.toml")
+        for target in s.shots
+    }
+    shown = set()
+    for page in documents(ROOT, CURRENT):
+        for link in re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", page.read_text(encoding="utf-8")):
+            path = (page.parent / link).resolve()
+            assert path.is_file(), f"{page.relative_to(ROOT)} shows a missing picture {link}"
+            # Pictures of our own screens; charts under training/reports/ are measurements.
+            if ROOT / "docs" in path.parents or ROOT / "clinic" / "docs" in path.parents:
+                shown.add(path)
+    assert shown, "no screenshot found in the docs: the link pattern is broken"
+    assert shown <= made, f"not made by docs/screenshots.toml: {sorted(map(str, shown - made))}"
+    for target in made:
+        assert target.is_file(), target
+
+
+# ---- the "shipped" rule, on temporary documents ---------------------------------------
+
+
+def test_shipped_names_come_from_the_manifest(bundle: Bundle) -> None:
+    names = shipped_names(bundle.manifest)
+    assert bundle.bundle_id in names
+    assert shipped_names({"bundle_id": OLD_ID, "provenance": {"run_id": "ham10000-v3"}}) >= {
+        OLD_ID,
+        "v3k",
+        "v3",
+        "ham10000-v3",
+    }
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        f"The shipped bundle (`{OLD_ID}`, spec 6, threshold 0.206) on the test split.",
+        "For the shipped v3k the worst shift is colour-4000K.",
+        "v3k is the shipped model.",
+        f"`device/models/default/` is the bundle `{OLD_ID}`: EfficientNet-Lite0.",
+        "| metric | **v3k** (shipped) | v3 |",
+        f"skinscan convert --clamp-colour B --out device/models/default --bundle-id {OLD_ID}",
+    ],
+)
+def test_calling_an_old_bundle_shipped_fails(bundle: Bundle, sentence: str) -> None:
+    found = stale_claims(f"# A page\n\nSome text.\n\n{sentence}\n", shipped_names(bundle.manifest))
+    assert found, sentence
+    assert found[0].line == 5
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "The shipped bundle is `ham10000-isic-v6k-int8-95dad40e`.",
+        "The shipped v6 refers more melanomas than v3k did.",
+        "| metric | **v3k** (shipped until 2026-12-04) | v6 |",
+        "Before v6, the shipped bundle was v3k.",
+        "v4 was never shipped; v3k was replaced by v6.",
+        "The spec v3 crop, as the shipped bundle uses (MobileNet v2 is not shipped).",
+        "It trains with `--recipe v3 --deep-epochs 14`, the shipped recipe.",
+        "[Spec v6](model-history.md#spec-v6-the-v3k-shipped) explains the clamp.",
+    ],
+)
+def test_the_shipped_bundle_and_labelled_history_pass(bundle: Bundle, sentence: str) -> None:
+    assert not stale_claims(sentence, shipped_names(bundle.manifest)), sentence
+
+
+def test_history_pages_must_label_old_bundles_in_their_headings(bundle: Bundle) -> None:
+    shipped = shipped_names(bundle.manifest)
+    page = "# History\n\n## v3k (shipped)\n\nThe shipped v3k was fine.\n"
+    found = stale_history_headings(page, shipped)
+    assert [s.line for s in found] == [3]  # the heading; the body of a history page is free
+    assert not stale_history_headings(page.replace("(shipped)", "(shipped until v6)"), shipped)
+
+
+def test_a_stale_page_in_a_tree_is_found_and_history_is_exempt(
+    tmp_path: Path, bundle: Bundle
+) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "model-history.md").write_text(f"# H\n\nThe shipped {OLD_ID}.\n")
+    assert not check_tree(tmp_path, bundle.manifest)
+    (tmp_path / "docs" / "guide.md").write_text(f"# G\n\nThe shipped bundle is {OLD_ID}.\n")
+    (found,) = check_tree(tmp_path, bundle.manifest)
+    assert found.path == "docs/guide.md" and found.name == OLD_ID
+
+
+# ---- generated blocks ----------------------------------------------------------------
+
+
+def test_a_figure_the_card_does_not_have_is_stale_and_build_restores_it(
+    tmp_path: Path, bundle: Bundle
+) -> None:
+    table = card_tables(bundle.card)["metrics"]
+    threshold = f"{bundle.manifest['calibration']['referral_threshold']:.3f}"
+    page = (
+        "# Figures\n\n<!-- generated: model-card table=metrics -->\n"
+        f"{table}\n<!-- /generated -->\n\nRefer at "
+        "<!-- generated: bundle value=calibration.referral_threshold format=.3f -->"
+        f"{threshold}<!-- /generated --> and more.\n"
+    )
+    assert not stale_blocks(page, bundle, "p.md")
+    auc = f"{bundle.manifest['metrics']['int8_test']['malignant_auc']:.3f}"
+    assert auc in table
+    edited = page.replace(f"| {auc} |", "| 0.888 |").replace(f"-->{threshold}<", "-->0.206<")
+    assert len(stale_blocks(edited, bundle, "p.md")) == 2
+    assert refresh(edited, bundle) == page
+
+
+def test_docs_check_and_build_on_a_tree(tmp_path: Path, capsys) -> None:
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "figures.md"
+    page.write_text("<!-- generated: bundle value=bundle_id -->old-id<!-- /generated -->\n")
+    args = ["docs", "check", "--root", str(tmp_path), "--bundle", str(SHIPPED)]
+    assert main(args) == 1
+    assert "docs/figures.md:1" in capsys.readouterr().out
+    build = ["docs", "build", "--no-screenshots", "--root", str(tmp_path), "--bundle", str(SHIPPED)]
+    assert main(build) == 0
+    assert "ham10000-isic-v6k-int8-95dad40e" in page.read_text()
+    assert main(args) == 0
+
+
+@pytest.mark.parametrize(
+    ("page", "message"),
+    [
+        ("<!-- generated: model-card table=metrics -->\n| a |\n", "no closing"),
+        ("<!-- generated: model-card table=nope -->\n<!-- /generated -->", "no table 'nope'"),
+        ("<!-- generated: bundle value=metrics.nope -->x<!-- /generated -->", "no value"),
+        ("<!-- generated: weather table=today -->\n<!-- /generated -->", "unknown generated"),
+    ],
+)
+def test_a_malformed_block_is_refused_by_name(bundle: Bundle, page: str, message: str) -> None:
+    with pytest.raises(DocsError, match=message):
+        refresh(page, bundle, "bad.md")
+
+
+# ---- screenshots -----------------------------------------------------------------------
+
+
+def test_selectors_pick_one_screen() -> None:
+    names = ["starting", "card", "reading-card", "preview", "site-0", "site-4", "preview"]
+    assert pick(names, "card") == "card"
+    assert pick(names, "site-*@-1") == "site-4"
+    assert pick(names, "preview@2") == "preview"
+    assert pick(names, "site-*>preview") == "preview"
+    assert pick(names, "compare-*") is None
+    assert pick(names, "preview@3") is None
+
+
+def test_a_malformed_screenshot_list_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "shots.toml"
+    bad.write_text('[[session]]\nname = "x"\nscript = "capture"\ncolour = "red"\n')
+    with pytest.raises(DocsError, match="unknown keys"):
+        load_registry(bad)
+    bad.write_text('[[session]]\nname = "x"\n[session.shots]\n"a.png" = "result"\n')
+    with pytest.raises(DocsError, match="needs a script"):
+        load_registry(bad)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pygame") is None, reason="no pygame")
+def test_the_quick_start_screenshot_is_remade_from_the_bundle(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("*.png"))
+    outcome = make_screenshots(tmp_path, SHIPPED, None, only=["quick-start"])
+    assert not outcome.failed and not outcome.skipped
+    (written,) = outcome.written
+    import cv2
+
+    image = cv2.imread(str(written))
+    assert image.shape == (480, 800, 3)
+    assert image.std() > 10  # a drawn screen, not a blank one
+
+
+# ---- skinscan convert never writes into the shipped bundle by accident -------------------
+
+
+def test_convert_refuses_the_shipped_bundle_folder(tmp_path: Path, capsys) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in SHIPPED.iterdir()}
+    for argv in (
+        ["convert", "runs/x", "--out", str(SHIPPED)],
+        ["convert", "--clamp-colour", str(tmp_path), "--out", "device/models/default/"],
+        ["convert", "--shift-threshold", str(SHIPPED), "--metadata", "m", "--images", "i"],
+        ["convert", "--fit-familiarity", str(SHIPPED / "."), "--metadata", "m", "--images", "i"],
+    ):
+        assert main(argv) == 2, argv
+        assert "--overwrite-shipped" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in SHIPPED.iterdir()} == before
+    assert is_shipped_folder(tmp_path / "copy" / "device" / "models" / "default")
+    assert not is_shipped_folder(tmp_path / "runs" / "v6-bundle")
