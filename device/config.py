@@ -80,16 +80,15 @@ class ModelConfig(_Section):
 
     Attributes:
         bundle: bundle folder; empty means the shipped ``device/models/default``. A
-            bundle installed from USB (``skinscan bundle install``) runs in its place.
+            bundle installed from USB (``skinscan bundle install``, kept in
+            ``DATA_DIR/bundles``) runs in its place.
         trusted_keys: bundle signing public keys (``signing.pub``) this scanner trusts,
             or folders whose ``*.pub`` files it trusts; a folder that does not exist
             holds none. Never an export key (``clinic.pub``).
-        store_dir: where installed bundles are kept; empty means ``DATA_DIR/bundles``.
     """
 
     bundle: StrictStr = ""
     trusted_keys: tuple[StrictStr, ...] = ("/etc/skinscan/bundle-keys",)
-    store_dir: StrictStr = ""
 
     @field_validator("trusted_keys")
     @classmethod

@@ -125,7 +125,15 @@ def _store(config: Any) -> Any:
     return open_store(configured_dir=config.records.data_dir or None, device_id=device_id)
 
 
-def _analyzer_loader(bundle: str | None) -> Callable[[], Any]:
+def _analyzer_loader(bundle: str | None, config: Any = None) -> Callable[[], Any]:
+    """``--bundle DIR`` as given; else (with ``config``) the bundle store's current bundle,
+    falling back to the previous one, ``[model] bundle`` or the shipped one, with a notice
+    (:class:`device.bundles.active.ActiveAnalyzerLoader`)."""
+    if bundle is None and config is not None:
+        from device.bundles.active import ActiveAnalyzerLoader
+
+        return ActiveAnalyzerLoader(config)
+
     def load() -> Any:
         from device.runtime.analyzer import Analyzer
 
@@ -203,7 +211,7 @@ def main(args: argparse.Namespace) -> int:
         buttons=buttons,
         display=display,
         store=store,
-        load_analyzer=_analyzer_loader(args.bundle or config.model.bundle or None),
+        load_analyzer=_analyzer_loader(args.bundle, config),
         thresholds=config.quality_thresholds(),
         heatmap_alpha=config.display.heatmap_alpha,
         max_fps=config.display.max_fps,

@@ -72,6 +72,13 @@ NOTICE_TEXT: dict[str, tuple[str, str, str]] = {
         "Write results down by hand and tell your supervisor.",
         "The data folder is:",
     ),
+    "bundle_fallback": (
+        "Model: running an earlier bundle",
+        "The installed model bundle failed its check at start-up, so the scanner runs the "
+        "one named above. Scans are analysed and saved as usual, and each records which "
+        "bundle made it. Tell your supervisor.",
+        "",
+    ),
     "storage_full": (
         "Storage full — new scans NOT saved",
         "Saved scans can still be viewed and exported. To free space:",

@@ -8,12 +8,15 @@ import logging
 import time
 
 from device.app.controller import view
-from device.app.events import BundleReady, CameraNotice, CameraReady, Event, Failed
+from device.app.events import BundleReady, CameraNotice, CameraReady, Event, Failed, Notice
 from device.app.store_events import notice_event
 from device.errors import CameraError, SkinScanError
 from device.ui.render import Renderer
 
 log = logging.getLogger(__name__)
+
+# The notice kind of "the installed bundle failed, an earlier one runs" (error_flow.NOTICE_TEXT).
+BUNDLE_FALLBACK = "bundle_fallback"
 
 
 class Startup:
@@ -68,9 +71,16 @@ class Startup:
         else:
             log.info("model bundle loaded: %s", getattr(self.analyzer.bundle, "bundle_id", "?"))
             event = BundleReady()
+        # The loader says when it fell back (the installed bundle failed: the previous runs).
+        take = getattr(self.load_analyzer, "take_notices", None)
+        found = take() if take is not None else []
+        notices = [Notice(" ".join(found), kind=BUNDLE_FALLBACK)] if found else []
         if initial:
-            self.dispatch(event)
+            for each in (event, *notices):
+                self.dispatch(each)
             return None
+        for notice in notices:
+            self.dispatch(notice)
         return event
 
     def _try_camera(self, initial: bool = False) -> None:

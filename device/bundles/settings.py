@@ -10,11 +10,11 @@ from device.bundles.store import STORE_DIR_NAME, BundleStore, trunk_of
 
 
 def store_root(config: Any) -> Path:
-    """``[model] store_dir``, else ``DATA_DIR/bundles`` (the records' data folder)."""
+    """``DATA_DIR/bundles``: the store lives in the records' data folder, the one folder
+    the service may write (``$SKINSCAN_DATA_DIR``, else ``[records] data_dir``, else the
+    platform default; see :mod:`device.records.paths`)."""
     from device.records.paths import resolve_data_dir
 
-    if config.model.store_dir:
-        return Path(config.model.store_dir).expanduser()
     return resolve_data_dir(config.records.data_dir or None) / STORE_DIR_NAME
 
 
