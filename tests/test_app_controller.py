@@ -264,7 +264,7 @@ def test_frames_are_ignored_outside_the_live_view():
 
 
 def test_every_screen_has_hints_naming_real_buttons():
-    buttons = {"capture", "toggle", "next", "save", "back", "shutdown", "patient"}
+    buttons = {"capture", "toggle", "next", "save", "back", "shutdown", "patient", "menu"}
     states = [
         replace(initial_state(), frame=frame()),
         at_result(),
@@ -547,7 +547,7 @@ def test_a_read_only_data_folder_is_named_in_the_title_not_a_generic_one():
 def test_storage_full_says_how_to_free_space_in_order():
     _state, screen = run(at_result(), Button("save"), Failed("disk_full", "1.0 MiB free"))
     text = " ".join((screen.action, *screen.steps))
-    marks = [text.find(s) for s in ("USB", "records export", "clinic", "records ack", "archive")]
+    marks = [text.find(s) for s in ("USB", "Export to USB", "clinic", "receipt", "Free space")]
     assert -1 not in marks and marks == sorted(marks), text
     assert screen.detail == "1.0 MiB free"
 

@@ -14,6 +14,7 @@ from device.app.events import (
     Capture,
     CardRead,
     CardRefused,
+    CheckUsb,
     Command,
     Event,
     Exit,
@@ -26,6 +27,7 @@ from device.app.events import (
     QualityFailed,
     ReadCard,
     ReloadBundle,
+    RunUsbTask,
     Save,
     Saved,
 )
@@ -36,6 +38,7 @@ from device.app.results import (
     result_from_record,
 )
 from device.app.store_events import read_history, space_detail
+from device.app.usb_flow_actions import UsbActions
 from device.errors import CameraError, DiskFullError, ImageError, StorageError
 from device.imaging.quality import assess_quality
 
@@ -59,7 +62,7 @@ class CaptureTimings:
     started: float = field(default=0.0, repr=False)
 
 
-class Actions:
+class Actions(UsbActions):
     """The work behind each command, for :class:`device.app.runner.App`.
 
     A mixin: the App sets the attributes (camera, store, analyzer, state...) and
@@ -85,6 +88,8 @@ class Actions:
             else:
                 inject(command.fault)
             return None
+        if isinstance(command, (CheckUsb, RunUsbTask)):
+            return self.usb_execute(command)
         if isinstance(command, PowerOff):
             self.poweroff_requested = True
             return None

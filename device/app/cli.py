@@ -49,6 +49,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "the program ends when the script does. The verbs are listed below",
     )
     parser.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
+    parser.add_argument(
+        "--usb",
+        metavar="DIR",
+        help="a folder that stands for a plugged-in USB stick (the menu's Export to USB, "
+        "Free space and Update model use it); default: real sticks through udisks2 on a Pi",
+    )
     parser.add_argument("--config", metavar="FILE", help="config file (default /etc/skinscan)")
 
 
@@ -125,6 +131,31 @@ def _store(config: Any) -> Any:
     return open_store(configured_dir=config.records.data_dir or None, device_id=device_id)
 
 
+def _usb(args: argparse.Namespace, backend: str) -> Any:
+    """The USB-stick seam: ``--usb DIR``, else udisks2 on real hardware, else none."""
+    from device.hw.usb_backends import make_usb
+
+    if args.usb is not None:
+        return make_usb("folder", args.usb)
+    return make_usb("udisks" if backend in ("pi", "usb") else "none")
+
+
+def _bundle_store(config: Any, store: Any, bundle: str | None) -> Callable[[], Any]:
+    """Opens the scanner's bundle store (DATA_DIR/bundles) for the menu's Update model."""
+    from device.app.usb_flow_model import store_opener
+    from device.records.paths import resolve_data_dir
+
+    data_dir = getattr(store, "data_dir", None) or resolve_data_dir(config.records.data_dir or None)
+    trunks: list[str] = []
+    if bundle:
+        from device.bundles.store import trunk_of
+
+        trunk = trunk_of(bundle)
+        if trunk:
+            trunks.append(trunk)
+    return store_opener(data_dir, config.model.trusted_keys, trunks)
+
+
 def _analyzer_loader(bundle: str | None, config: Any = None) -> Callable[[], Any]:
     """``--bundle DIR`` as given; else (with ``config``) the bundle store's current bundle,
     falling back to the previous one, ``[model] bundle`` or the shipped one, with a notice
@@ -179,6 +210,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--images {args.images}: no such folder or file")
     if args.frames is not None and args.frames < 1:
         raise ConfigError("--frames must be at least 1")
+    if args.usb is not None and not Path(args.usb).is_dir():
+        raise ConfigError(f"--usb {args.usb}: no such folder (it stands for the USB stick)")
     script = None
     if args.script is not None:
         from device.hw.buttons_script import load_script
@@ -219,6 +252,8 @@ def main(args: argparse.Namespace) -> int:
         poweroff=poweroff,
         shutdown_command=config.system.shutdown_command,
         device_id=config.system.device_id or None,
+        usb=_usb(args, backend),
+        open_bundle_store=_bundle_store(config, store, args.bundle or config.model.bundle or None),
     )
     log.info("skinscan run: backend %s, display %s (%s)", backend, display.mode, why)
     if display.mode == "headless" and script is None and args.frames is None:

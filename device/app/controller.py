@@ -29,6 +29,10 @@ exit         final
 result, a retake, history or the body-site list. The patient and body site stay
 set, and are shown on every screen, until another card is read or the patient
 is cleared; every scan analysed meanwhile carries them.
+
+``menu`` (a long hold of NEXT) opens the menu (Export to USB, Free space, Update
+model, Roll back model) from the live view, a result, a retake, history, compare or
+a problem on screen; see :mod:`device.app.menu_flow`.
 """
 
 from __future__ import annotations
@@ -71,6 +75,16 @@ from device.app.history_flow import (
     history_step,
     history_view,
     load_history,
+)
+from device.app.menu_flow import (
+    MENU_MODES,
+    menu_step,
+    menu_view,
+    open_menu,
+    opens_menu,
+    usb_busy_step,
+    usb_done_step,
+    usb_event,
 )
 from device.app.patient import BODY_SITES, patient_line
 from device.app.patient_flow import (
@@ -131,7 +145,12 @@ def _common(state: AppState, event: Event) -> AppState | None:
             return replace(state, mode="shutdown", back_to=state.mode)
         if event.name == "patient" and state.mode in PATIENT_FROM:
             return replace(state, mode="card", card_problem="", message="")
+        if opens_menu(state, event):
+            return open_menu(state, event.name)
         return None
+    usb = usb_event(state, event)
+    if usb is not None:
+        return usb
     if isinstance(event, CameraNotice):
         return replace(state, warning=event.detail)
     if isinstance(event, Failed) and event.problem == "camera":
@@ -255,6 +274,9 @@ _MODE_STEPS = {
     "retake": _retake,
     "error": error_step,
     "shutdown": _shutdown,
+    "menu": menu_step,
+    "usb_busy": usb_busy_step,
+    "usb_done": usb_done_step,
 }
 
 
@@ -284,6 +306,7 @@ def _screen(state: AppState) -> Screen:
             ("toggle", "Site"),
             ("next", "History"),
             ("patient", "Patient"),
+            ("menu", "Menu"),
             ("shutdown", power_label(state)),
         )
         if frame is None:
@@ -328,6 +351,8 @@ def _screen(state: AppState) -> Screen:
         return compare_view(state)
     if mode == "error":
         return error_view(state)
+    if mode in MENU_MODES:
+        return menu_view(state)
     if mode == "shutdown":
         return ShutdownScreen(
             confirmed=False,

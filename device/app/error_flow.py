@@ -41,13 +41,13 @@ ERROR_TEXT: dict[str, tuple[str, str]] = {
         "Press Capture to continue.",
     ),
 }
-# Space is freed only by archiving scans the clinic has confirmed it has (docs/records.md).
-# Each command on a line of its own, so that it is read (and typed) whole.
+# Space is freed only by archiving scans the clinic has confirmed it has (docs/records.md),
+# all from the menu (a long hold of NEXT, device.app.menu_flow): no keyboard, no shell.
 FREE_SPACE_STEPS: tuple[str, ...] = (
-    "1. Export to USB:\nskinscan records export --to /media/usb",
-    "2. The clinic opens it and sends a receipt; record it:\nskinscan records ack RECEIPT",
-    "3. Move the scans the clinic acknowledged off the device:\n"
-    "skinscan records archive --to /media/usb",
+    "1. Plug in a USB stick, open the Menu (hold NEXT) and choose Export to USB.",
+    "2. Take the stick to the clinic. The clinic puts its receipt on the stick.",
+    "3. Plug the stick in again and choose Free space in the Menu: the scans the clinic has "
+    "move onto the stick.",
 )
 
 ERROR_STEPS: dict[str, tuple[str, ...]] = {"disk_full": FREE_SPACE_STEPS}
@@ -134,8 +134,16 @@ def error_view(state: AppState) -> Screen:
         hints = make_hints(
             ("capture", "Retry"), ("next", "History"), ("shutdown", power_label(state))
         )
-    elif error.problem in ("disk_full", "storage"):
+    elif error.problem == "disk_full":
+        hints = make_hints(
+            ("back", "Back to result"), ("menu", "Menu"), ("shutdown", power_label(state))
+        )
+    elif error.problem == "storage":
         hints = make_hints(("back", "Back to result"), ("shutdown", power_label(state)))
+    elif error.problem == "notice" and steps:
+        hints = make_hints(
+            ("capture", "Continue"), ("menu", "Menu"), ("shutdown", power_label(state))
+        )
     elif error.problem in ("analysis", "notice"):
         hints = make_hints(("capture", "Continue"), ("shutdown", power_label(state)))
     else:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from device.app.menu_state import UsbOutcome
 from device.ui.screens import Box, RankedName
 
 # ---- what a result is -------------------------------------------------------------------------
@@ -192,6 +193,29 @@ class Notice:
     path: str = ""
 
 
+@dataclass(frozen=True)
+class UsbChecked:
+    """The USB sticks plugged in now, by name (empty: none)."""
+
+    sticks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UsbProgress:
+    """A USB task is under way: ``done`` of ``total`` (0: unknown), and what."""
+
+    text: str
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class UsbDone:
+    """A USB task finished (or could not start): what it did, for the screen."""
+
+    outcome: UsbOutcome
+
+
 Event = (
     Button
     | Frame
@@ -206,6 +230,9 @@ Event = (
     | CardRead
     | CardRefused
     | CameraNotice
+    | UsbChecked
+    | UsbProgress
+    | UsbDone
 )
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -257,4 +284,27 @@ class InjectFault:
     fault: str
 
 
-Command = Capture | Save | LoadHistory | ReadCard | ReloadBundle | PowerOff | Exit | InjectFault
+@dataclass(frozen=True)
+class CheckUsb:
+    """Look for USB sticks (answered by :class:`UsbChecked`)."""
+
+
+@dataclass(frozen=True)
+class RunUsbTask:
+    """Run a menu task on the stick: one of ``device.app.menu_state.MENU_TASKS``."""
+
+    task: str
+
+
+Command = (
+    Capture
+    | Save
+    | LoadHistory
+    | ReadCard
+    | ReloadBundle
+    | PowerOff
+    | Exit
+    | InjectFault
+    | CheckUsb
+    | RunUsbTask
+)

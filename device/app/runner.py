@@ -80,6 +80,10 @@ class App(Startup, Actions):
         run_command: runs the shutdown command (tests replace it).
         keep_screens: how many distinct screens to keep in :attr:`screens_shown`
             (tests and tools read them; 0 keeps none, so a long run holds no frames).
+        usb: the USB-stick seam (:mod:`device.hw.usb`) the menu exports to; None: none.
+        open_bundle_store: opens the scanner's bundle store for the menu's Update
+            model and Roll back (:func:`device.app.usb_flow_model.store_opener`); None:
+            the menu says updates are not set up.
     """
 
     def __init__(
@@ -100,6 +104,8 @@ class App(Startup, Actions):
         notifier: Notifier | None = None,
         run_command: Callable[..., Any] = subprocess.run,
         keep_screens: int = 0,
+        usb: Any = None,
+        open_bundle_store: Callable[[], Any] | None = None,
     ) -> None:
         self.camera = camera
         self.buttons = buttons
@@ -114,6 +120,8 @@ class App(Startup, Actions):
         self.device_id = device_id
         self.notifier = notifier or Notifier()
         self.run_command = run_command
+        self.usb = usb
+        self.open_bundle_store = open_bundle_store
         self.preview = PreviewAnalyzer(self.thresholds)
         self.state: AppState = initial_state(poweroff=poweroff)
         self.screen: Screen | None = None

@@ -4,9 +4,10 @@ flow makes: show a problem, or go back to the live view.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from device.app.events import Command, ErrorInfo, Frame, ResultView
+from device.app.menu_state import MenuState
 
 MODES = (
     "preview",
@@ -20,6 +21,9 @@ MODES = (
     "site",
     "error",
     "shutdown",
+    "menu",
+    "usb_busy",
+    "usb_done",
     "exit",
 )
 # Where the patient button opens the card screen (not while something is under way).
@@ -59,6 +63,8 @@ class AppState:
         history_unreadable: saved scans left out of the loaded history as unreadable.
         pending_notices: notices waiting behind the one on screen, shown in turn.
         compare_index: the history index of the earlier scan being compared.
+        menu: the menu's highlighted entry, the sticks found and the USB task's progress
+            and outcome (:mod:`device.app.menu_flow`).
         commands: work requested by the last step, for the main loop.
     """
 
@@ -87,6 +93,7 @@ class AppState:
     history_unreadable: int = 0
     pending_notices: tuple[ErrorInfo, ...] = ()
     compare_index: int = 0
+    menu: MenuState = field(default_factory=MenuState)
     commands: tuple[Command, ...] = ()
 
 

@@ -9,6 +9,7 @@ Event names:
 - ``capture``, ``toggle``, ``next``, ``save``, ``back``: the buttons;
 - ``power``: a short press of the power button; ``shutdown``: a long hold;
 - ``patient``: a long hold of BACK: scan a patient card, or clear the patient;
+- ``menu``: a long hold of NEXT: the menu (export to USB, free space, update model);
 - ``history``: open the saved scans (keyboard and scripts);
 - ``quit``: leave the program without powering off (window closed, ``q``);
 - ``fault:<kind>``: tell the simulated camera to fail (see camera_sim.FAULTS).
@@ -33,11 +34,14 @@ BUTTON_EVENTS: tuple[str, ...] = (
     "patient",
     "history",
     "quit",
+    "menu",
 )
+# Script verbs that run a menu entry at once (device.app.menu_state.MENU_TASKS).
+MENU_SHORTCUTS: tuple[str, ...] = ("export", "free-space", "update-model", "rollback-model")
 FAULT_PREFIX = "fault:"
 # Physical buttons with a second meaning when held: button -> event sent on a long hold.
 # Such a button sends its own event on release instead of on press.
-HOLD_EVENTS: dict[str, str] = {"power": "shutdown", "back": "patient"}
+HOLD_EVENTS: dict[str, str] = {"power": "shutdown", "back": "patient", "next": "menu"}
 
 
 @runtime_checkable
@@ -87,8 +91,8 @@ class MultiButtons:
 def button_labels(names: Iterable[str]) -> dict[str, str]:
     """Labels for physical buttons: the button's own name in capitals.
 
-    Shutdown and patient are not buttons of their own but long holds of POWER
-    and BACK (:data:`HOLD_EVENTS`), and say so.
+    Shutdown, patient and menu are not buttons of their own but long holds of POWER,
+    BACK and NEXT (:data:`HOLD_EVENTS`), and say so.
     """
     labels = {name: name.upper() for name in names}
     for button, held in HOLD_EVENTS.items():

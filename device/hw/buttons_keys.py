@@ -25,6 +25,7 @@ KEYMAP: dict[str, str] = {
     "backspace": "back",
     "l": "history",
     "c": "patient",
+    "m": "menu",
     "p": "power",
     "x": "shutdown",
     "q": "quit",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from device.errors import ConfigError
-from device.hw.buttons import BUTTON_EVENTS, FAULT_PREFIX, button_labels
+from device.hw.buttons import BUTTON_EVENTS, FAULT_PREFIX, MENU_SHORTCUTS, button_labels
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,14 @@ script verbs (--script 'patient, wait 0.5, capture, wait 1, capture, wait 1.5, s
             simulator the card is the next image of --images, used up by the capture
             that reads it
   history   open the saved scans (the keyboard's L)
+  menu      a long hold of NEXT ("Hold NEXT"): the menu; next/toggle move, capture
+            chooses, back closes
+  export    the menu's Export to USB: every saved scan, sealed for the clinic, onto
+            the stick (--usb DIR stands for one in the simulator)
+  free-space     the menu's Free space: the clinic's receipts on the stick are
+                 recorded, and the scans they confirm move onto the stick
+  update-model   the menu's Update model: install the signed model bundle on the stick
+  rollback-model the menu's Roll back model: back to the model used before
   quit      leave the program at once, without powering off (closing the window)
   wait SECONDS   let the live view run that long (0 to 3600)
   fault KIND     make the simulated camera fail: black, blur, exception, disconnect,
@@ -88,12 +96,12 @@ def parse_script(text: str) -> tuple[Step, ...]:
                     f"{', '.join(SCRIPT_FAULTS)}"
                 )
             steps.append(Step(event=FAULT_PREFIX + words[1]))
-        elif len(words) == 1 and words[0] in BUTTON_EVENTS:
+        elif len(words) == 1 and (words[0] in BUTTON_EVENTS or words[0] in MENU_SHORTCUTS):
             steps.append(Step(event=words[0]))
         else:
             raise ConfigError(
                 f"script step {position} {token!r} is unknown; steps are "
-                f"{', '.join(BUTTON_EVENTS)}, 'wait SECONDS', 'fault KIND'"
+                f"{', '.join((*BUTTON_EVENTS, *MENU_SHORTCUTS))}, 'wait SECONDS', 'fault KIND'"
             )
     return tuple(steps)
 

@@ -20,6 +20,7 @@ import numpy as np
 from device.hw.display import import_pygame
 from device.ui.draw.history import HistoryScreens
 from device.ui.draw.live import LiveScreens
+from device.ui.draw.menu import MenuScreens
 from device.ui.draw.notices import NoticeScreens
 from device.ui.draw.patient import PatientScreens
 from device.ui.draw.theme import (
@@ -64,7 +65,7 @@ __all__ = [
 ]
 
 
-class Renderer(LiveScreens, HistoryScreens, PatientScreens, NoticeScreens):
+class Renderer(LiveScreens, HistoryScreens, PatientScreens, NoticeScreens, MenuScreens):
     """Draws screens; create once per display and reuse (it caches fonts and text).
 
     Args:
@@ -90,6 +91,9 @@ class Renderer(LiveScreens, HistoryScreens, PatientScreens, NoticeScreens):
             "card": self._card,
             "site": self._site,
             "compare": self._compare,
+            "menu": self._menu,
+            "usb_busy": self._usb_busy,
+            "usb_done": self._usb_done,
         }
         drawers[screen.kind](surface, screen)
         self.draw_patient(surface)

@@ -348,6 +348,93 @@ class CompareScreen:
         return f"compare-{self.earlier.when}-{self.later.when}-{heat}"
 
 
+@dataclass(frozen=True)
+class MenuScreen:
+    """The menu (a long hold of NEXT): USB export, free space, model update.
+
+    Attributes:
+        items: the entries' labels, in order.
+        index: the highlighted entry.
+        help: one line on what the highlighted entry does.
+        stick: the USB stick line, e.g. "USB stick: KINGSTON" or "No USB stick: plug one in".
+        stick_found: whether a stick is plugged in.
+    """
+
+    items: tuple[str, ...]
+    index: int
+    help: str = ""
+    stick: str = ""
+    stick_found: bool = False
+    hints: tuple[Hint, ...] = ()
+    patient: str = ""
+    kind: str = "menu"
+
+    @property
+    def snapshot_key(self) -> str:
+        """One screenshot per highlighted entry, with and without a stick."""
+        return f"menu-{self.index}-{'stick' if self.stick_found else 'nostick'}"
+
+
+@dataclass(frozen=True)
+class UsbBusyScreen:
+    """A USB task under way: what, how far, and not to pull the stick out.
+
+    Attributes:
+        title: the task, e.g. "Export to USB".
+        text: what is happening now, e.g. "Exporting scan 3 of 12…".
+        done, total: progress; ``total`` 0 when it cannot be told.
+        note: the warning under it.
+    """
+
+    title: str
+    text: str
+    done: int = 0
+    total: int = 0
+    note: str = "Do not remove the USB stick."
+    hints: tuple[Hint, ...] = ()
+    patient: str = ""
+    kind: str = "usb_busy"
+
+    @property
+    def snapshot_key(self) -> str:
+        """One screenshot per task (not one per scan written)."""
+        return f"usb-busy-{self.title}"
+
+
+@dataclass(frozen=True)
+class UsbResultScreen:
+    """What a USB task did, and what to do next.
+
+    Attributes:
+        heading: the task, e.g. "Export to USB".
+        ok: it did what was asked; otherwise ``title`` says what went wrong.
+        title: the headline, e.g. "Exported 12 scans".
+        lines: the facts, one a line.
+        files: the file names written on the stick, shown whole.
+        next_step: what the health worker does next.
+        removable: the stick was released and may be pulled out.
+        task: which task this was (for screenshots).
+    """
+
+    heading: str
+    ok: bool
+    title: str
+    lines: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    next_step: str = ""
+    removable: bool = False
+    task: str = ""
+    hints: tuple[Hint, ...] = ()
+    patient: str = ""
+    kind: str = "usb_done"
+
+    @property
+    def snapshot_key(self) -> str:
+        """One screenshot per task and outcome."""
+        words = "-".join(self.title.lower().split()[:3])
+        return f"usb-done-{self.task}-{'ok' if self.ok else 'failed'}-{words}"
+
+
 Screen = (
     PreviewScreen
     | AnalyzingScreen
@@ -359,6 +446,9 @@ Screen = (
     | CardScreen
     | SiteScreen
     | CompareScreen
+    | MenuScreen
+    | UsbBusyScreen
+    | UsbResultScreen
 )
 SCREEN_KINDS: tuple[str, ...] = (
     "preview",
@@ -371,4 +461,7 @@ SCREEN_KINDS: tuple[str, ...] = (
     "card",
     "site",
     "compare",
+    "menu",
+    "usb_busy",
+    "usb_done",
 )

@@ -1,0 +1,137 @@
+"""Carrying out the menu's commands: look for sticks, and run a task on one.
+
+A task finds the stick, mounts it, does its work with its progress on screen,
+and always releases the stick (unmount, power off) before the outcome says
+whether it may be removed. The watchdog is fed while a long export runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from device.app.events import CheckUsb, Event, RunUsbTask, UsbChecked, UsbDone, UsbProgress
+from device.app.menu_state import UsbOutcome
+from device.hw.usb import NoSticks, UsbError, UsbReadOnlyError
+
+log = logging.getLogger(__name__)
+
+NO_STICK_STEP = "Plug a USB stick into the scanner, then choose it again from the menu."
+REMOVE_OK = "You may remove the stick."
+
+
+class UsbActions:
+    """The USB work behind the menu, for :class:`device.app.runner.App`.
+
+    A mixin: the App sets ``usb`` (a :class:`device.hw.usb.UsbSticks`), ``store``,
+    ``notifier`` and provides ``dispatch`` and ``present``.
+    """
+
+    usb: Any = None
+
+    def usb_execute(self, command: CheckUsb | RunUsbTask) -> Event:
+        """Do one menu command; returns its outcome as an event."""
+        if isinstance(command, CheckUsb):
+            return UsbChecked(tuple(stick.name for stick in self._sticks().find()))
+        try:
+            outcome = self._usb_task(command.task)
+        except Exception as exc:  # a task must end on a screen, never in a crash
+            log.error("menu task %s failed: %s", command.task, exc, exc_info=True)
+            outcome = UsbOutcome(
+                command.task, False, "Something went wrong", (str(exc) or type(exc).__name__,),
+                next_step="Nothing was deleted. Try again; if it fails again, tell your "
+                "supervisor.",
+            )  # fmt: skip
+        log.info("menu task %s: %s", command.task, outcome.title)
+        return UsbDone(outcome)
+
+    def _sticks(self) -> Any:
+        return self.usb if self.usb is not None else NoSticks()
+
+    def usb_progress(self, text: str, done: int = 0, total: int = 0) -> None:
+        """Show how far the task is, and tell the watchdog the app is alive."""
+        self.dispatch(UsbProgress(text, done, total))
+        self.present()
+        self.notifier.watchdog()
+
+    def _usb_task(self, task: str) -> UsbOutcome:
+        if task == "rollback-model":
+            return self._model_task(task, None, "")
+        sticks = self._sticks().find()
+        if not sticks:
+            return UsbOutcome(task, False, "No USB stick found", next_step=NO_STICK_STEP)
+        stick = sticks[0]
+        self.usb_progress(f"Opening the USB stick {stick.name}…")
+        try:
+            folder = self._sticks().mount(stick)
+        except UsbReadOnlyError as exc:
+            return self._released(
+                stick,
+                UsbOutcome(
+                    task, False, "The USB stick cannot be written", (str(exc),),
+                    next_step="Check the stick's write-protect switch, or use another stick.",
+                    stick=stick.name,
+                ),
+            )  # fmt: skip
+        except UsbError as exc:
+            return UsbOutcome(
+                task, False, "The USB stick cannot be opened", (str(exc),),
+                next_step="Take the stick out, plug it in again and retry, or use another "
+                "stick.", stick=stick.name,
+            )  # fmt: skip
+        try:
+            outcome = self._stick_task(task, folder, stick.name)
+        except Exception:
+            self._release(stick)
+            raise
+        return self._released(stick, outcome)
+
+    def _stick_task(self, task: str, folder: Path, name: str) -> UsbOutcome:
+        from device.app.usb_flow_tasks import export_to, free_space_to
+
+        if task == "export":
+            return export_to(self.store, folder, self.usb_progress, name)
+        if task == "free-space":
+            return free_space_to(self.store, folder, self.usb_progress, name)
+        if task == "update-model":
+            return self._model_task(task, folder, name)
+        raise ValueError(f"unknown menu task {task!r}")
+
+    def _model_task(self, task: str, folder: Path | None, name: str) -> UsbOutcome:
+        from device.app.usb_flow_model import model_task
+
+        outcome, changed = model_task(self, task, folder, name)
+        if changed:
+            self.usb_progress("Loading the model…")
+            event = self._load_bundle()
+            if event is not None:
+                self.dispatch(event)
+        return outcome
+
+    def _release(self, stick: Any) -> str:
+        """Release ``stick``; returns "" when it may be removed, else why not."""
+        self.usb_progress(f"Closing the USB stick {stick.name}…")
+        try:
+            self._sticks().release(stick)
+        except UsbError as exc:
+            log.error("USB stick not released: %s", exc)
+            return str(exc)
+        return ""
+
+    def _released(self, stick: Any, outcome: UsbOutcome) -> UsbOutcome:
+        """``outcome`` once the stick is released, saying whether it may be removed."""
+        problem = self._release(stick)
+        if problem:
+            lines = (
+                *outcome.lines,
+                f"Do NOT remove the stick yet: {problem}. Power the scanner off first.",
+            )
+            return UsbOutcome(
+                outcome.task, outcome.ok, outcome.title, lines, outcome.files,
+                outcome.next_step, False, outcome.stick,
+            )  # fmt: skip
+        return UsbOutcome(
+            outcome.task, outcome.ok, outcome.title, outcome.lines, outcome.files,
+            outcome.next_step, True, outcome.stick,
+        )  # fmt: skip
