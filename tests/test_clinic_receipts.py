@@ -214,3 +214,63 @@ def test_a_receipt_download_needs_a_login(tmp_path, app, logged_in, keys, device
     anonymous = app.test_client().get(url)
     assert anonymous.status_code == 302 and anonymous.headers["Location"].startswith("/login")
     assert b"proof" not in anonymous.data
+
+
+def _archive_after_ack(tmp_path, logged_in, keys, device_dir) -> list:
+    """Export, import, ack the receipt on the scanner, archive: the archive file(s)."""
+    parts = _export(device_dir, keys[1], tmp_path / "usb")
+    name, body = _download(logged_in, _import(logged_in, parts))
+    (tmp_path / "usb" / name).write_bytes(body)
+    assert _ack(device_dir, tmp_path / "usb" / name) == 0
+    archive = ["records", "archive", "--data-dir", str(device_dir), "--to", str(tmp_path / "arc")]
+    assert main([*archive, "--clinic-key", str(keys[1])]) == 0
+    files = sorted((tmp_path / "arc").glob("*.sealed"))
+    assert files and all(f.name.startswith("skinscan-archive-") for f in files)
+    return files
+
+
+def test_an_archive_file_is_imported_and_called_what_it_is(
+    tmp_path, logged_in, keys, device, store
+):
+    device_dir, _ = device
+    files = _archive_after_ack(tmp_path, logged_in, keys, device_dir)
+    page = _import(logged_in, files)
+    assert "0 new scan(s)" in page and "3 already in the store" in page
+    assert "archive file</strong>" in page and "needs no receipt" in page
+    assert "Every scan in it was in this store already" in page
+    assert "older SkinScan" not in page and "stay on the scanner" not in page
+    assert ACK_SENTENCE not in page  # the link in the log is the earlier export's
+    assert store.imports()[0].kind == "archive"
+    assert "archive file: none needed" in logged_in.get("/import").get_data(as_text=True)
+
+
+def test_a_renamed_archive_file_is_known_by_its_receipted_scans(
+    tmp_path, logged_in, keys, device, store
+):
+    device_dir, _ = device
+    (archived,) = _archive_after_ack(tmp_path, logged_in, keys, device_dir)
+    page = _import_named(logged_in, "backup-tuesday.sealed", archived.read_bytes())
+    assert "archive file</strong>" in page
+
+
+def test_an_archive_file_brings_scans_into_a_store_that_lost_them(
+    tmp_path, analysis, logged_in, keys, device
+):
+    device_dir, _ = device
+    files = _archive_after_ack(tmp_path, logged_in, keys, device_dir)
+    # Another clinic folder (a restored backup, say) opened with the same clinic key.
+    other = make_app(tmp_path / "clinic-restored", keys[0], analysis)
+    try:
+        client = other.test_client()
+        assert login(client).status_code == 302
+        page = _import(client, files)
+        assert "3 new scan(s)" in page and "archive file</strong>" in page
+        assert "3 of its scans were not in this store and now are" in page
+    finally:
+        other.extensions["skinscan_clinic"].store.close()
+
+
+def _import_named(client, name: str, data: bytes) -> str:
+    response = import_files(client, [(name, data)])
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_data(as_text=True)
