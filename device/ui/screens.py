@@ -41,6 +41,28 @@ class Hint:
     action: str
 
 
+@dataclass(frozen=True)
+class DeviceStatus:
+    """Battery and storage as the live view shows them.
+
+    Attributes:
+        battery_percent: charge left, 0 to 100, or None when no battery is read.
+        charging: True while charging, False on battery, None when the gauge cannot tell.
+        scans_left: about how many more scans fit on the data folder, or None when unknown.
+        battery_low: the charge is at or below the warning level.
+        storage_low: fewer scans fit than the warning level.
+        alerts: what the health worker must do about it, most urgent first
+            (e.g. "Battery low — charge soon").
+    """
+
+    battery_percent: int | None = None
+    charging: bool | None = None
+    scans_left: int | None = None
+    battery_low: bool = False
+    storage_low: bool = False
+    alerts: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, eq=False)
 class PreviewScreen:
     """The live view.
@@ -55,6 +77,7 @@ class PreviewScreen:
         message: a short status line (e.g. "Patient card read"), or None.
         warning: something the tester must know (a skipped image file), or None.
         patient: the patient line shown under the title ("" when no patient is set).
+        status: battery and free storage for the header, with their alerts, or None.
     """
 
     frame: np.ndarray
@@ -67,6 +90,7 @@ class PreviewScreen:
     warning: str | None = None
     hints: tuple[Hint, ...] = ()
     patient: str = ""
+    status: DeviceStatus | None = None
     kind: str = "preview"
 
     @property
@@ -252,17 +276,24 @@ class HistoryScreen:
 
 @dataclass(frozen=True)
 class ShutdownScreen:
-    """Confirm power-off, or say that it is happening."""
+    """Confirm power-off, or say that it is happening.
+
+    ``reason`` is "" for a shutdown the user asked for, or "battery" when the battery
+    ran out and the device shuts itself down.
+    """
 
     confirmed: bool = False
     poweroff: bool = True
     hints: tuple[Hint, ...] = ()
     patient: str = ""
+    reason: str = ""
     kind: str = "shutdown"
 
     @property
     def snapshot_key(self) -> str:
         """One screenshot for the question and one for the answer."""
+        if self.reason:
+            return f"shutdown-{self.reason}"
         return "shutdown-confirmed" if self.confirmed else "shutdown-confirm"
 
 

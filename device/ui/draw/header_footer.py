@@ -41,22 +41,36 @@ class HeaderFooter(Canvas):
         text = self.ellipsize(self._patient, font, self.size[0] - 2 * pad)
         self.draw_text(surface, text, font, TEXT, (pad, top + height // 2), "midleft")
 
-    def draw_header(self, surface: Any, title: str, right: str = "", colour=TEXT) -> None:
+    def draw_header(
+        self,
+        surface: Any,
+        title: str,
+        right: str = "",
+        colour=TEXT,
+        right_reserve: int = 0,
+        right_colour=MUTED,
+    ) -> None:
         """The title bar, with optional text on the right.
 
         The right-hand text (the "not a diagnosis" notice) is never cut: the
-        title gives way first, shrinking and then ending in "…".
+        title gives way first, shrinking and then ending in "…". ``right_reserve``
+        pixels at the right edge are left free (for the battery gauge).
         """
         pygame = self.pygame
         height = self.title_height()
         pygame.draw.rect(surface, PANEL, (0, 0, self.size[0], height))
         pad = self.px(8)
-        right_w = 0
+        right_w = right_reserve
         if right:
             font, _ = self.fit_lines(right, self.size[0] // 2, 12, 1)
-            right_w = font.size(right)[0]
+            right_w += font.size(right)[0]
             self.draw_text(
-                surface, right, font, MUTED, (self.size[0] - pad, height // 2), "midright"
+                surface,
+                right,
+                font,
+                right_colour,
+                (self.size[0] - pad - right_reserve, height // 2),
+                "midright",
             )
         room = self.size[0] - right_w - 3 * pad
         size = 15.0

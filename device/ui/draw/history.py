@@ -40,7 +40,7 @@ class HistoryScreens(ResultScreens):
         self.draw_header(surface, f"Saved scan {screen.index + 1}/{screen.total}", NOTICE)
         saved = " · ".join(x for x in (screen.created_at or "Saved", screen.subject) if x)
         if screen.earlier:
-            saved += f" · {screen.earlier} earlier of this site"
+            saved += f" · {screen.earlier} earlier of this lesion"
         self._result_body(surface, replace(screen.result, saved=saved), content)
 
     def _top_band(self, surface: Any, text: str, area: Any) -> Any:
@@ -60,60 +60,65 @@ class HistoryScreens(ResultScreens):
     def _compare_side(
         self, surface: Any, side: CompareSide, show_heatmap: bool, area: Any, heading: str
     ) -> None:
+        """One scan: the date, the photo as large as the room allows, the tier, P and name.
+
+        The class name wraps (up to three lines) rather than being cut; the photo
+        gives up the room it needs.
+        """
         pygame = self.pygame
-        small = self.font(11)
+        width = area.width
+        when = side.when
+        small, heading = self.fit_one_line(
+            (f"{heading}: {when}", when, when.split(" ")[0]), width, 11
+        )  # a narrow screen: the date and time, then the date alone
         step = self.line_step(small)
         y = area.top
-        heading = f"{heading}: {side.when}"
-        for shorter in (side.when, side.when.split(" ")[0]):
-            if small.size(heading)[0] <= area.width:
-                break
-            heading = shorter  # a narrow screen: the date and time, then the date alone
-        self.draw_text(surface, heading, small, MUTED, (area.centerx, y), "midtop")
+        with self.within(area):
+            self.draw_text(surface, heading, small, MUTED, (area.centerx, y), "midtop")
         y += step
-        banner_font, _ = self.fit_lines(
-            tier_action(side.risk_tier, side.unfamiliar), area.width, 12, 1, True
-        )
-        action = self.ellipsize(
-            tier_action(side.risk_tier, side.unfamiliar), banner_font, area.width - self.px(6)
-        )
+        action = tier_action(side.risk_tier, side.unfamiliar)
+        banner_font, action = self.fit_one_line(action, width - self.px(6), 12, True)
         banner_h = self.line_step(banner_font) + self.px(4)
-        below = banner_h + step + self.px(4)
-        photo_side = max(1, min(area.width, area.bottom - y - below))
+        detail = f"P(malignant) {side.p_malignant:.0%} · {side.label}"
+        detail_h = self.block_height(detail, width, 11, 3)
+        below = self.px(4) + banner_h + detail_h
+        photo_side = max(1, min(width, area.bottom - y - below))
         photo = pygame.Rect(area.centerx - photo_side // 2, y, photo_side, photo_side)
         image = side.overlay if show_heatmap and side.overlay is not None else side.image
         surface.blit(self.image_surface(image, photo.size), photo)
         y = photo.bottom + self.px(4)
-        banner = pygame.Rect(area.left, y, area.width, banner_h)
+        banner = pygame.Rect(area.left, y, width, banner_h)
         pygame.draw.rect(surface, background_of(side.risk_tier), banner, border_radius=self.px(4))
-        self.draw_text(
-            surface, action, banner_font, foreground_of(side.risk_tier), banner.center, "center"
-        )
+        with self.within(banner):
+            self.draw_text(
+                surface, action, banner_font, foreground_of(side.risk_tier), banner.center, "center"
+            )
         y = banner.bottom
-        line = self.ellipsize(
-            f"P(malignant) {side.p_malignant:.0%} · {side.label}", small, area.width
-        )
-        self.draw_text(surface, line, small, TEXT, (area.centerx, y), "midtop")
+        rect = pygame.Rect(area.left, y, width, area.bottom - y)
+        self.draw_block(surface, detail, rect, 11, TEXT, max_lines=3, align="center")
 
     def _compare(self, surface: Any, screen: CompareScreen) -> None:
-        """Two scans of one site side by side, older on the left, and what changed."""
+        """Two scans of one site, older first (left, or on top on a portrait screen), and
+        what changed."""
         pygame = self.pygame
         title = f"Follow-up: {screen.site}" if screen.site else "Follow-up"
         if screen.position:
             title += f" ({screen.position})"
         self.draw_header(surface, title, NOTICE)
         area = self.content_rect().inflate(-2 * self.px(6), -2 * self.px(4))
-        change_font, _ = self.fit_lines(screen.change, area.width, 13, 1, True)
-        change_h = self.line_step(change_font) + self.px(4)
+        change = "\n".join(x for x in (screen.change, screen.area) if x)
+        change_h = self.block_height(change, area.width, 13, 3, True) + self.px(4)
         gap = self.px(10)
-        half = (area.width - gap) // 2
         body_h = area.height - change_h
-        left = pygame.Rect(area.left, area.top, half, body_h)
-        right = pygame.Rect(area.left + half + gap, area.top, half, body_h)
-        self._compare_side(surface, screen.earlier, screen.show_heatmap, left, "Earlier")
-        self._compare_side(surface, screen.later, screen.show_heatmap, right, "Later")
-        change = self.ellipsize(screen.change, change_font, area.width)
-        self.draw_text(
-            surface, change, change_font, TEXT, (area.centerx, area.bottom - change_h + self.px(2)),
-            "midtop",
-        )  # fmt: skip
+        if self.portrait:
+            half = (body_h - gap) // 2
+            first = pygame.Rect(area.left, area.top, area.width, half)
+            second = pygame.Rect(area.left, area.top + half + gap, area.width, half)
+        else:
+            half = (area.width - gap) // 2
+            first = pygame.Rect(area.left, area.top, half, body_h)
+            second = pygame.Rect(area.left + half + gap, area.top, half, body_h)
+        self._compare_side(surface, screen.earlier, screen.show_heatmap, first, "Earlier")
+        self._compare_side(surface, screen.later, screen.show_heatmap, second, "Later")
+        rect = pygame.Rect(area.left, area.bottom - change_h + self.px(2), area.width, change_h)
+        self.draw_block(surface, change, rect, 13, TEXT, bold=True, max_lines=3, align="center")

@@ -73,7 +73,14 @@ class NoticeScreens(HeaderFooter):
 
     def _shutdown(self, surface: Any, screen: ShutdownScreen) -> None:
         area = self.content_rect().inflate(-2 * self.px(16), -2 * self.px(16))
-        if screen.confirmed:
+        if screen.reason == "battery":
+            self.draw_header(surface, "Battery empty", colour=BAD)
+            title = "Shutting down"
+            detail = (
+                "The battery is almost empty. Saved scans are kept. "
+                "Charge the battery, then switch the scanner on again."
+            )
+        elif screen.confirmed:
             self.draw_header(surface, "Shutting down")
             title = "Powering off…" if screen.poweroff else "Closing SkinScan…"
             detail = (
@@ -87,4 +94,4 @@ class NoticeScreens(HeaderFooter):
             detail = "Saved scans are kept. Unsaved results are lost."
         y = self.draw_block(surface, title, area, 24, TEXT, bold=True, align="center")
         rect = self.pygame.Rect(area.left, y + self.px(10), area.width, area.bottom - y)
-        self.draw_block(surface, detail, rect, 14, MUTED, max_lines=3, align="center")
+        self.draw_block(surface, detail, rect, 14, MUTED, max_lines=4, align="center")

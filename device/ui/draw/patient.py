@@ -17,15 +17,13 @@ class PatientScreens(HeaderFooter):
         pygame = self.pygame
         self.draw_header(surface, "Scan patient card")
         area = self.content_rect().inflate(-2 * self.px(6), -2 * self.px(5))
-        left = area.left
+        text = area
         if screen.frame is not None:
-            view_area = pygame.Rect(area.left, area.top, area.width // 2, area.height)
+            view_area, text = self.image_and_text(area, 0.5)
             rect = self.fit_image(screen.frame, view_area)
             rect.top = view_area.top
             surface.blit(self.image_surface(screen.frame, rect.size), rect)
             pygame.draw.rect(surface, BOX, rect, width=max(2, self.px(2)))
-            left = view_area.right + self.px(10)
-        text = pygame.Rect(left, area.top, area.right - left, area.height)
         y = text.top
         if screen.problem:
             y = self.draw_block(surface, "Card not read", text, 18, BAD, bold=True, max_lines=1)
@@ -51,7 +49,7 @@ class PatientScreens(HeaderFooter):
     def _site(self, surface: Any, screen: SiteScreen) -> None:
         """The body sites in a grid; the highlighted one boxed, the chosen one ticked."""
         pygame = self.pygame
-        self.draw_header(surface, "Body site")
+        self.draw_header(surface, screen.title)
         area = self.content_rect().inflate(-2 * self.px(8), -2 * self.px(6))
         columns = 3 if area.width >= self.px(300) else 2
         rows = -(-len(screen.sites) // columns)

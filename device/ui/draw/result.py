@@ -33,9 +33,13 @@ class ResultScreens(HeaderFooter):
         """The analysed photo (or its heatmap overlay) with the colormap legend under it."""
         pygame = self.pygame
         legend_h = self.px(22)
-        # At most half the width, so the diagnosis panel keeps room for the class names.
-        side = min(area.height - legend_h - self.px(4), area.width // 2)
-        photo = pygame.Rect(area.left, area.top, side, side)
+        # Landscape: at most half the width, so the diagnosis panel beside it keeps room for
+        # the class names. Portrait: the whole width, centred (the panel goes below).
+        side = min(
+            area.height - legend_h - self.px(4), area.width if self.portrait else area.width // 2
+        )
+        left = area.centerx - side // 2 if self.portrait else area.left
+        photo = pygame.Rect(left, area.top, side, side)
         showing = screen.show_heatmap and screen.overlay is not None
         image = screen.overlay if showing else screen.image
         surface.blit(self.image_surface(image, (side, side)), photo)
@@ -173,9 +177,16 @@ class ResultScreens(HeaderFooter):
 
     def _result_body(self, surface: Any, screen: ResultScreen, content: Any = None) -> None:
         area = (content or self.content_rect()).inflate(-2 * self.px(6), -2 * self.px(5))
-        photo = self._photo_with_legend(surface, screen, area)
-        left = photo.right + self.px(10)
-        panel = self.pygame.Rect(left, area.top, area.right - left, area.height)
+        if self.portrait:
+            # The photo on top (a little over half the height), the panel below it.
+            photo_area = self.pygame.Rect(area.left, area.top, area.width, area.height * 11 // 20)
+            photo = self._photo_with_legend(surface, screen, photo_area)
+            top = photo.bottom + self.px(22) + self.px(10)
+            panel = self.pygame.Rect(area.left, top, area.width, area.bottom - top)
+        else:
+            photo = self._photo_with_legend(surface, screen, area)
+            left = photo.right + self.px(10)
+            panel = self.pygame.Rect(left, area.top, area.right - left, area.height)
         self._result_panel(surface, screen, panel)
 
     def _result(self, surface: Any, screen: ResultScreen) -> None:

@@ -13,7 +13,9 @@ FONT_DIRS = (
     Path("/usr/share/fonts/dejavu"),
     Path("/usr/share/fonts/TTF"),
 )
+# The layouts are drawn for these sizes and scaled: landscape, and portrait (width < height).
 BASE_SIZE = (480, 320)
+PORTRAIT_BASE_SIZE = (320, 480)
 MIN_FONT_PX = 11
 
 BG = (16, 20, 24)
