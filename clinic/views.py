@@ -28,6 +28,7 @@ from device.imaging.quality import judged_metrics
 from device.labels import HAM10000_CLASSES
 from device.records.api import InvalidRecordError, PatientRefError, ScanRecord
 from device.records.qr import validate_patient_ref
+from device.result_text import referral_figures
 from device.ui.screens import NOTICE, tier_action
 
 log = logging.getLogger(__name__)
@@ -160,12 +161,15 @@ def _scan_view(record: ScanRecord) -> dict[str, Any]:
     ctx = _ctx()
     default = ctx.analysis.referral_threshold if record.bundle_id == ctx.analysis.bundle_id else 0.5
     view = result_from_record(record, default_threshold=default)
+    # The figures and their comparison from the device's referral rule (never "10%" < "10%").
+    figures = referral_figures(view.p_malignant, view.referral_threshold, min_decimals=1)
     return {
         "record": record,
         "top3": view.top3,
         "p_malignant": view.p_malignant,
         "threshold": view.referral_threshold,
-        "above": view.p_malignant >= view.referral_threshold,
+        "above": figures.above,
+        "figures": figures,
         "tier": view.risk_tier,
         "action": tier_action(view.risk_tier, view.unfamiliar),
         "unusual_light": view.unusual_light,

@@ -70,7 +70,9 @@ def _percent(value: float, decimals: int) -> tuple[float, str]:
     return _text(min(max(steps, 0), 100 * 10**decimals), decimals)
 
 
-def referral_figures(p_malignant: float, referral_threshold: float) -> ReferralFigures:
+def referral_figures(
+    p_malignant: float, referral_threshold: float, min_decimals: int = 0
+) -> ReferralFigures:
     """P(malignant) and the threshold as text that agrees with :func:`refers`.
 
     The threshold gets at least one decimal; P(malignant) the fewest decimals (0, 1,
@@ -82,11 +84,12 @@ def referral_figures(p_malignant: float, referral_threshold: float) -> ReferralF
     Args:
         p_malignant: P(malignant) in [0, 1].
         referral_threshold: the bundle's referral threshold in [0, 1].
+        min_decimals: fewest decimals of P (the clinic page shows at least one).
     """
     p = min(max(float(p_malignant), 0.0), 1.0)
     t = min(max(float(referral_threshold), 0.0), 1.0)
     above = refers(p_malignant, referral_threshold)
-    for decimals in _DECIMALS:
+    for decimals in (d for d in _DECIMALS if d >= min_decimals):
         t_decimals = max(decimals, _MIN_THRESHOLD_DECIMALS)
         shown_p, p_text = _percent(p, decimals)
         shown_t, t_text = _percent(t, t_decimals)

@@ -102,3 +102,16 @@ def test_refers_is_the_decision_rule_on_constructed_inputs() -> None:
 def test_an_uncertain_class_line_carries_no_percentage() -> None:
     line = closest_class_line("Melanocytic nevus (mole)")
     assert "%" not in line and line.startswith("closest class")
+
+
+@pytest.mark.parametrize("min_decimals", [0, 1, 2])
+def test_the_clinic_precision_keeps_the_same_agreement(min_decimals: int) -> None:
+    rng = np.random.default_rng(1)
+    for threshold in rng.uniform(0.01, 0.9, 200):
+        for p in threshold + rng.choice([-1, 1], 10) * 10.0 ** rng.uniform(-12, -1, 10):
+            p = float(np.clip(p, 0.0, 1.0))
+            figures = referral_figures(p, float(threshold), min_decimals=min_decimals)
+            if min_decimals:
+                assert "." in figures.p_text
+            assert (shown(figures.p_text) >= shown(figures.threshold_text)) == (p >= threshold)
+    assert referral_figures(0.123, 0.235, min_decimals=1).p_text == "12.3%"
