@@ -140,20 +140,16 @@ def _usb(args: argparse.Namespace, backend: str) -> Any:
     return make_usb("udisks" if backend in ("pi", "usb") else "none")
 
 
-def _bundle_store(config: Any, store: Any, bundle: str | None) -> Callable[[], Any]:
-    """Opens the scanner's bundle store (DATA_DIR/bundles) for the menu's Update model."""
-    from device.app.usb_flow_model import store_opener
-    from device.records.paths import resolve_data_dir
+def _bundle_store(config: Any) -> Callable[[], Any]:
+    """Opens the scanner's bundle store (DATA_DIR/bundles, the configured trusted keys) for
+    the menu's Update model and Roll back model."""
 
-    data_dir = getattr(store, "data_dir", None) or resolve_data_dir(config.records.data_dir or None)
-    trunks: list[str] = []
-    if bundle:
-        from device.bundles.store import trunk_of
+    def open_store() -> Any:
+        from device.bundles.settings import open_bundle_store
 
-        trunk = trunk_of(bundle)
-        if trunk:
-            trunks.append(trunk)
-    return store_opener(data_dir, config.model.trusted_keys, trunks)
+        return open_bundle_store(config)
+
+    return open_store
 
 
 def _analyzer_loader(bundle: str | None, config: Any = None) -> Callable[[], Any]:
@@ -253,7 +249,7 @@ def main(args: argparse.Namespace) -> int:
         shutdown_command=config.system.shutdown_command,
         device_id=config.system.device_id or None,
         usb=_usb(args, backend),
-        open_bundle_store=_bundle_store(config, store, args.bundle or config.model.bundle or None),
+        open_bundle_store=_bundle_store(config),
     )
     log.info("skinscan run: backend %s, display %s (%s)", backend, display.mode, why)
     if display.mode == "headless" and script is None and args.frames is None:

@@ -82,7 +82,7 @@ class App(Startup, Actions):
             (tests and tools read them; 0 keeps none, so a long run holds no frames).
         usb: the USB-stick seam (:mod:`device.hw.usb`) the menu exports to; None: none.
         open_bundle_store: opens the scanner's bundle store for the menu's Update
-            model and Roll back (:func:`device.app.usb_flow_model.store_opener`); None:
+            model and Roll back (:func:`device.bundles.settings.open_bundle_store`); None:
             the menu says updates are not set up.
     """
 

@@ -8,6 +8,7 @@ whether it may be removed. The watchdog is fed while a long export runs.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +102,21 @@ class UsbActions:
     def _model_task(self, task: str, folder: Path | None, name: str) -> UsbOutcome:
         from device.app.usb_flow_model import model_task
 
-        outcome, changed = model_task(self, task, folder, name)
-        if changed:
-            self.usb_progress("Loading the model…")
-            event = self._load_bundle()
-            if event is not None:
-                self.dispatch(event)
+        outcome, now_current = model_task(self, task, folder, name)
+        if now_current is None:
+            return outcome
+        self.usb_progress("Loading the model…")
+        event = self._load_bundle()
+        if event is not None:
+            self.dispatch(event)
+        running = getattr(getattr(self.analyzer, "bundle", None), "bundle_id", None)
+        if running != now_current:
+            # e.g. started with --bundle DIR, which always runs that folder's bundle.
+            note = (
+                f"The scanner still runs {running or 'no model'}: {now_current} runs from "
+                "the next start."
+            )
+            outcome = replace(outcome, lines=(*outcome.lines, note))
         return outcome
 
     def _release(self, stick: Any) -> str:
@@ -123,15 +133,6 @@ class UsbActions:
         """``outcome`` once the stick is released, saying whether it may be removed."""
         problem = self._release(stick)
         if problem:
-            lines = (
-                *outcome.lines,
-                f"Do NOT remove the stick yet: {problem}. Power the scanner off first.",
-            )
-            return UsbOutcome(
-                outcome.task, outcome.ok, outcome.title, lines, outcome.files,
-                outcome.next_step, False, outcome.stick,
-            )  # fmt: skip
-        return UsbOutcome(
-            outcome.task, outcome.ok, outcome.title, outcome.lines, outcome.files,
-            outcome.next_step, True, outcome.stick,
-        )  # fmt: skip
+            note = f"Do NOT remove the stick yet: {problem}. Power the scanner off first."
+            return replace(outcome, lines=(*outcome.lines, note), removable=False)
+        return replace(outcome, removable=True)

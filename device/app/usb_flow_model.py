@@ -8,7 +8,6 @@ module only turns what it did, or why it refused, into the screen's words.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +36,6 @@ STEP_TEXT: dict[str, str] = {
 ASK_CLINIC = "Ask the clinic for a bundle signed with this scanner's key."
 
 
-def store_opener(
-    data_dir: str | Path, trusted_key_paths: Iterable[str], known_trunks: Iterable[str] = ()
-) -> Callable[[], Any]:
-    """A function that opens the scanner's bundle store (``DATA_DIR/bundles``) with the
-    signing keys it trusts; raises SigningKeyError when a key file is bad."""
-    paths = tuple(trusted_key_paths)
-    trunks = tuple(known_trunks)
-
-    def open_store() -> Any:
-        from device.bundles.keys import load_trusted_keys
-        from device.bundles.store import STORE_DIR_NAME, BundleStore
-
-        return BundleStore(
-            Path(data_dir) / STORE_DIR_NAME, load_trusted_keys(paths), known_trunks=trunks
-        )
-
-    return open_store
-
-
 def _running(app: Any) -> str:
     bundle = getattr(getattr(app, "analyzer", None), "bundle", None)
     label = getattr(getattr(bundle, "manifest", None), "adaptation_label", None)
@@ -82,40 +62,43 @@ def model_task(app: Any, task: str, folder: Path | None, stick: str) -> tuple[Us
     """Run "update-model" (from ``folder``) or "rollback-model" for ``app``.
 
     Returns:
-        The outcome, and whether the current bundle changed (the app then reloads it).
+        The outcome, and the id of the bundle now current when it changed (the app then
+        reloads it), else None.
     """
     opener = getattr(app, "open_bundle_store", None)
     if opener is None:
         return UsbOutcome(task, False, "Model updates are not set up on this scanner",
-                          next_step="Tell your supervisor.", stick=stick), False  # fmt: skip
+                          next_step="Tell your supervisor.", stick=stick), None  # fmt: skip
     try:
         store = opener()
     except (SigningKeyError, BundleError, StorageError) as exc:
         log.error("bundle store not opened: %s", exc)
         return UsbOutcome(task, False, "Model updates are not set up on this scanner",
                           (str(exc),), next_step="Tell your supervisor.",
-                          stick=stick), False  # fmt: skip
+                          stick=stick), None  # fmt: skip
     if task == "rollback-model":
         return _rollback(app, store)
     assert folder is not None
     return _install(app, store, folder, stick)
 
 
-def _rollback(app: Any, store: Any) -> tuple[UsbOutcome, bool]:
+def _rollback(app: Any, store: Any) -> tuple[UsbOutcome, str | None]:
     task = "rollback-model"
     app.usb_progress("Checking the previous model…")
     try:
         result = store.rollback()
     except BundleStoreError as exc:
         return UsbOutcome(task, False, "No earlier model to go back to", (str(exc),
-                          _running(app))), False  # fmt: skip
+                          _running(app))), None  # fmt: skip
     except BundleError as exc:
         return UsbOutcome(task, False, "The earlier model failed its check", (str(exc),
-                          _running(app)), next_step="Tell your supervisor."), False  # fmt: skip
-    return UsbOutcome(task, True, "Back to the previous model", (result.message,)), True
+                          _running(app)), next_step="Tell your supervisor."), None  # fmt: skip
+    return UsbOutcome(task, True, "Back to the previous model", (result.message,)), (
+        result.current.bundle_id
+    )
 
 
-def _install(app: Any, store: Any, folder: Path, stick: str) -> tuple[UsbOutcome, bool]:
+def _install(app: Any, store: Any, folder: Path, stick: str) -> tuple[UsbOutcome, str | None]:
     from device.bundles.usb import describe_candidate, find_bundles_on
 
     task = "update-model"
@@ -125,7 +108,7 @@ def _install(app: Any, store: Any, folder: Path, stick: str) -> tuple[UsbOutcome
             task, False, "No model on this stick",
             ("A model is a folder holding manifest.json and manifest.sig.",),
             next_step="Copy the bundle folder the clinic signed onto the stick.", stick=stick,
-        ), False  # fmt: skip
+        ), None  # fmt: skip
     source = found[0]
     about = describe_candidate(source)
     lines = [f"From the stick: {source.name} ({about})"]
@@ -138,7 +121,7 @@ def _install(app: Any, store: Any, folder: Path, stick: str) -> tuple[UsbOutcome
             (*lines, _running(app)),
             next_step="Ask your supervisor to install the clinic's signing key "
             "(setup.sh --bundle-key signing.pub).", stick=stick,
-        ), False  # fmt: skip
+        ), None  # fmt: skip
 
     def progress(step: str) -> None:
         app.usb_progress(STEP_TEXT.get(step, step))
@@ -149,20 +132,20 @@ def _install(app: Any, store: Any, folder: Path, stick: str) -> tuple[UsbOutcome
         log.error("bundle on the stick refused: %s", exc)
         title, step = _refusal(exc)
         return UsbOutcome(task, False, title, (*lines, str(exc), _running(app)),
-                          next_step=step, stick=stick), False  # fmt: skip
+                          next_step=step, stick=stick), None  # fmt: skip
     except DiskFullError as exc:
         return UsbOutcome(task, False, "Not enough space on the scanner for the model",
                           (*lines, str(exc), _running(app)),
                           next_step="Free space from the menu, then try again.",
-                          stick=stick), False  # fmt: skip
+                          stick=stick), None  # fmt: skip
     except StorageError as exc:
         return UsbOutcome(task, False, "The model could not be copied",
                           (*lines, str(exc), _running(app)),
                           next_step="Try again, or use another stick.",
-                          stick=stick), False  # fmt: skip
+                          stick=stick), None  # fmt: skip
     if not result.changed:
         return UsbOutcome(task, True, "This model is already running", (*lines, result.message),
-                          stick=stick), False  # fmt: skip
+                          stick=stick), None  # fmt: skip
     return UsbOutcome(task, True, "New model installed", (*lines, result.message),
                       next_step="Scan as usual; the result screen names the model.",
-                      stick=stick), True  # fmt: skip
+                      stick=stick), result.current.bundle_id  # fmt: skip
