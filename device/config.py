@@ -241,6 +241,42 @@ class SystemConfig(_Section):
         return value
 
 
+class BatteryConfig(_Section):
+    """The UPS battery and the warnings about running out (see :mod:`device.hw.battery`).
+
+    Attributes:
+        gauge: "auto" (simulated in the simulator; on the Pi the I2C fuel gauge when no
+            button uses GPIO 2 or 3), "none", "sim" or "max17048".
+        i2c_bus: the gauge's I2C bus (1 on the 40-pin header).
+        i2c_address: the gauge's 7-bit address.
+        poll_s: seconds between readings of the battery and the free storage.
+        low_percent: at or below this charge the live view warns "Battery low".
+        critical_percent: at or below this charge, on battery, the device shuts down.
+        storage_low_scans: with room for fewer scans than this the live view warns.
+        sim_percent: the simulated battery's charge at start.
+        sim_drain_per_min: percentage points the simulated battery loses each minute.
+    """
+
+    gauge: Literal["auto", "none", "sim", "max17048"] = "auto"
+    i2c_bus: StrictInt = Field(1, ge=0, le=63)
+    i2c_address: StrictInt = Field(0x36, ge=0x08, le=0x77)
+    poll_s: StrictFloat = Field(10.0, ge=0.5, le=600.0)
+    low_percent: StrictInt = Field(15, ge=1, le=90)
+    critical_percent: StrictInt = Field(5, ge=0, le=50)
+    storage_low_scans: StrictInt = Field(50, ge=0, le=100000)
+    sim_percent: StrictFloat = Field(80.0, ge=0.0, le=100.0)
+    sim_drain_per_min: StrictFloat = Field(0.0, ge=0.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _levels(self) -> BatteryConfig:
+        if self.critical_percent >= self.low_percent:
+            raise ValueError(
+                f"battery.critical_percent ({self.critical_percent}) must be below "
+                f"battery.low_percent ({self.low_percent})"
+            )
+        return self
+
+
 class DeviceConfig(_Section):
     """The whole device configuration."""
 
@@ -252,6 +288,20 @@ class DeviceConfig(_Section):
     quality: QualityConfig = QualityConfig()
     records: RecordsConfig = RecordsConfig()
     system: SystemConfig = SystemConfig()
+    battery: BatteryConfig = BatteryConfig()
+
+    @model_validator(mode="after")
+    def _gauge_pins(self) -> DeviceConfig:
+        """A button on GPIO 2 or 3 would take the I2C pins from the battery gauge."""
+        if self.battery.gauge == "max17048":
+            clash = [f"{n} = {p}" for n, p in self.buttons.pins.items() if p in (2, 3)]
+            if clash:
+                raise ValueError(
+                    "battery.gauge = max17048 reads the UPS over I2C on GPIO 2 and 3, but "
+                    f"buttons.pins has {', '.join(clash)}: move it to a free pin "
+                    "(hardware/pinmap.md)"
+                )
+        return self
 
     def quality_thresholds(self) -> Any:
         """The quality section as the imaging module's ``QualityThresholds``."""

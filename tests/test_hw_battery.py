@@ -178,3 +178,26 @@ def test_explicit_gauge_and_unknown_gauge():
     assert (found.bus_number, found.address) == (3, 0x37)
     with pytest.raises(BatteryError, match="unknown battery gauge"):
         make_battery("ina219", backend="pi")
+
+
+# ---- the [battery] configuration ----------------------------------------------------------------
+
+
+def test_default_config_has_the_battery_section():
+    from device.config import load_config
+
+    battery = load_config().battery
+    assert (battery.gauge, battery.i2c_address, battery.low_percent) == ("auto", 0x36, 15)
+    assert battery.critical_percent < battery.low_percent
+
+
+def test_config_refuses_the_gauge_with_a_button_on_the_i2c_pins():
+    from device.config import validate
+    from device.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="power = 3"):
+        validate({"battery": {"gauge": "max17048"}})
+    pins = {"power": 26}
+    assert validate({"battery": {"gauge": "max17048"}, "buttons": {"pins": pins}})
+    with pytest.raises(ConfigError, match="critical_percent"):
+        validate({"battery": {"low_percent": 5, "critical_percent": 5}})
