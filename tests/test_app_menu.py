@@ -397,3 +397,21 @@ def test_two_installs_then_roll_back_restores_the_first(tmp_path, model_setup):
 def test_outcomes_keep_every_field_when_released():
     outcome = UsbOutcome("export", True, "Exported 1 scan", ("a",), ("f",), "next", False, "S")
     assert replace(outcome, removable=True).files == ("f",)
+
+
+def test_the_open_menu_notices_a_stick_plugged_in_and_pulled_out(tmp_path, bundle_dir):
+    stick = tmp_path / "STICK"
+    app = make_app(tmp_path, "wait 0", bundle_dir=bundle_dir)
+    app.usb = FolderStick(stick)
+    app.dispatch(Button("menu"))
+    assert app.state.mode == "menu" and app.state.menu.sticks == ()
+    stick.mkdir()
+    app.poll_usb()  # polled just now: not yet
+    assert app.state.menu.sticks == ()
+    app._usb_polled = 0.0
+    app.poll_usb()
+    assert app.state.menu.sticks == ("STICK",) and app.screen.stick == "USB stick: STICK"
+    stick.rmdir()
+    app._usb_polled = 0.0
+    app.poll_usb()
+    assert app.state.menu.sticks == () and "No USB stick" in app.screen.stick

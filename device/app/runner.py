@@ -192,6 +192,7 @@ class App(Startup, Actions):
                 self.present()
                 return
         self._try_camera()
+        self.poll_usb()
         if self.state.mode in ("preview", "card") and self.camera_open:
             try:
                 image = self.camera.preview_frame()

@@ -8,6 +8,7 @@ whether it may be removed. The watchdog is fed while a long export runs.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from device.hw.usb import NoSticks, UsbError, UsbReadOnlyError
 log = logging.getLogger(__name__)
 
 NO_STICK_STEP = "Plug a USB stick into the scanner, then choose it again from the menu."
+# How often the open menu looks for a stick being plugged in or pulled out.
+POLL_S = 1.0
 REMOVE_OK = "You may remove the stick."
 
 
@@ -30,10 +33,12 @@ class UsbActions:
     """
 
     usb: Any = None
+    _usb_polled: float = 0.0
 
     def usb_execute(self, command: CheckUsb | RunUsbTask) -> Event:
         """Do one menu command; returns its outcome as an event."""
         if isinstance(command, CheckUsb):
+            self._usb_polled = time.monotonic()
             return UsbChecked(tuple(stick.name for stick in self._sticks().find()))
         try:
             outcome = self._usb_task(command.task)
@@ -46,6 +51,18 @@ class UsbActions:
             )  # fmt: skip
         log.info("menu task %s: %s", command.task, outcome.title)
         return UsbDone(outcome)
+
+    def poll_usb(self) -> None:
+        """While the menu is open, notice a stick plugged in or pulled out (once a second)."""
+        if self.state.mode != "menu":
+            return
+        now = time.monotonic()
+        if now - self._usb_polled < POLL_S:
+            return
+        self._usb_polled = now
+        found = tuple(stick.name for stick in self._sticks().find())
+        if found != self.state.menu.sticks or not self.state.menu.checked:
+            self.dispatch(UsbChecked(found))
 
     def _sticks(self) -> Any:
         return self.usb if self.usb is not None else NoSticks()
