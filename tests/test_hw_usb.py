@@ -182,3 +182,20 @@ def test_the_backend_is_chosen_by_name(tmp_path):
         make_usb("folder")
     with pytest.raises(UsbError, match="unknown"):
         make_usb("floppy")
+
+
+def test_the_polkit_rule_lets_the_service_user_mount_removable_sticks_and_nothing_more():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    rule = (root / "systemd" / "50-skinscan-usb.rules").read_text()
+    code = "\n".join(line for line in rule.splitlines() if not line.lstrip().startswith("//"))
+    actions = set(re.findall(r'"(org\.freedesktop\.udisks2\.[a-z-]+)"', code))
+    base = {"filesystem-mount", "power-off-drive", "eject-media"}
+    expected = {f"org.freedesktop.udisks2.{a}{s}" for a in base for s in ("", "-other-seat")}
+    assert actions == expected
+    assert 'subject.user == "skinscan"' in code and "polkit.Result.YES" in code
+    provision = (root / "hardware" / "pi" / "provision.sh").read_text()
+    assert "USB_RULE=50-skinscan-usb.rules" in provision and "install_usb_rule" in provision
+    packages = (root / "hardware/image/stage-skinscan/01-skinscan/00-packages-nr").read_text()
+    assert "udisks2" in packages.split() and "polkitd" in packages.split()

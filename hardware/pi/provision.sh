@@ -38,6 +38,10 @@ SERVICE_USER=skinscan
 SERVICE_GROUPS=(video gpio input render)
 UNITS=(skinscan.service skinscan-poweroff.service skinscan-poweroff.path)
 ENABLE_UNITS=(skinscan.service skinscan-poweroff.path)
+# The polkit rule that lets the service user mount USB sticks through udisks2 (the
+# menu's Export to USB, Free space and Update model; systemd/README.md "USB sticks").
+USB_RULE=50-skinscan-usb.rules
+POLKIT_RULES_DIR=/etc/polkit-1/rules.d
 STAGE_DIR="$ROOT/hardware/image/stage-skinscan"
 # Debian packages: the stage's package lists are the one source for both paths.
 APT_LISTS=("$STAGE_DIR/00-rpi-archive/00-packages-nr" "$STAGE_DIR/01-skinscan/00-packages-nr")
@@ -223,6 +227,7 @@ write_share() {
   cp -r "$STAGE_DIR" "$dest/hardware/image/"
   rm -rf "$dest/hardware/image/stage-skinscan/01-skinscan/files"
   install -m 0644 "${UNITS[@]/#/$ROOT/systemd/}" "$dest/systemd/"
+  install -m 0644 "$ROOT/systemd/$USB_RULE" "$dest/systemd/"
   if [[ -f "$ROOT/hardware/README.md" ]]; then
     install -m 0644 "$ROOT/hardware/README.md" "$dest/README.md"
   fi
@@ -355,6 +360,13 @@ install_keys() {
   chmod 0600 "$key"
 }
 
+install_usb_rule() {
+  # polkitd reads the rules folder again by itself when a rule changes.
+  install -d -m 0755 "$POLKIT_RULES_DIR"
+  install -m 0644 "$ROOT/systemd/$USB_RULE" "$POLKIT_RULES_DIR/$USB_RULE"
+  info "installed the USB-stick rule $POLKIT_RULES_DIR/$USB_RULE"
+}
+
 install_units() {
   local u
   for u in "${UNITS[@]}"; do
@@ -387,6 +399,7 @@ do_install() {
   write_config
   install_keys "$clinic_key" "$image_mode"
   install_units
+  install_usb_rule
   if [[ "$image_mode" == 0 ]] && systemd_running; then
     systemctl restart skinscan-poweroff.path skinscan.service
     info "started skinscan.service; follow it with: journalctl -u skinscan -f"
@@ -403,6 +416,7 @@ do_uninstall() {
     systemctl disable "${ENABLE_UNITS[@]}" 2>/dev/null || true
   fi
   for u in "${UNITS[@]}"; do rm -f "$UNIT_DIR/$u"; done
+  rm -f "$POLKIT_RULES_DIR/$USB_RULE"
   if systemd_running; then systemctl daemon-reload; fi
   rm -rf "$VENV" "$SHARE"
   rmdir "$PREFIX" 2>/dev/null || true
