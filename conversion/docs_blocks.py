@@ -18,6 +18,13 @@ marker lines); one followed by text on the same line is an inline value. Sources
 - ``model-card paragraph=NAME``: the card's line or list item whose first words slug to a
   name starting with NAME (``recall-per-class``).
 - ``bundle table=summary``: what the bundle is, from its manifest.
+- ``session-output session=NAME name=NAME``: the output of a command run after a
+  screenshot session (``docs/screenshots.toml``), in a code fence. Only ``skinscan docs
+  build`` with screenshots fills it (its times and ids change on every run), so the check
+  leaves it alone.
+- ``report file=PATH [table=N]``: the Nth table (default 1) of a committed report of the
+  bundle (``training/reports/...``, relative to the repository root), copied verbatim; the
+  report must name the bundle's id, so a report of another bundle is refused.
 - ``bundle value=DOTTED.PATH [format=SPEC]``: one manifest value (``bundle_id``,
   ``metrics.int8_test.malignant_auc``), formatted with a Python format spec (``.3f``,
   ``.1%``, ``,``).
@@ -31,7 +38,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,27 +63,30 @@ class Bundle:
     folder: Path
     manifest: Mapping[str, Any]
     card: str
+    root: Path = Path(".")  # where ``report file=`` paths start
+    outputs: Mapping[str, str] = field(default_factory=dict)  # "session/name" -> output
 
     @classmethod
-    def load(cls, folder: Path) -> Bundle:
+    def load(cls, folder: Path, root: Path | None = None) -> Bundle:
         """Read ``manifest.json`` and ``MODEL_CARD.md`` of a bundle folder."""
         try:
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
             card = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
         except (OSError, ValueError) as exc:
             raise DocsError(f"cannot read the bundle in {folder}: {exc}") from exc
-        return cls(folder, manifest, card)
+        return cls(folder, manifest, card, root if root is not None else Path("."))
 
     @property
     def bundle_id(self) -> str:
         return str(self.manifest["bundle_id"])
 
 
-def card_tables(card: str) -> dict[str, str]:
-    """Every table of a model card, keyed by the slug of the heading or bold line above it."""
-    tables: dict[str, str] = {}
+def markdown_tables(text: str) -> list[tuple[str, str]]:
+    """(heading, table) of every table of a Markdown text, in order; the heading is the
+    last heading or bold line above the table."""
+    tables: list[tuple[str, str]] = []
     heading = ""
-    lines = card.splitlines()
+    lines = text.splitlines()
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -84,13 +94,21 @@ def card_tables(card: str) -> dict[str, str]:
             end = i
             while end < len(lines) and _TABLE_ROW.match(lines[end]):
                 end += 1
-            tables.setdefault(slug(heading), "\n".join(lines[i:end]))
+            tables.append((heading, "\n".join(lines[i:end])))
             i = end
             continue
         stripped = line.strip()
         if stripped.startswith("#") or (stripped.startswith("**") and stripped.endswith("**")):
             heading = stripped.lstrip("#")
         i += 1
+    return tables
+
+
+def card_tables(card: str) -> dict[str, str]:
+    """Every table of a model card, keyed by the slug of the heading or bold line above it."""
+    tables: dict[str, str] = {}
+    for heading, table in markdown_tables(card):
+        tables.setdefault(slug(heading), table)
     return tables
 
 
@@ -164,7 +182,7 @@ def summary_table(bundle: Bundle) -> str:
     if test:
         rows.append(
             (
-                f"test split ({test.get('n_images', '?')} images, int8)",
+                f"test split ({test.get('n_images', 0):,} images, int8)",
                 f"balanced accuracy {_ci(test, 'balanced_accuracy')}; "
                 f"malignant AUC {_ci(test, 'malignant_auc')}; "
                 f"sensitivity {_ci(test, 'sensitivity')}; "
@@ -176,8 +194,8 @@ def summary_table(bundle: Bundle) -> str:
     return "\n".join(lines)
 
 
-def render(source: str, args: Mapping[str, str], bundle: Bundle) -> str:
-    """The text a generated block of ``source`` with ``args`` must hold."""
+def render(source: str, args: Mapping[str, str], bundle: Bundle) -> str | None:
+    """The text a generated block of ``source`` with ``args`` must hold; None: keep it."""
     if source == "model-card":
         if "table" in args:
             tables = card_tables(bundle.card)
@@ -194,7 +212,28 @@ def render(source: str, args: Mapping[str, str], bundle: Bundle) -> str:
         if "value" in args:
             return manifest_value(bundle.manifest, args["value"], args.get("format", ""))
         raise DocsError("bundle blocks need table=summary or value=DOTTED.PATH")
-    raise DocsError(f"unknown generated source {source!r} (model-card or bundle)")
+    if source == "session-output":
+        key = f"{args.get('session', '')}/{args.get('name', '')}"
+        output = bundle.outputs.get(key)
+        return None if output is None else f"```\n{output.rstrip()}\n```"
+    if source == "report":
+        return report_table(bundle, args.get("file", ""), args.get("table", "1"))
+    raise DocsError(f"unknown generated source {source!r} (model-card, bundle or report)")
+
+
+def report_table(bundle: Bundle, file: str, number: str) -> str:
+    """The ``number``-th table of a report of ``bundle`` (which must name the bundle's id)."""
+    path = bundle.root / file
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DocsError(f"report {file}: {exc}") from exc
+    if bundle.bundle_id not in text:
+        raise DocsError(f"report {file} is not of the shipped bundle {bundle.bundle_id}")
+    tables = [table for _, table in markdown_tables(text)]
+    if not number.isdigit() or not 1 <= int(number) <= len(tables):
+        raise DocsError(f"report {file} has {len(tables)} table(s), not a table {number}")
+    return tables[int(number) - 1]
 
 
 @dataclass(frozen=True)
@@ -215,10 +254,30 @@ class Block:
         return f"{self.source} {args}".strip()
 
 
+def _fenced(text: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of the fenced code blocks of a Markdown text."""
+    spans, opened, offset = [], None, 0
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("```"):
+            if opened is None:
+                opened = offset
+            else:
+                spans.append((opened, offset + len(line)))
+                opened = None
+        offset += len(line)
+    return spans
+
+
 def blocks(text: str, name: str = "<text>") -> Iterator[Block]:
-    """Every generated block of a document, in order; a marker left open is an error."""
+    """Every generated block of a document, in order; a marker left open is an error.
+
+    A marker inside a fenced code block is an example, not a block."""
+    fences = _fenced(text)
     pos = 0
     while match := START.search(text, pos):
+        if any(start <= match.start() < end for start, end in fences):
+            pos = match.end()
+            continue
         close = text.find(END, match.end())
         line = text.count("\n", 0, match.start()) + 1
         if close < 0:
@@ -239,6 +298,8 @@ def expected_text(block: Block, bundle: Bundle, name: str = "<text>") -> str:
         body = render(block.source, block.args, bundle)
     except DocsError as exc:
         raise DocsError(f"{name}:{block.line}: {exc}") from exc
+    if body is None:
+        return block.text
     return body if block.inline else f"\n{body}\n"
 
 

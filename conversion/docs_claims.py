@@ -6,6 +6,11 @@ list item or command): a full bundle id (``ham10000-v3k-int8-0f1f77bc``), a run 
 (``ham10000-isic-v6``) or a short model name (``v3k``, ``v6``). ``spec v6``, ``MobileNet
 v2`` and the like are not model names. "not shipped" and "never shipped" are not claims.
 
+In a command (a fenced code block) the rule is about writing: a command whose ``--out``,
+``--shift-threshold`` or ``--fit-familiarity`` is ``device/models/default`` replaces the
+shipped bundle, and is stale unless it says ``--overwrite-shipped`` (which ``skinscan
+convert`` demands too).
+
 A claim naming anything but the shipped bundle is stale unless a word of history stands
 within :data:`WINDOW` words of it (``until``, ``before``, ``previous``, ``earlier``,
 ``formerly``, ``history``, ``replaced``, ``retired``, ``no longer``, ``was shipped``...).
@@ -53,6 +58,9 @@ _HISTORY = re.compile(
     r"superseded|retired|no longer|used to|(?:was|were|had been|then) shipped)\b",
     re.IGNORECASE,
 )
+_WRITES_SHIPPED = re.compile(
+    r"--(?:out|shift-threshold|fit-familiarity)[=\s]+\S*device/models/default\b"
+)
 _LINK_TARGET = re.compile(r"\]\([^)]*\)")
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+(?=[A-Z*`(\[])")
@@ -66,9 +74,15 @@ class Stale:
     line: int
     name: str
     text: str
+    kind: str = "calls"  # or "writes": a command that replaces the shipped bundle
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: calls {self.name!r} shipped: {self.text.strip()[:160]}"
+        what = (
+            "command writes into the shipped bundle without --overwrite-shipped"
+            if self.kind == "writes"
+            else f"calls {self.name!r} shipped"
+        )
+        return f"{self.path}:{self.line}: {what}: {self.text.strip()[:160]}"
 
 
 def shipped_names(manifest: Mapping[str, Any]) -> set[str]:
@@ -83,7 +97,9 @@ def shipped_names(manifest: Mapping[str, Any]) -> set[str]:
 
 
 def units(text: str) -> Iterator[tuple[int, str]]:
-    """(line, text) of every sentence, table row, list item, heading and command of a page."""
+    """(line, text) of every sentence, table row, list item, heading and command of a page.
+
+    A command (from a fenced code block, continuation lines joined) starts with ``$ ``."""
     text = _COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), text)
     lines = text.splitlines()
     in_code = False
@@ -107,7 +123,7 @@ def units(text: str) -> Iterator[tuple[int, str]]:
         if in_code:
             command.append(stripped.rstrip("\\"))
             if not stripped.endswith("\\"):
-                yield number - len(command) + 1, " ".join(command)
+                yield number - len(command) + 1, "$ " + " ".join(command)
                 command = []
             continue
         if not stripped:
@@ -164,6 +180,10 @@ def stale_claims(text: str, shipped: set[str], path: str = "<text>") -> list[Sta
     """Claims of a current document that name a bundle other than the shipped one."""
     found = []
     for line, unit in units(text):
+        if unit.startswith("$ "):
+            if _WRITES_SHIPPED.search(unit) and "--overwrite-shipped" not in unit:
+                found.append(Stale(path, line, "device/models/default", unit[2:], "writes"))
+            continue
         for name, sentence in _claims_in(unit):
             if name not in shipped:
                 found.append(Stale(path, line, name, sentence))

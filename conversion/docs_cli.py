@@ -12,6 +12,7 @@ bundle "shipped" (``conversion/docs_claims.py``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -89,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
     import os
 
     root = Path(args.root).resolve() if args.root else ROOT
-    bundle = Bundle.load(Path(args.bundle) if args.bundle else root / SHIPPED)
+    bundle = Bundle.load(Path(args.bundle) if args.bundle else root / SHIPPED, root)
     if args.action == "check" or args.check:
         problems = check(root, bundle)
         for line in problems:
@@ -112,6 +113,10 @@ def main(args: argparse.Namespace) -> int:
             skipped=outcome.skipped,
             failed=outcome.failed,
         )
+        if outcome.outputs:
+            with_outputs = dataclasses.replace(bundle, outputs=outcome.outputs)
+            for path in rewrite_blocks(root, with_outputs):
+                print(f"rewrote command output in {path.relative_to(root)}")
         for line in outcome.skipped:
             print(f"NOT remade (skipped): {line}", file=sys.stderr)
         for line in outcome.failed:

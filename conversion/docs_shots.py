@@ -19,6 +19,9 @@ A device session's keys:
   ``"truncate-db"`` (the scan database cut to 10,000 bytes);
 - ``tmpfs_mib`` and ``leave_free_kib``: the data folder on a tmpfs of that size, filled
   until that much is free (needs root; skipped with a message otherwise);
+- ``commands``: name -> a ``skinscan`` command run on the session's data folder after it
+  (e.g. ``records-list = "records list"``); its output fills the docs' blocks
+  ``<!-- generated: session-output session=NAME name=records-list -->``;
 - ``shots``: target path -> selector. A selector is a glob on the screen's name (the
   PNG's name without its number, e.g. ``result-scan1-heatmap-saved``), optionally
   ``@N`` for the Nth match (1 = first, -1 = last) and ``A>B`` for the first B after the
@@ -39,9 +42,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from device.errors import DocsError
 
@@ -72,6 +76,7 @@ class Session:
     tmpfs_mib: int = 0
     leave_free_kib: int = 0
     pages: tuple[str, ...] = ()
+    commands: dict[str, str] = field(default_factory=dict)
 
     @property
     def needs_ham10000(self) -> bool:
@@ -83,6 +88,7 @@ class Outcome:
     """What a run of :func:`make_screenshots` wrote, and what it could not make."""
 
     written: list[Path] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)  # "session/name" -> command output
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
@@ -109,6 +115,8 @@ def load_registry(path: Path) -> list[Session]:
             raise DocsError(f"{where}: a device session needs a script")
         if raw.get("damage", "") not in ("", *_DAMAGES):
             raise DocsError(f"{where}: damage must be one of {_DAMAGES}")
+        if not all(isinstance(v, str) for v in raw.get("commands", {}).values()):
+            raise DocsError(f"{where}: commands must map names to skinscan commands")
         values = {
             **raw,
             "images": tuple(raw.get("images", ())),
@@ -203,44 +211,48 @@ def _camera_folder(session: Session, ham10000: Path | None, folder: Path) -> Pat
     return folder
 
 
-def _run_app(
-    session: Session,
-    script: str,
-    data: Path,
-    work: Path,
-    bundle: Path,
-    shots: Path | None,
-    camera: Path | None,
-) -> None:
-    config = work / "config.toml"
-    config.write_text(session.config, encoding="utf-8")
-    command = [
-        sys.executable,
-        "-m",
-        "device.cli",
-        "run",
-        "--headless",
-        "--backend",
-        "sim",
-        "--config",
-        str(config),
-        "--bundle",
-        str(bundle),
-        "--script",
-        script,
-    ]
+@dataclass(frozen=True)
+class _Run:
+    """Where one session runs: the checkout whose code runs, its bundle, photos and folders."""
+
+    session: Session
+    code: Path
+    bundle: Path
+    ham10000: Path | None
+    work: Path
+    outputs: dict[str, str]
+
+    def python(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> Any:
+        """``python -m ARGS`` in the checkout ``code`` (so its own code runs), captured."""
+        return subprocess.run(
+            [sys.executable, "-m", *args],
+            env=dict(env) if env is not None else None,
+            cwd=self.code,
+            capture_output=True,
+            text=True,
+            timeout=SESSION_TIMEOUT_S,
+            check=False,
+        )
+
+    def device_env(self, data: Path) -> dict[str, str]:
+        env = {**os.environ, "SKINSCAN_DATA_DIR": str(data), "SDL_VIDEODRIVER": "dummy"}
+        env.pop("SKINSCAN_KEY_FILE", None)
+        env.pop("SKINSCAN_BACKEND", None)
+        return env
+
+
+def _run_app(run: _Run, script: str, data: Path, shots: Path | None, camera: Path | None) -> None:
+    config = run.work / "config.toml"
+    config.write_text(run.session.config, encoding="utf-8")
+    args = ["device.cli", "run", "--headless", "--backend", "sim", "--config", str(config)]
+    args += ["--bundle", str(run.bundle), "--script", script]
     if shots is not None:
-        command += ["--screenshots", str(shots)]
+        args += ["--screenshots", str(shots)]
     if camera is not None:
-        command += ["--images", str(camera)]
-    env = {**os.environ, "SKINSCAN_DATA_DIR": str(data), "SDL_VIDEODRIVER": "dummy"}
-    env.pop("SKINSCAN_KEY_FILE", None)
-    env.pop("SKINSCAN_BACKEND", None)
-    done = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=SESSION_TIMEOUT_S, check=False
-    )
+        args += ["--images", str(camera)]
+    done = run.python(args, run.device_env(data))
     if done.returncode != 0:
-        raise DocsError(f"session {session.name}: skinscan run failed: {done.stderr[-800:]}")
+        raise DocsError(f"session {run.session.name}: skinscan run failed: {done.stderr[-800:]}")
 
 
 def _damage(kind: str, data: Path) -> None:
@@ -258,21 +270,27 @@ def _damage(kind: str, data: Path) -> None:
 
 def _fill(folder: Path, leave_free_kib: int) -> None:
     stat = os.statvfs(folder)
-    free = stat.f_bavail * stat.f_frsize
-    filler = max(0, free - leave_free_kib * 1024)
+    filler = max(0, stat.f_bavail * stat.f_frsize - leave_free_kib * 1024)
+    chunk = b"\0" * (1 << 20)
     with open(folder / "filler.bin", "wb") as handle:
-        handle.truncate(0)
-        chunk = b"\0" * (1 << 20)
         while filler > 0:
             handle.write(chunk[: min(len(chunk), filler)])
             filler -= min(len(chunk), filler)
 
 
-def _device_session(
-    session: Session, bundle: Path, ham10000: Path | None, work: Path
-) -> list[tuple[str, Path]]:
-    camera = _camera_folder(session, ham10000, work / "camera")
-    data_root = work / "data-root"
+def _command_output(run: _Run, command: str, data: Path) -> str:
+    done = run.python(["device.cli", *command.split()], run.device_env(data))
+    if done.returncode != 0:
+        raise DocsError(
+            f"session {run.session.name}: skinscan {command} failed: {done.stderr[-800:]}"
+        )
+    return done.stdout
+
+
+def _device_session(run: _Run) -> list[tuple[str, Path]]:
+    session = run.session
+    camera = _camera_folder(session, run.ham10000, run.work / "camera")
+    data_root = run.work / "data-root"
     data_root.mkdir()
     mounted = False
     if session.tmpfs_mib:
@@ -288,18 +306,20 @@ def _device_session(
     try:
         data = data_root / "data"
         if session.before:
-            _run_app(session, session.before, data, work, bundle, None, camera)
+            _run_app(run, session.before, data, None, camera)
             if camera is not None:  # the first run used its images up; give them again
                 shutil.rmtree(camera)
-                camera = _camera_folder(session, ham10000, work / "camera")
+                camera = _camera_folder(session, run.ham10000, run.work / "camera")
         if session.damage:
             _damage(session.damage, data)
         if session.leave_free_kib:
             data.mkdir(exist_ok=True)
             _fill(data_root, session.leave_free_kib)
-        shots = work / "shots"
-        _run_app(session, session.script, data, work, bundle, shots, camera)
-        kept = work / "kept"
+        shots = run.work / "shots"
+        _run_app(run, session.script, data, shots, camera)
+        for name, command in session.commands.items():
+            run.outputs[f"{session.name}/{name}"] = _command_output(run, command, data)
+        kept = run.work / "kept"  # off the tmpfs before it is unmounted
         shutil.copytree(shots, kept)
         return screen_names(kept)
     finally:
@@ -307,30 +327,20 @@ def _device_session(
             subprocess.run(["umount", str(data_root)], check=False)
 
 
-def _clinic_session(
-    session: Session, bundle: Path, ham10000: Path | None, work: Path
-) -> list[tuple[str, Path]]:
-    out = work / "clinic-shots"
-    command = [
-        sys.executable,
-        "-m",
-        "clinic.docs_screens",
-        "--out",
-        str(out),
-        "--bundle",
-        str(bundle),
-    ]
-    photos = [i.split(":", 1)[1] for i in session.images if i.startswith("ham10000:")]
-    if ham10000 is not None and photos:
-        command += ["--ham10000", str(ham10000), *[f"--image={p}" for p in photos]]
-    command += [f"--page={page}" for page in session.pages]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=SESSION_TIMEOUT_S, check=False
-    )
+def _clinic_session(run: _Run) -> list[tuple[str, Path]]:
+    out = run.work / "clinic-shots"
+    args = ["clinic.docs_screens", "--out", str(out), "--bundle", str(run.bundle)]
+    photos = [i.split(":", 1)[1] for i in run.session.images if i.startswith("ham10000:")]
+    if run.ham10000 is not None and photos:
+        args += ["--ham10000", str(run.ham10000), *[f"--image={p}" for p in photos]]
+    args += [f"--page={page}" for page in run.session.pages]
+    done = run.python(args)
     if done.returncode == 3:
         raise _Skip(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no browser")
     if done.returncode != 0:
-        raise DocsError(f"session {session.name}: clinic screenshots failed: {done.stderr[-800:]}")
+        raise DocsError(
+            f"session {run.session.name}: clinic screenshots failed: {done.stderr[-800:]}"
+        )
     return [(p.stem, p) for p in sorted(out.glob("*.png"))]
 
 
@@ -339,16 +349,23 @@ class _Skip(Exception):
 
 
 def run_session(
-    session: Session, root: Path, bundle: Path, ham10000: Path | None, outcome: Outcome
+    session: Session,
+    root: Path,
+    bundle: Path,
+    ham10000: Path | None,
+    outcome: Outcome,
+    code: Path | None = None,
 ) -> None:
-    """Run one session and copy its picked screens to their targets under ``root``."""
+    """Run one session with the code of ``code`` (default ``root``); its shots go under ``root``."""
     if session.needs_ham10000 and ham10000 is None:
         outcome.skipped.append(f"{session.name}: needs --ham10000 (its images are HAM10000 photos)")
         return
     with tempfile.TemporaryDirectory(prefix=f"skinscan-docs-{session.name}-") as tmp:
+        checkout = (code or root).resolve()
+        run = _Run(session, checkout, bundle.resolve(), ham10000, Path(tmp), outcome.outputs)
         try:
             runner = _clinic_session if session.kind == "clinic" else _device_session
-            screens = runner(session, bundle, ham10000, Path(tmp))
+            screens = runner(run)
         except _Skip as why:
             outcome.skipped.append(f"{session.name}: {why}")
             return
@@ -377,8 +394,12 @@ def make_screenshots(
     ham10000: Path | None,
     only: Sequence[str] = (),
     registry: Path | None = None,
+    code: Path | None = None,
 ) -> Outcome:
-    """Run every session of the registry (or those named in ``only``) and write their shots."""
+    """Run every session of the registry (or those named in ``only``) and write their shots.
+
+    The sessions run the code of the checkout ``code`` (default: ``root``) and write under
+    ``root``."""
     sessions = load_registry(registry or root / REGISTRY)
     unknown = set(only) - {s.name for s in sessions}
     if unknown:
@@ -389,7 +410,7 @@ def make_screenshots(
             continue
         log.info("screenshots: session %s", session.name)
         print(f"skinscan docs: screenshots of session {session.name} ...", flush=True)
-        run_session(session, root, bundle, ham10000, outcome)
+        run_session(session, root, bundle, ham10000, outcome, code)
     return outcome
 
 

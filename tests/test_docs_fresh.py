@@ -10,6 +10,7 @@ on a document that breaks it, with temporary documents.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 import shutil
@@ -39,7 +40,7 @@ OLD_ID = "ham10000-v3k-int8-0f1f77bc"
 
 @pytest.fixture(scope="module")
 def bundle() -> Bundle:
-    return Bundle.load(SHIPPED)
+    return Bundle.load(SHIPPED, ROOT)
 
 
 def test_this_checkout_s_docs_are_fresh(bundle: Bundle) -> None:
@@ -126,6 +127,31 @@ def test_the_shipped_bundle_and_labelled_history_pass(bundle: Bundle, sentence: 
     assert not stale_claims(sentence, shipped_names(bundle.manifest)), sentence
 
 
+@pytest.mark.parametrize(
+    ("command", "stale"),
+    [
+        ("skinscan convert runs/v3 --out device/models/default", True),
+        (
+            "skinscan convert --clamp-colour B \\\n"
+            "    --out ./device/models/default/ --quantile 0.5",
+            True,
+        ),
+        ("skinscan convert --shift-threshold device/models/default --metadata m", True),
+        ("skinscan convert runs/v6 --out device/models/default --overwrite-shipped", False),
+        ("skinscan convert runs/v6 --out runs/v6-bundle", False),
+        ("git archive dde50ac device/models/default | tar -x -C runs/v3-bundle", False),
+    ],
+)
+def test_a_command_that_overwrites_the_shipped_bundle_fails(
+    bundle: Bundle, command: str, stale: bool
+) -> None:
+    page = f"# Steps\n\n```\n{command}\n```\n"
+    found = stale_claims(page, shipped_names(bundle.manifest))
+    assert bool(found) == stale, command
+    if stale:
+        assert "writes into the shipped bundle" in str(found[0])
+
+
 def test_history_pages_must_label_old_bundles_in_their_headings(bundle: Bundle) -> None:
     shipped = shipped_names(bundle.manifest)
     page = "# History\n\n## v3k (shipped)\n\nThe shipped v3k was fine.\n"
@@ -180,6 +206,23 @@ def test_docs_check_and_build_on_a_tree(tmp_path: Path, capsys) -> None:
     assert main(args) == 0
 
 
+def test_a_marker_in_a_code_fence_is_an_example(bundle: Bundle) -> None:
+    page = "```\n<!-- generated: model-card table=nope -->\nx\n<!-- /generated -->\n```\n"
+    assert list(blocks(page)) == []
+    assert refresh(page, bundle) == page
+
+
+def test_command_output_is_filled_by_build_and_left_alone_by_check(bundle: Bundle) -> None:
+    page = (
+        "<!-- generated: session-output session=field-visit name=records-list -->\n"
+        "```\nold output\n```\n<!-- /generated -->\n"
+    )
+    assert not stale_blocks(page, bundle)  # times and ids change on every run
+    assert refresh(page, bundle) == page
+    fresh = dataclasses.replace(bundle, outputs={"field-visit/records-list": "new output\n"})
+    assert "```\nnew output\n```" in refresh(page, fresh)
+
+
 @pytest.mark.parametrize(
     ("page", "message"),
     [
@@ -220,7 +263,7 @@ def test_a_malformed_screenshot_list_is_refused(tmp_path: Path) -> None:
 @pytest.mark.skipif(importlib.util.find_spec("pygame") is None, reason="no pygame")
 def test_the_quick_start_screenshot_is_remade_from_the_bundle(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("*.png"))
-    outcome = make_screenshots(tmp_path, SHIPPED, None, only=["quick-start"])
+    outcome = make_screenshots(tmp_path, SHIPPED, None, only=["quick-start"], code=ROOT)
     assert not outcome.failed and not outcome.skipped
     (written,) = outcome.written
     import cv2
