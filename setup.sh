@@ -6,6 +6,7 @@
 #   ./setup.sh                 on a Raspberry Pi (64-bit OS): full device install + service
 #   ./setup.sh --uninstall     on a Pi: remove the install, keep the records
 #   ./setup.sh --clinic-key F  on a Pi: also install the clinic's public key for exports
+#   ./setup.sh --bundle-key F  on a Pi: also trust this bundle signing key (signing.pub)
 #   ./setup.sh --image         on a Pi image being built (chroot): no live checks, no device key
 #
 # Idempotent: re-running it only brings things up to date.
@@ -27,7 +28,10 @@ while [[ $# -gt 0 ]]; do
     --clinic-key)
       [[ $# -ge 2 ]] || die "--clinic-key needs a file"
       PI_ARGS+=(--clinic-key "$2"); shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --bundle-key)
+      [[ $# -ge 2 ]] || die "--bundle-key needs a file"
+      PI_ARGS+=(--bundle-key "$2"); shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) die "unknown option '$1' (see ./setup.sh --help)" ;;
   esac
   shift

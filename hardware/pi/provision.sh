@@ -3,7 +3,8 @@
 # SkinScan device, or undo that. setup.sh calls it on a Pi; the pi-gen stage and
 # customize-image.sh call it inside an image being built.
 #
-#   provision.sh install   [--wheel PATH] [--clinic-key FILE] [--no-apt] [--image]
+#   provision.sh install   [--wheel PATH] [--clinic-key FILE] [--bundle-key FILE]
+#                          [--no-apt] [--image]
 #   provision.sh uninstall           remove everything except the scan records
 #   provision.sh check     [--image] only the platform checks
 #   provision.sh write-share DEST    copy what an installed device keeps (the image stage)
@@ -12,6 +13,8 @@
 #   --wheel PATH       install this skinscan wheel (or the newest one in this folder)
 #                      instead of building from the source tree
 #   --clinic-key FILE  the clinic's public key for sealed exports (clinic.pub)
+#   --bundle-key FILE  a signing key (signing.pub) this scanner trusts for model bundles
+#                      (repeatable); kept in /etc/skinscan/bundle-keys, owned by root
 #   --no-apt           do not install Debian packages (the image stage installed them)
 #   --image            building an image, not a running Pi: skip live-hardware checks,
 #                      do not start the service and do not create the device key (each
@@ -53,7 +56,7 @@ die() { echo "provision.sh: error: $*" >&2; exit 1; }
 warn() { echo "provision.sh: warning: $*" >&2; }
 info() { echo "provision.sh: $*"; }
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 # --- platform checks -------------------------------------------------------------
 
@@ -367,6 +370,22 @@ install_usb_rule() {
   info "installed the USB-stick rule $POLKIT_RULES_DIR/$USB_RULE"
 }
 
+install_bundle_keys() {
+  # Root owns the trust list, so the service (or anyone who takes it over) cannot add a key.
+  local dir="$ETC_DIR/bundle-keys" file id
+  for file in "$@"; do
+    [[ -f "$file" ]] || die "bundle signing key $file not found"
+    id="$("$VENV/bin/python" -c 'import sys; from device.bundles.keys import key_id, load_verify_key as f; print(key_id(f(sys.argv[1])))' "$file")" \
+      || die "$file is not a bundle signing public key (make one with 'skinscan bundle keygen'; an export key, clinic.pub, is not one)"
+    install -d -o root -g root -m 0755 "$dir"
+    install -o root -g root -m 0644 "$file" "$dir/$id.pub"
+    info "trusts the bundle signing key $id ($dir/$id.pub)"
+  done
+  if ! compgen -G "$dir/*.pub" >/dev/null; then
+    warn "no bundle signing key (--bundle-key FILE): model bundles cannot be installed from USB until one is in $dir"
+  fi
+}
+
 install_units() {
   local u
   for u in "${UNITS[@]}"; do
@@ -378,11 +397,12 @@ install_units() {
 }
 
 do_install() {
-  local wheel="" clinic_key="" apt=1 image_mode=0
+  local wheel="" clinic_key="" apt=1 image_mode=0 bundle_keys=()
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --wheel) [[ $# -ge 2 ]] || die "--wheel needs a path"; wheel="$2"; shift 2 ;;
       --clinic-key) [[ $# -ge 2 ]] || die "--clinic-key needs a file"; clinic_key="$(realpath "$2")"; shift 2 ;;
+      --bundle-key) [[ $# -ge 2 ]] || die "--bundle-key needs a file"; bundle_keys+=("$(realpath "$2")"); shift 2 ;;
       --no-apt) apt=0; shift ;;
       --image) image_mode=1; shift ;;
       *) die "unknown install option '$1' (see $0 --help)" ;;
@@ -398,6 +418,7 @@ do_install() {
   install_app "$wheel"
   write_config
   install_keys "$clinic_key" "$image_mode"
+  install_bundle_keys "${bundle_keys[@]}"
   install_units
   install_usb_rule
   if [[ "$image_mode" == 0 ]] && systemd_running; then
@@ -421,6 +442,7 @@ do_uninstall() {
   rm -rf "$VENV" "$SHARE"
   rmdir "$PREFIX" 2>/dev/null || true
   rm -f "$ETC_DIR/config.toml"
+  rm -rf "$ETC_DIR/bundle-keys"
   rmdir "$ETC_DIR" 2>/dev/null || true
   if getent passwd "$SERVICE_USER" >/dev/null; then userdel "$SERVICE_USER" 2>/dev/null || true; fi
   getent group "$SERVICE_USER" >/dev/null && { groupdel "$SERVICE_USER" 2>/dev/null || true; }
