@@ -13,7 +13,9 @@ from typing import Any
 
 from device.app.menu_state import UsbOutcome
 from device.errors import (
+    BundleChecksumError,
     BundleError,
+    BundleFileMissingError,
     BundleSignatureError,
     BundleStoreError,
     BundleUnsignedError,
@@ -51,6 +53,10 @@ def _refusal(exc: BundleError) -> tuple[str, str]:
         return "Model refused: not signed", ASK_CLINIC
     if isinstance(exc, BundleUntrustedKeyError):
         return "Model refused: signed with an unknown key", ASK_CLINIC
+    if isinstance(exc, (BundleChecksumError, BundleFileMissingError)):
+        return "Model refused: a file is damaged or missing", (
+            "Copy the bundle folder onto the stick again, whole."
+        )
     if isinstance(exc, BundleSignatureError):
         return "Model refused: the signature does not match", (
             "The bundle was changed or damaged after signing. Copy it onto the stick again."

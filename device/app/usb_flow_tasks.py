@@ -228,7 +228,8 @@ def free_space_to(store: Any, folder: Path, progress: Progress, stick: str = "")
     lines.insert(0, f"{_scans(moved)} the clinic confirmed were moved onto the stick, checked, "
                  "and removed from the scanner.")  # fmt: skip
     if accepted:
-        lines.append(f"{accepted} receipt(s) from the clinic recorded.")
+        receipts_word = "receipt" if accepted == 1 else "receipts"
+        lines.append(f"{accepted} {receipts_word} from the clinic recorded.")
     return UsbOutcome(
         task, True, f"Freed the space of {_scans(moved)}", tuple(lines),
         files=tuple(f.name for f in result.files),

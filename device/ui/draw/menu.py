@@ -46,7 +46,9 @@ class MenuScreens(HeaderFooter):
             self.draw_block(
                 surface, label, text, 15, BG if chosen else TEXT, bold=True, max_lines=1
             )
-        below = pygame.Rect(area.left, area.bottom - help_h, area.width, help_h)
+        # What the entry does, right under the list (not at the foot of a tall screen).
+        below_top = top + row_h * len(screen.items) + self.px(4)
+        below = pygame.Rect(area.left, below_top, area.width, area.bottom - below_top)
         self.draw_block(surface, screen.help, below, 12, MUTED, max_lines=2)
 
     def _usb_busy(self, surface: Any, screen: UsbBusyScreen) -> None:
@@ -108,7 +110,6 @@ class MenuScreens(HeaderFooter):
         self.draw_header(surface, screen.heading)
         area = self.content_rect().inflate(-2 * self.px(12), -2 * self.px(8))
         stripe = pygame.Rect(area.left, area.top, self.px(6), area.height)
-        pygame.draw.rect(surface, GOOD if screen.ok else BAD, stripe)
         text = pygame.Rect(stripe.right + self.px(10), area.top, 0, area.height)
         text.width = area.right - text.left
 
@@ -137,3 +138,6 @@ class MenuScreens(HeaderFooter):
                     self.draw_text(surface, line, font, colour, (text.left, y))
                     y += step
                 y += self.px(_GAPS[kind])
+        # The stripe as tall as what it marks.
+        stripe.height = min(area.height, max(self.px(24), y - area.top))
+        pygame.draw.rect(surface, GOOD if screen.ok else BAD, stripe)
