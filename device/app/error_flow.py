@@ -75,7 +75,7 @@ NOTICE_TEXT: dict[str, tuple[str, str, str]] = {
     "bundle_fallback": (
         "Model: running an earlier bundle",
         "The installed model bundle failed its check at start-up, so the scanner runs the "
-        "one named above. Scans are analysed and saved as usual, and each records which "
+        "one named below. Scans are analysed and saved as usual, and each records which "
         "bundle made it. Tell your supervisor.",
         "",
     ),
