@@ -374,17 +374,23 @@ def run_session(
             return
         names = [name for name, _ in screens]
         files = dict(screens)
-        for target, selector in session.shots.items():
-            chosen = pick(names, selector)
-            if chosen is None:
-                outcome.failed.append(
-                    f"{session.name}: no screen matches {selector!r} for {target} "
-                    f"(screens: {', '.join(names)})"
-                )
-                continue
+        chosen = {target: pick(names, selector) for target, selector in session.shots.items()}
+        missing = [t for t, name in chosen.items() if name is None]
+        if missing:
+            # The script no longer walks the flow it was written for: write none of its
+            # pictures (nor its command output) rather than a wrong one.
+            for key in [k for k in outcome.outputs if k.startswith(f"{session.name}/")]:
+                del outcome.outputs[key]
+            outcome.failed += [
+                f"{session.name}: no screen matches {session.shots[t]!r} for {t}; nothing of "
+                f"this session was written (its screens: {', '.join(names)})"
+                for t in missing
+            ]
+            return
+        for target, name in chosen.items():
             destination = root / target
             destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(files[chosen], destination)
+            shutil.copyfile(files[name], destination)
             outcome.written.append(destination)
 
 
