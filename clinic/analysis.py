@@ -183,6 +183,11 @@ class AnalysisService:
         """The loaded bundle's id."""
         return str(self.bundle.bundle_id)
 
+    @property
+    def adaptation_label(self) -> str | None:
+        """``"adapted for <site>, <date>"`` when the bundle is site-adapted, else None."""
+        return self.bundle.manifest.adaptation_label
+
     def analyse_file(self, path: Path) -> tuple[Any, Any]:
         """Decode ``path`` and run the device pipeline: (ResultView, QualityReport).
 

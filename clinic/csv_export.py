@@ -28,6 +28,7 @@ SCAN_COLUMNS = (
     "device_label",
     "p_malignant",
     "bundle_id",
+    "bundle_label",
 )
 REVIEW_COLUMNS = (*SCAN_COLUMNS, "reviewer", "reviewed_at", "verdict", "diagnosis", "note")
 CONFIRMATION_COLUMNS = (
@@ -69,7 +70,7 @@ def _scan_cells(
     summary = summaries.get(scan_id)
     scanner = scanner_of.get(scan_id, "")
     if summary is None:  # not expected: reviews and confirmations need a stored scan
-        return [scan_id, "", scanner, site_of.get(scanner, ""), "", "", "", ""]
+        return [scan_id, "", scanner, site_of.get(scanner, ""), "", "", "", "", ""]
     return [
         scan_id,
         summary.created_at,
@@ -79,6 +80,7 @@ def _scan_cells(
         summary.label,
         f"{summary.p_malignant:.4f}",
         summary.bundle_id,
+        getattr(summary, "bundle_label", None) or "",  # "adapted for <site>, <date>"
     ]
 
 

@@ -404,7 +404,7 @@ def _upload_form(status: int, error: str, form: Mapping[str, str]) -> Any:
     """The upload form again, with the message and what the user had entered."""
     if any(form.values()):
         error = f"{error} {REFILL_FILE}"
-    return _page("upload.html", status, bundle_id=_ctx().analysis.bundle_id, error=error, form=form)
+    return _page("upload.html", status, analysis=_ctx().analysis, error=error, form=form)
 
 
 def upload() -> Any:
@@ -413,7 +413,7 @@ def upload() -> Any:
 
     ctx = _ctx()
     if request.method == "GET":
-        return _page("upload.html", bundle_id=ctx.analysis.bundle_id, form={})
+        return _page("upload.html", analysis=ctx.analysis, form={})
     form = {
         "patient_ref": request.form.get("patient_ref", "").strip()[:64],
         "body_site": request.form.get("body_site", "").strip()[:64],
