@@ -23,6 +23,7 @@ from device.errors import (
     BundleStoreError,
     BundleUnsignedError,
     BundleUntrustedKeyError,
+    DiskFullError,
 )
 from device.runtime.manifest import MANIFEST_NAME
 
@@ -239,6 +240,32 @@ def test_the_copy_is_verified_not_the_source(tmp_path, keys, store, monkeypatch)
     with pytest.raises(BundleChecksumError, match=r"gradcam\.tflite"):
         store.install(good)
     assert store.load_current().bundle_id == "running"
+
+
+def test_a_disk_that_fills_up_during_the_copy_changes_nothing(tmp_path, keys, store, monkeypatch):
+    import errno
+
+    import device.bundles.staging as staging
+
+    store.install(signed_bundle(tmp_path / "running", keys[0], bundle_id="running"))
+    before = snapshot(store)
+    new = signed_bundle(tmp_path / "new", keys[0], bundle_id="new")
+    real_write = os.write
+    written = [0]
+
+    def write_until_full(fd: int, data) -> int:
+        written[0] += len(data)
+        if written[0] > 20_000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(staging.os, "write", write_until_full)
+    with pytest.raises(DiskFullError, match="Storage full while copying"):
+        store.install(new)
+    monkeypatch.undo()
+    assert snapshot(store) == before
+    assert store.load_current().bundle_id == "running"
+    assert store.install(new).current.bundle_id == "new"
 
 
 def test_an_adapted_bundle_must_come_from_a_trunk_this_scanner_runs(tmp_path, keys, store):
