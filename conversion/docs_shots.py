@@ -19,6 +19,9 @@ A device session's keys:
   ``"truncate-db"`` (the scan database cut to 10,000 bytes);
 - ``tmpfs_mib`` and ``leave_free_kib``: the data folder on a tmpfs of that size, filled
   until that much is free (needs root; skipped with a message otherwise);
+- ``usb = true``: a folder stands for a plugged-in USB stick (``--usb``), and the data
+  folder holds a clinic's public key made for the session, so the menu's Export to USB
+  and Free space work;
 - ``commands``: name -> a ``skinscan`` command run on the session's data folder after it
   (e.g. ``records-list = "records list"``); its output fills the docs' blocks
   ``<!-- generated: session-output session=NAME name=records-list -->``;
@@ -77,6 +80,7 @@ class Session:
     leave_free_kib: int = 0
     pages: tuple[str, ...] = ()
     commands: dict[str, str] = field(default_factory=dict)
+    usb: bool = False
 
     @property
     def needs_ham10000(self) -> bool:
@@ -250,9 +254,24 @@ def _run_app(run: _Run, script: str, data: Path, shots: Path | None, camera: Pat
         args += ["--screenshots", str(shots)]
     if camera is not None:
         args += ["--images", str(camera)]
+    if run.session.usb:
+        args += ["--usb", str(_usb_stick(run, data))]
     done = run.python(args, run.device_env(data))
     if done.returncode != 0:
         raise DocsError(f"session {run.session.name}: skinscan run failed: {done.stderr[-800:]}")
+
+
+def _usb_stick(run: _Run, data: Path) -> Path:
+    """The folder standing for the session's USB stick, and a clinic key in ``data``."""
+    from device.records.export import generate_clinic_keypair
+
+    stick = run.work / "usb" / "KINGSTON"
+    if not stick.is_dir():
+        stick.mkdir(parents=True)
+        _private, public = generate_clinic_keypair(run.work / "clinic-keys")
+        data.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(public, data / "clinic.pub")
+    return stick
 
 
 def _damage(kind: str, data: Path) -> None:
