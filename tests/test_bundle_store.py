@@ -445,3 +445,17 @@ def test_signing_after_an_edit_makes_a_bundle_installable_again(tmp_path, keys, 
         store.install(b)
     sign_bundle(b, keys[0])
     assert store.install(b).current.bundle_id == "b-resigned"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
+def test_root_reading_the_status_leaves_nothing_the_service_user_cannot_open(tmp_path, keys):
+    root = tmp_path / "store"
+    BundleStore(root, keys[2]).install(signed_bundle(tmp_path / "a", keys[0]))
+    (root / ".lock").unlink()
+    (root / "installed" / ".tmp-install-1-dead").mkdir()
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, 65534, 65534)
+    status = BundleStore(root, keys[2]).status()  # as root, e.g. `sudo skinscan bundle status`
+    assert status.current.bundle_id == "tiny-test"
+    assert not (root / ".lock").exists()
+    assert (root / "installed" / ".tmp-install-1-dead").exists()  # left for the owner

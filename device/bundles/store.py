@@ -131,10 +131,10 @@ def trunk_of(bundle_dir: str | os.PathLike[str]) -> str | None:
 class BundleStore:
     """Installed model bundles on a scanner: current, previous, atomic swaps.
 
-    Constructing one reads nothing but removes the leftovers of a cut install (when no
-    other process holds the store's lock). Public API, used by ``skinscan bundle`` and
-    the device's USB screen: :meth:`install`, :meth:`rollback`, :meth:`status`,
-    :meth:`current`, :meth:`previous`, :meth:`load_current`.
+    Constructing one reads nothing but removes the leftovers of a cut install (when the
+    process owns the store and no other process holds its lock). Public API, used by
+    ``skinscan bundle`` and the device's USB screen: :meth:`install`, :meth:`rollback`,
+    :meth:`status`, :meth:`current`, :meth:`previous`, :meth:`load_current`.
 
     Args:
         root: the store's folder (created at the first install).
@@ -156,7 +156,9 @@ class BundleStore:
         self.bundles_dir = self.root / BUNDLES_DIR
         self.trusted_keys = dict(trusted_keys or {})
         self.known_trunks = set(known_trunks)
-        if self.root.is_dir():
+        # Only the store's owner tidies up: root reading the status must not leave a lock
+        # file or anything else the service user could no longer open.
+        if self.root.is_dir() and self.root.stat().st_uid == os.geteuid():
             with contextlib.suppress(BundleStoreError, OSError), self._locked():
                 self._clean(read_state(self.root))
 
