@@ -40,6 +40,7 @@ from device.app.results import (
 from device.app.store_events import read_history, space_detail
 from device.app.usb_flow_actions import UsbActions
 from device.errors import CameraError, DiskFullError, ImageError, StorageError
+from device.hw.battery import SIM_BATTERY_FAULTS
 from device.imaging.quality import assess_quality
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,14 @@ class Actions(UsbActions):
             return self._read_card()
         if isinstance(command, ReloadBundle):
             return self._load_bundle()
+        if isinstance(command, InjectFault) and command.fault in SIM_BATTERY_FAULTS:
+            inject = getattr(self.power.battery, "inject", None)
+            if inject is None:
+                log.warning("no simulated battery for %s", command.fault)
+            else:
+                inject(command.fault)
+                self.power.read_now()
+            return None
         if isinstance(command, InjectFault):
             inject = getattr(self.camera, "inject", None)
             if inject is None:

@@ -131,6 +131,33 @@ def _store(config: Any) -> Any:
     return open_store(configured_dir=config.records.data_dir or None, device_id=device_id)
 
 
+def _battery(config: Any, backend: str) -> Any:
+    """The UPS battery (or the simulated one) from config [battery]; None when none is read."""
+    from device.hw.battery import make_battery
+
+    battery = config.battery
+    return make_battery(
+        battery.gauge,
+        backend=backend,
+        i2c_bus=battery.i2c_bus,
+        i2c_address=battery.i2c_address,
+        button_pins=tuple(pin for _, pin in config.buttons.pins.items()),
+        sim_percent=battery.sim_percent,
+        sim_drain_per_min=battery.sim_drain_per_min,
+    )
+
+
+def _power_limits(config: Any) -> Any:
+    from device.app.power import PowerLimits
+
+    battery = config.battery
+    return PowerLimits(
+        low_percent=battery.low_percent,
+        critical_percent=battery.critical_percent,
+        storage_low_scans=battery.storage_low_scans,
+    )
+
+
 def _usb(args: argparse.Namespace, backend: str) -> Any:
     """The USB-stick seam: ``--usb DIR``, else udisks2 on real hardware, else none."""
     from device.hw.usb_backends import make_usb
@@ -248,6 +275,9 @@ def main(args: argparse.Namespace) -> int:
         poweroff=poweroff,
         shutdown_command=config.system.shutdown_command,
         device_id=config.system.device_id or None,
+        battery=_battery(config, backend),
+        power_limits=_power_limits(config),
+        power_poll_s=config.battery.poll_s,
         usb=_usb(args, backend),
         open_bundle_store=_bundle_store(config),
     )

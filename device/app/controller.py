@@ -65,6 +65,7 @@ from device.app.events import (
     InjectFault,
     Notice,
     PowerOff,
+    PowerStatus,
     QualityFailed,
     Save,
     Saved,
@@ -95,6 +96,7 @@ from device.app.patient_flow import (
     site_step,
     site_view,
 )
+from device.app.power_flow import power_step
 from device.app.state import (
     LIVE_MODES,
     MODES,
@@ -136,6 +138,8 @@ log = logging.getLogger(__name__)
 
 def _common(state: AppState, event: Event) -> AppState | None:
     """Events handled the same way in every mode; None when not one of them."""
+    if isinstance(event, PowerStatus):
+        return power_step(state, event)
     if isinstance(event, Button):
         if event.name == "quit":
             return replace(state, mode="exit", commands=(Exit(),))
@@ -322,6 +326,7 @@ def _screen(state: AppState) -> Screen:
             message=state.message or None,
             warning=state.warning or None,
             hints=hints,
+            status=state.device_status,
         )
     if mode == "analyzing":
         return AnalyzingScreen(frame=state.frame.image if state.frame else None)
@@ -361,7 +366,7 @@ def _screen(state: AppState) -> Screen:
                 ("capture", "Power off" if state.poweroff else "Quit"), ("back", "Cancel")
             ),
         )
-    return ShutdownScreen(confirmed=True, poweroff=state.poweroff)
+    return ShutdownScreen(confirmed=True, poweroff=state.poweroff, reason=state.shutdown_reason)
 
 
 def view(state: AppState) -> Screen:

@@ -44,10 +44,9 @@ ERROR_TEXT: dict[str, tuple[str, str]] = {
 # Space is freed only by archiving scans the clinic has confirmed it has (docs/records.md),
 # all from the menu (a long hold of NEXT, device.app.menu_flow): no keyboard, no shell.
 FREE_SPACE_STEPS: tuple[str, ...] = (
-    "1. Plug in a USB stick, open the Menu (hold NEXT) and choose Export to USB.",
-    "2. Take the stick to the clinic. The clinic puts its receipt on the stick.",
-    "3. Plug the stick in again and choose Free space in the Menu: the scans the clinic has "
-    "move onto the stick.",
+    "1. Plug in a USB stick. Menu (hold NEXT): Export to USB.",
+    "2. Take the stick to the clinic; it puts its receipt on it.",
+    "3. Plug the stick in again. Menu: Free space.",
 )
 
 ERROR_STEPS: dict[str, tuple[str, ...]] = {"disk_full": FREE_SPACE_STEPS}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from device.app.menu_state import UsbOutcome
-from device.ui.screens import Box, RankedName
+from device.ui.screens import Box, DeviceStatus, RankedName
 
 # ---- what a result is -------------------------------------------------------------------------
 
@@ -216,6 +216,15 @@ class UsbDone:
     outcome: UsbOutcome
 
 
+@dataclass(frozen=True)
+class PowerStatus:
+    """The battery and free storage, read again; ``critical``: the battery is about to run
+    out (on battery, at or below the critical charge), so the device shuts down."""
+
+    status: DeviceStatus
+    critical: bool = False
+
+
 Event = (
     Button
     | Frame
@@ -233,6 +242,7 @@ Event = (
     | UsbChecked
     | UsbProgress
     | UsbDone
+    | PowerStatus
 )
 
 # ---- commands ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from device.app.actions import HISTORY_LIMIT, Actions, CaptureTimings
 from device.app.controller import AppState, initial_state, step
 from device.app.events import Button, Event, Frame
+from device.app.power import PowerLimits, PowerMonitor
 from device.app.preview import PreviewAnalyzer
 from device.app.startup import Startup
 from device.app.store_events import notice_event, read_history, space_detail
@@ -78,6 +79,9 @@ class App(Startup, Actions):
         device_id: written into every record; None = the store's id.
         notifier: systemd notifications (default: from the environment).
         run_command: runs the shutdown command (tests replace it).
+        battery: the battery seam (:mod:`device.hw.battery`), or None when none is read.
+        power_limits: when to warn about the battery and storage, and when to shut down.
+        power_poll_s: seconds between readings of the battery and the free storage.
         keep_screens: how many distinct screens to keep in :attr:`screens_shown`
             (tests and tools read them; 0 keeps none, so a long run holds no frames).
         usb: the USB-stick seam (:mod:`device.hw.usb`) the menu exports to; None: none.
@@ -103,6 +107,9 @@ class App(Startup, Actions):
         device_id: str | None = None,
         notifier: Notifier | None = None,
         run_command: Callable[..., Any] = subprocess.run,
+        battery: Any = None,
+        power_limits: PowerLimits | None = None,
+        power_poll_s: float = 10.0,
         keep_screens: int = 0,
         usb: Any = None,
         open_bundle_store: Callable[[], Any] | None = None,
@@ -123,6 +130,7 @@ class App(Startup, Actions):
         self.usb = usb
         self.open_bundle_store = open_bundle_store
         self.preview = PreviewAnalyzer(self.thresholds)
+        self.power = PowerMonitor(battery, store, power_limits, power_poll_s)
         self.state: AppState = initial_state(poweroff=poweroff)
         self.screen: Screen | None = None
         self.renderer: Renderer | None = None
@@ -169,6 +177,8 @@ class App(Startup, Actions):
             self.turn()
             if self.state.mode == "exit":
                 self.stop_reason = "shutdown confirmed" if self.poweroff_requested else "quit"
+                if self.state.shutdown_reason == "battery":
+                    self.stop_reason = "battery empty"
                 break
             if max_frames is not None and self.frames >= max_frames:
                 self.stop_reason = f"{max_frames} frames"
@@ -191,6 +201,10 @@ class App(Startup, Actions):
             if self.state.mode == "exit":
                 self.present()
                 return
+        self._poll_power()
+        if self.state.mode == "exit":
+            self.present()
+            return
         self._try_camera()
         self.poll_usb()
         if self.state.mode in ("preview", "card") and self.camera_open:
@@ -204,6 +218,12 @@ class App(Startup, Actions):
         self.present()
         self.notifier.watchdog()
         self.frames += 1
+
+    def _poll_power(self) -> None:
+        """Read the battery and free storage when due; a critical battery shuts down."""
+        event = self.power.poll()
+        if event is not None:
+            self.dispatch(event)
 
     def _live_frame(self, image: Any) -> Event:
         """The live-view event for ``image``; a frame the gate cannot assess never stops the app."""

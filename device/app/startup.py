@@ -51,6 +51,7 @@ class Startup:
             ("camera", self.camera),
             ("buttons", self.buttons),
             ("record store", self.store),
+            ("battery", self.power),
             ("display", self.display),
         ):
             try:

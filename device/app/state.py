@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from device.app.events import Command, ErrorInfo, Frame, ResultView
 from device.app.menu_state import MenuState
+from device.ui.screens import DeviceStatus
 
 MODES = (
     "preview",
@@ -65,6 +66,8 @@ class AppState:
         compare_index: the history index of the earlier scan being compared.
         menu: the menu's highlighted entry, the sticks found and the USB task's progress
             and outcome (:mod:`device.app.menu_flow`).
+        device_status: the battery and free storage last read (shown on the live view).
+        shutdown_reason: "battery" when the device shut itself down, else "".
         commands: work requested by the last step, for the main loop.
     """
 
@@ -94,6 +97,8 @@ class AppState:
     pending_notices: tuple[ErrorInfo, ...] = ()
     compare_index: int = 0
     menu: MenuState = field(default_factory=MenuState)
+    device_status: DeviceStatus | None = None
+    shutdown_reason: str = ""
     commands: tuple[Command, ...] = ()
 
 

@@ -1,7 +1,9 @@
 """The keyboard of the simulator window standing in for the buttons.
 
 The key for each button is printed on screen next to what it does. Number keys
-inject simulated camera faults, so a tester can see every error screen.
+1-5 inject simulated camera faults, so a tester can see every error screen; 6, 7
+and 8 drain the simulated battery by 10 points, plug or unplug its charger, and
+drop it to 3 % (the battery shutdown).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ KEYMAP: dict[str, str] = {
     "3": "fault:exception",
     "4": "fault:disconnect",
     "5": "fault:reconnect",
+    "6": "fault:battery-drain",
+    "7": "fault:battery-charge",
+    "8": "fault:battery-critical",
 }
 KEY_LABELS: dict[str, str] = {"space": "Space", "escape": "Esc", "return": "Enter"}
 

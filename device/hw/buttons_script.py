@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from device.errors import ConfigError
+from device.hw.battery import SIM_BATTERY_FAULTS
 from device.hw.buttons import BUTTON_EVENTS, FAULT_PREFIX, MENU_SHORTCUTS, button_labels
 
 log = logging.getLogger(__name__)
 
-SCRIPT_FAULTS = ("black", "blur", "exception", "disconnect", "reconnect")
+SCRIPT_FAULTS = ("black", "blur", "exception", "disconnect", "reconnect", *SIM_BATTERY_FAULTS)
 
 SCRIPT_HELP = """\
 script verbs (--script 'patient, wait 0.5, capture, wait 1, capture, wait 1.5, save'):
@@ -55,7 +56,8 @@ script verbs (--script 'patient, wait 0.5, capture, wait 1, capture, wait 1.5, s
   quit      leave the program at once, without powering off (closing the window)
   wait SECONDS   let the live view run that long (0 to 3600)
   fault KIND     make the simulated camera fail: black, blur, exception, disconnect,
-                 reconnect
+                 reconnect; or change the simulated battery: battery-drain (10 points
+                 less), battery-charge (charger in or out), battery-critical (3 %)
 A script is one argument (steps separated by commas, semicolons or new lines, '#'
 starts a comment) or the path of a file holding one. The program ends when the
 script does; an empty script is refused.

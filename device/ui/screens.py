@@ -95,7 +95,10 @@ class PreviewScreen:
 
     @property
     def snapshot_key(self) -> str:
-        """One screenshot per entry into the live view."""
+        """One screenshot per entry into the live view, and one more when its battery or
+        storage alerts change."""
+        if self.status is not None and self.status.alerts:
+            return "preview-" + "-".join(a.split()[0].lower() for a in self.status.alerts) + "-low"
         return "preview"
 
 
