@@ -289,3 +289,19 @@ def test_convert_refuses_the_shipped_bundle_folder(tmp_path: Path, capsys) -> No
     assert {p.name: p.stat().st_mtime_ns for p in SHIPPED.iterdir()} == before
     assert is_shipped_folder(tmp_path / "copy" / "device" / "models" / "default")
     assert not is_shipped_folder(tmp_path / "runs" / "v6-bundle")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("playwright") is None or not Path("/usr/bin/chromium").exists(),
+    reason="no Playwright or chromium",
+)
+def test_the_clinic_screenshots_are_remade_in_chromium(tmp_path: Path) -> None:
+    from clinic.docs_screens import main as shoot
+
+    assert shoot(["--out", str(tmp_path), "--bundle", str(SHIPPED)]) == 0
+    import cv2
+
+    for name in ("import", "scan-page", "upload-result"):
+        image = cv2.imread(str(tmp_path / f"{name}.png"))
+        assert image is not None and image.shape == (1000, 1200, 3), name
