@@ -133,7 +133,10 @@ class MenuScreens(HeaderFooter):
                     room = (text.bottom - reserved - y) // step
                     if room < 1:
                         continue
-                    lines = lines[:room]
+                    if kind == "file":  # a file name is never cut: it wraps, whole
+                        lines = lines[:room]
+                    else:  # what does not fit ends in "…" (and the text checks see it)
+                        lines = self.clip_lines(lines, room, font, text.width)
                 for line in lines:
                     self.draw_text(surface, line, font, colour, (text.left, y))
                     y += step
