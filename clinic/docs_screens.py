@@ -27,7 +27,10 @@ CHROMIUM = Path(os.environ.get("SKINSCAN_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run"]
 NO_BROWSER = 3
 VIEWPORT = {"width": 1200, "height": 1000}
-DEVICE_SCRIPT = "wait 0.3, capture, wait 1.5, save, back, wait 0.3, capture, wait 1.5, save, back"
+# SAVE twice: the first asks once about the missing patient reference, the second saves.
+DEVICE_SCRIPT = (
+    "wait 0.3, capture, wait 1.5, save, save, back, wait 0.3, capture, wait 1.5, save, save, back"
+)
 
 
 def _skinscan(args: Sequence[str], env: dict[str, str]) -> None:
