@@ -206,6 +206,9 @@ class QualityConfig(_Section):
     max_bright_fraction: StrictFloat = Field(0.10, ge=0.0, le=1.0)
     min_lesion_contrast: StrictFloat = Field(0.05, ge=0.0, le=1.0)
     min_colourfulness: StrictFloat = Field(4.5, ge=0.0, le=100.0)
+    max_ink_fraction: StrictFloat = Field(0.01, ge=0.0, le=1.0)
+    min_lesion_colour_distance: StrictFloat = Field(3.0, ge=0.0, le=200.0)
+    faint_lesion_colour_distance: StrictFloat = Field(7.5, ge=0.0, le=200.0)
 
 
 class RecordsConfig(_Section):

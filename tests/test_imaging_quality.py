@@ -74,6 +74,8 @@ def test_metrics_dict_has_every_number():
         "bright_fraction",
         "lesion_contrast",
         "colourfulness",
+        "ink_fraction",
+        "lesion_colour_distance",
     }
     assert all(np.isfinite(v) for v in metrics.values())
 

@@ -37,7 +37,11 @@ def test_unknown_fault_is_refused():
 
 
 def test_simulator_phantoms_reach_every_result_screen_under_normal_light():
-    """The 16 simulator frames through the shipped bundle, as the simulator takes them."""
+    """The 16 simulator frames through the shipped bundle, as the simulator takes them.
+
+    A drawn lesion is no lesion: since issue 28 the device never shows one as Monitor
+    (docs/quality-gate.md, the non-lesion set), so the phantoms reach every screen but that.
+    """
     import cv2
 
     from device.config import load_config
@@ -58,7 +62,7 @@ def test_simulator_phantoms_reach_every_result_screen_under_normal_light():
         tiers.append(tier)
         unusual += analysis.unusual_light
         nevus_monitor += tier == "monitor" and analysis.label == "nv"
-    assert set(tiers) == {"refer", "monitor", "uncertain", "retake"}, tiers
+    assert set(tiers) == {"refer", "uncertain", "retake"}, tiers
     assert unusual <= 2, f"{unusual} of {PHANTOM_COUNT} frames flagged as unusual light"
     assert nevus_monitor < PHANTOM_COUNT // 2
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from device.imaging.lesion_presence import measure_lesion
 from device.imaging.validate import ensure_rgb_uint8
 
 ANALYSIS_WIDTH = 200  # the width of a HAM10000 image at the pipeline's working size
@@ -29,6 +30,7 @@ REASON_DARK = "too dark — check the LED ring"
 REASON_BRIGHT = "too bright — glare, press the lens flat"
 REASON_NO_COLOUR = "no colour in the photo — colour image needed"
 REASON_NO_LESION = "no lesion in view — centre the lesion"
+REASON_INK = "ink or a pen mark, not a lesion — no lesion found"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,13 @@ class QualityThresholds:
         min_lesion_contrast: minimum (skin median - lesion 5th percentile) / 255.
         min_colourfulness: minimum :func:`colourfulness` (a CIELAB chroma); a
             greyscale photo has 0.
+        max_ink_fraction: largest share of the centre with the hue and chroma of
+            blue or violet ink (:mod:`device.imaging.lesion_presence`).
+        min_lesion_colour_distance: minimum CIELAB ΔE between the found region and
+            the skin around it (after thin strokes are removed); below it the frame
+            shows skin, pen lines or writing, not a lesion.
+        faint_lesion_colour_distance: a frame under ``min_lesion_contrast`` still
+            shows a lesion when its region's ΔE reaches this (a faint, coloured lesion).
     """
 
     min_sharpness: float = 8.0
@@ -56,6 +65,9 @@ class QualityThresholds:
     max_bright_fraction: float = 0.10
     min_lesion_contrast: float = 0.05
     min_colourfulness: float = 4.5
+    max_ink_fraction: float = 0.01
+    min_lesion_colour_distance: float = 3.0
+    faint_lesion_colour_distance: float = 7.5
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,8 @@ class QualityReport:
     lesion_contrast: float
     colourfulness: float
     reasons: tuple[str, ...]
+    ink_fraction: float = 0.0
+    lesion_colour_distance: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -156,7 +170,7 @@ def colourfulness(rgb: np.ndarray) -> float:
 GATE_STAGES: tuple[tuple[str, ...], ...] = (
     ("dark_fraction", "bright_fraction"),
     ("colourfulness",),
-    ("lesion_contrast",),
+    ("ink_fraction", "lesion_contrast", "lesion_colour_distance"),
     ("sharpness", "reblur_loss"),
 )
 
@@ -188,6 +202,7 @@ def assess_quality(frame: np.ndarray, thresholds: QualityThresholds) -> QualityR
     bright = float(np.count_nonzero(grey > BRIGHT_LEVEL)) / grey.size
     contrast = lesion_contrast(grey)
     colour = colourfulness(small)
+    presence = measure_lesion(small)
 
     reasons: list[str] = []
     if dark > thresholds.max_dark_fraction:
@@ -197,9 +212,15 @@ def assess_quality(frame: np.ndarray, thresholds: QualityThresholds) -> QualityR
     if not reasons:
         # A grey photo cannot be judged at all, so colour decides first; plain skin has
         # no edges at all, so low contrast decides before sharpness does.
+        faint = (
+            contrast < thresholds.min_lesion_contrast
+            and presence.colour_distance < thresholds.faint_lesion_colour_distance
+        )
         if colour < thresholds.min_colourfulness:
             reasons.append(REASON_NO_COLOUR)
-        elif contrast < thresholds.min_lesion_contrast:
+        elif presence.ink_fraction > thresholds.max_ink_fraction:
+            reasons.append(REASON_INK)
+        elif faint or presence.colour_distance < thresholds.min_lesion_colour_distance:
             reasons.append(REASON_NO_LESION)
         elif sharp < thresholds.min_sharpness or loss < thresholds.min_reblur_loss:
             reasons.append(REASON_BLUR)
@@ -211,4 +232,6 @@ def assess_quality(frame: np.ndarray, thresholds: QualityThresholds) -> QualityR
         lesion_contrast=contrast,
         colourfulness=colour,
         reasons=tuple(reasons),
+        ink_fraction=presence.ink_fraction,
+        lesion_colour_distance=presence.colour_distance,
     )

@@ -15,7 +15,7 @@ import numpy as np
 
 from device.imaging.pipeline import preprocess
 from device.runtime.bundle import Bundle, load_bundle
-from device.runtime.decision import Decision, decide
+from device.runtime.decision import Decision, decide, is_atypical
 from device.runtime.explainer import GradCam, overlay, upsample
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,18 @@ class Analyzer:
         out = self.bundle.classifier.classify(pre.model_input)
         t2 = time.perf_counter()
         familiarity = self.bundle.familiarity
-        unfamiliar = familiarity is not None and familiarity.is_unfamiliar(out.feature_map)
-        decision = decide(out.probabilities, self.labels, self.calibration, unfamiliar=unfamiliar)
+        unfamiliar = atypical = False
+        if familiarity is not None:
+            score = familiarity.score(out.feature_map)
+            unfamiliar = score > familiarity.threshold
+            atypical = is_atypical(score, familiarity.threshold)
+        decision = decide(
+            out.probabilities,
+            self.labels,
+            self.calibration,
+            unfamiliar=unfamiliar,
+            atypical=atypical,
+        )
         timings = {"preprocess": t1 - t0, "classify": t2 - t1}
         gradcam = heatmap = None
         if explain:

@@ -6,8 +6,13 @@ Risk tiers, checked in this order:
     * ``"uncertain"``: the frame is unlike the training images (the bundle's
       familiarity check, :mod:`device.runtime.familiarity`: "Uncertain — refer"),
       or the top-1 calibrated confidence is below the bundle's uncertainty
-      threshold ("Uncertain — retake or refer").
-    * ``"monitor"``: otherwise.
+      threshold, or the frame is not typical enough of the training images to
+      reassure (``atypical``: "Uncertain — retake or refer").
+    * ``"monitor"``: otherwise. A Monitor reassures, so it needs a frame well inside
+      the training family: a familiarity score at most :data:`MONITOR_FAMILIARITY_SHARE`
+      of the bundle's unfamiliar threshold. Photos of no lesion (skin, ink, plasters,
+      drawn phantoms) score between the two and were shown as a confident Monitor
+      (issue 28; the non-lesion set in docs/quality-gate.md).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from device.runtime.manifest import Calibration, LabelSpec
 log = logging.getLogger(__name__)
 
 RiskTier = Literal["refer", "uncertain", "monitor"]
+# Calibrated on the non-lesion set's training portion and HAM10000 validation images
+# (docs/quality-gate.md): the largest share at which no training non-lesion got Monitor.
+MONITOR_FAMILIARITY_SHARE = 0.6
 RISK_TIERS: tuple[str, ...] = ("refer", "uncertain", "monitor")
 _NAMES = {d.code: d.name for d in HAM10000_CLASSES}
 
@@ -62,6 +70,7 @@ class Decision:
         top3: the three most probable classes, most probable first.
         probabilities: class code -> calibrated probability, all classes.
         unfamiliar: the frame's features lie outside what the model was trained on.
+        atypical: the frame's features are familiar, but not typical enough for Monitor.
     """
 
     label: str
@@ -72,6 +81,7 @@ class Decision:
     top3: tuple[RankedClass, ...]
     probabilities: dict[str, float]
     unfamiliar: bool = False
+    atypical: bool = False
 
     @property
     def label_index(self) -> int:
@@ -84,6 +94,7 @@ def decide(
     labels: Sequence[LabelSpec],
     calibration: Calibration,
     unfamiliar: bool = False,
+    atypical: bool = False,
 ) -> Decision:
     """Turn calibrated probabilities into a label, a confidence and a risk tier.
 
@@ -92,6 +103,8 @@ def decide(
         labels: the bundle's labels (code, name, malignant flag).
         calibration: the bundle's thresholds.
         unfamiliar: the familiarity check fired on this frame.
+        atypical: the frame's familiarity score is above the Monitor limit
+            (:func:`is_atypical`).
 
     Returns:
         The decision, with the top-3 classes named for a health worker.
@@ -116,7 +129,7 @@ def decide(
     tier: RiskTier
     if refers(p_malignant, calibration.referral_threshold):
         tier = "refer"
-    elif unfamiliar or top.probability < calibration.uncertainty_threshold:
+    elif unfamiliar or atypical or top.probability < calibration.uncertainty_threshold:
         tier = "uncertain"
     else:
         tier = "monitor"
@@ -129,4 +142,10 @@ def decide(
         top3=ranked,
         probabilities={label.code: float(p[i]) for i, label in enumerate(labels)},
         unfamiliar=bool(unfamiliar),
+        atypical=bool(atypical),
     )
+
+
+def is_atypical(score: float, unfamiliar_threshold: float) -> bool:
+    """Whether a familiarity score is too high for a Monitor (see the module doc)."""
+    return float(score) > MONITOR_FAMILIARITY_SHARE * float(unfamiliar_threshold)
