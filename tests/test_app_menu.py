@@ -415,3 +415,26 @@ def test_the_open_menu_notices_a_stick_plugged_in_and_pulled_out(tmp_path, bundl
     app._usb_polled = 0.0
     app.poll_usb()
     assert app.state.menu.sticks == () and "No USB stick" in app.screen.stick
+
+
+def flip_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_export_costs_a_damaged_scan_only_what_is_damaged(tmp_path, bundle_dir, records):
+    store, ids, private, stick = records
+    flip_byte(store.images_dir / f"{ids[0]}.heatmap")  # the photo and result are intact
+    flip_byte(store.images_dir / f"{ids[1]}.image")  # the photo itself is damaged
+    app = menu_app(tmp_path, "export, wait 0.1", bundle_dir, store, FolderStick(stick))
+    app.run()
+    (export,) = stick.glob("*.sealed")
+    opened = {r.scan_id: r for r in open_export(export, load_private_key(private)).records}
+    assert sorted(opened) == sorted([ids[0], ids[2]])
+    assert opened[ids[0]].heatmap is None and opened[ids[2]].heatmap is not None
+    done = done_screen(app)
+    assert done.ok and done.title == "Exported 2 scans"
+    assert any("1 scan went without" in line for line in done.lines), done.lines
+    assert any("1 scan could not be read" in line for line in done.lines), done.lines
+    assert len(store) == 3

@@ -83,6 +83,7 @@ def export_to(store: Any, folder: Path, progress: Progress, stick: str = "") -> 
     """
     from device.records.archive import new_proof
     from device.records.export import export_records
+    from device.records.queries import iter_exportable
 
     task = "export"
     _path, key, why = clinic_key(store)
@@ -102,15 +103,14 @@ def export_to(store: Any, folder: Path, progress: Progress, stick: str = "") -> 
                           ("The stick was not written to.",), stick=stick)  # fmt: skip
     total = len(summaries)
     skipped: dict[str, str] = {}
+    salvaged: dict[str, str] = {}
 
     def readable() -> Iterator[Any]:
-        for number, summary in enumerate(summaries, start=1):
+        # The records `records export` sends: a damaged heatmap costs only the heatmap.
+        records = iter_exportable(store, None, skipped, salvaged)
+        for number, record in enumerate(records, start=1):
             progress(f"Exporting scan {number} of {total}…", number - 1, total)
-            try:
-                yield store.get(summary.scan_id)
-            except StorageError as exc:  # TamperError is one: that scan only is left out
-                skipped[summary.scan_id] = str(exc)
-                log.error("export: skipped scan %s: %s", summary.scan_id, exc)
+            yield record
 
     proof, proof_sha = new_proof()
     try:
@@ -129,7 +129,14 @@ def export_to(store: Any, folder: Path, progress: Progress, stick: str = "") -> 
                 "The export could not be logged on the scanner (its storage is full or "
                 "read-only): the clinic can open it, but its receipt cannot free space."
             )
+    if salvaged:
+        lines.append(
+            f"{_scans(len(salvaged))} went without their damaged heatmap (photo and result "
+            "intact; tell your supervisor)."
+        )
     if skipped:
+        for scan_id, problem in skipped.items():
+            log.error("export: skipped scan %s: %s", scan_id, problem)
         lines.append(
             f"{_scans(len(skipped))} could not be read and stayed on the scanner "
             "(tell your supervisor)."
