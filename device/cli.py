@@ -41,6 +41,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "signed model bundles: keygen, sign, verify; on the scanner: install, rollback, status",
     ),
     "serve": ("clinic.cli", "the clinic web app: import exports, review, analyse"),
+    "adapt": ("clinic.adaptation.cli", "fit a bundle's head to one site's confirmed cases"),
     "docs": (
         "conversion.docs_cli",
         "remake the docs' figure tables and screenshots from the shipped bundle; check them",
