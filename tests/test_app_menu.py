@@ -438,3 +438,38 @@ def test_export_costs_a_damaged_scan_only_what_is_damaged(tmp_path, bundle_dir, 
     assert any("1 scan went without" in line for line in done.lines), done.lines
     assert any("1 scan could not be read" in line for line in done.lines), done.lines
     assert len(store) == 3
+
+
+def test_presses_made_while_a_task_runs_do_not_dismiss_its_outcome(tmp_path, bundle_dir, records):
+    from device.hw.buttons import MultiButtons
+    from device.hw.buttons_script import ScriptButtons, parse_script
+
+    store, _ids, _private, stick = records
+
+    class Impatient:
+        """GPIO-like: CAPTURE pressed twice while the export runs."""
+
+        labels: dict[str, str] = {}  # noqa: RUF012
+
+        def __init__(self) -> None:
+            self.queue: list[str] = []
+
+        def poll(self) -> list[str]:
+            events, self.queue = self.queue, []
+            return events
+
+        def close(self) -> None:
+            pass
+
+    impatient = Impatient()
+
+    class Stick(FolderStick):
+        def mount(self, stick_: Stick) -> Path:
+            impatient.queue += ["capture", "capture"]
+            return super().mount(stick_)
+
+    app = menu_app(tmp_path, "wait 0", bundle_dir, store, Stick(stick))
+    app.buttons = MultiButtons([ScriptButtons(parse_script("export, wait 0.3")), impatient])
+    app.run()
+    assert app.state.mode == "usb_done" and isinstance(app.screen, UsbResultScreen)
+    assert impatient.queue == []

@@ -13,7 +13,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from device.app.events import CheckUsb, Event, RunUsbTask, UsbChecked, UsbDone, UsbProgress
+from device.app.events import (
+    Button,
+    CheckUsb,
+    Event,
+    RunUsbTask,
+    UsbChecked,
+    UsbDone,
+    UsbProgress,
+)
 from device.app.menu_state import UsbOutcome
 from device.hw.usb import NoSticks, UsbError, UsbReadOnlyError
 
@@ -50,7 +58,22 @@ class UsbActions:
                 "supervisor.",
             )  # fmt: skip
         log.info("menu task %s: %s", command.task, outcome.title)
+        self._drop_presses_made_meanwhile()
         return UsbDone(outcome)
+
+    def _drop_presses_made_meanwhile(self) -> None:
+        """Forget the presses queued while the task ran (an impatient CAPTURE would
+        otherwise dismiss the outcome before it was read). A script's steps are kept: they
+        are meant to follow; so is a window being closed."""
+        buttons = getattr(self, "buttons", None)
+        for source in getattr(buttons, "sources", [buttons]):
+            if source is None or hasattr(source, "finished"):
+                continue
+            dropped = source.poll()
+            if "quit" in dropped:
+                self.dispatch(Button("quit"))
+            if dropped:
+                log.info("ignored %d button press(es) made during the task", len(dropped))
 
     def poll_usb(self) -> None:
         """While the menu is open, notice a stick plugged in or pulled out (once a second)."""
