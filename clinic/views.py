@@ -43,6 +43,12 @@ QUALITY_METRICS = {
     "bright_fraction": ("Bright (clipped) pixels", "<=", "max_bright_fraction"),
     "colourfulness": ("Colourfulness (CIELAB chroma)", ">=", "min_colourfulness"),
     "lesion_contrast": ("Lesion contrast", ">=", "min_lesion_contrast"),
+    "ink_fraction": ("Ink or pen marks (share of the centre)", "<=", "max_ink_fraction"),
+    "lesion_colour_distance": (
+        "Lesion colour against skin (CIELAB ΔE)",
+        ">=",
+        "min_lesion_colour_distance",
+    ),
 }
 # The quality gate speaks to a health worker holding the scanner ("check the LED
 # ring"); an uploaded photo needs advice about the photo. Keyed by what failed;
@@ -52,6 +58,7 @@ UPLOAD_ADVICE = {
     quality.REASON_DARK.split(" — ")[0]: "upload a better-lit photo",
     quality.REASON_BRIGHT.split(" — ")[0]: "upload a photo without glare or clipped highlights",
     quality.REASON_NO_LESION.split(" — ")[0]: "upload a photo with the lesion in the centre",
+    quality.REASON_INK.split(" — ")[0]: "upload a photo of the lesion itself",
 }
 REFILL_FILE = "Your entries are kept; choose the image file again (browsers do not keep it)."
 DIAGNOSES = [(d.code, f"{d.name} ({d.code})") for d in HAM10000_CLASSES] + [("other", "Other")]
@@ -138,6 +145,11 @@ def _quality_rows(quality: Mapping[str, float], thresholds: Any) -> list[dict[st
         label, op, attribute = QUALITY_METRICS.get(name, (name, None, None))
         limit = None if attribute is None else getattr(thresholds, attribute)
         passed = None if limit is None else (value >= limit if op == ">=" else value <= limit)
+        if name == "lesion_contrast" and passed is False:
+            # The gate lets a faint lesion through when its colour stands out clearly.
+            distance = quality.get("lesion_colour_distance")
+            faint_ok = getattr(thresholds, "faint_lesion_colour_distance", None)
+            passed = distance is not None and faint_ok is not None and distance >= faint_ok
         rows.append(
             {
                 "metric": name,

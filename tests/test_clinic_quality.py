@@ -29,6 +29,8 @@ LIMITS = {
     "bright_fraction": ("<=", "max_bright_fraction"),
     "lesion_contrast": (">=", "min_lesion_contrast"),
     "colourfulness": (">=", "min_colourfulness"),
+    "ink_fraction": ("<=", "max_ink_fraction"),
+    "lesion_colour_distance": (">=", "min_lesion_colour_distance"),
 }
 
 
@@ -81,6 +83,15 @@ def test_every_metric_of_the_gate_has_a_label_and_its_limit():
     (future,) = _quality_rows({"glare_spots": 3.0}, thresholds)
     assert (future["name"], future["limit"], future["passed"]) == ("glare_spots", None, None)
     assert [r["metric"] for r in _quality_rows({"sharpness": 9.0}, thresholds)] == ["sharpness"]
+
+
+@pytest.mark.parametrize(("distance", "passes"), [(8.0, True), (7.0, False)])
+def test_a_faint_lesion_passes_contrast_when_its_colour_stands_out(distance, passes):
+    # As the gate decides: under the contrast limit, a clear colour distance still passes.
+    thresholds = QualityThresholds(min_lesion_contrast=0.2, faint_lesion_colour_distance=7.5)
+    metrics = {"lesion_contrast": 0.1, "lesion_colour_distance": distance}
+    rows = {r["metric"]: r for r in _quality_rows(metrics, thresholds)}
+    assert rows["lesion_contrast"]["passed"] is passes
 
 
 def test_a_grey_photo_shows_colourfulness_failing_against_its_limit(client, analysis):
