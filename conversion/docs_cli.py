@@ -101,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
 
     changed = rewrite_blocks(root, bundle)
     for path in changed:
-        print(f"rewrote generated blocks in {path.relative_to(root)}")
+        print(f"rewrote generated blocks in {path.relative_to(root)}", file=sys.stderr)
     report: dict[str, list[str]] = {"blocks": [str(p.relative_to(root)) for p in changed]}
     if not args.no_screenshots:
         from conversion.docs_shots import make_screenshots
@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
         if outcome.outputs:
             with_outputs = dataclasses.replace(bundle, outputs=outcome.outputs)
             for path in rewrite_blocks(root, with_outputs):
-                print(f"rewrote command output in {path.relative_to(root)}")
+                print(f"rewrote command output in {path.relative_to(root)}", file=sys.stderr)
         for line in outcome.skipped:
             print(f"NOT remade (skipped): {line}", file=sys.stderr)
         for line in outcome.failed:
@@ -124,6 +124,6 @@ def main(args: argparse.Namespace) -> int:
     leftover = check(root, bundle)
     for line in leftover:
         print(f"still stale: {line}", file=sys.stderr)
-    print(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))  # stdout holds only this summary
     incomplete = leftover or report.get("skipped") or report.get("failed")
     return 1 if incomplete else 0

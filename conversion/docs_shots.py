@@ -38,7 +38,6 @@ writes (``scan-page``, ``upload-result``, ``import``, and any ``pages`` it is gi
 from __future__ import annotations
 
 import fnmatch
-import logging
 import os
 import re
 import shutil
@@ -57,7 +56,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-log = logging.getLogger(__name__)
 
 REGISTRY = Path("docs/screenshots.toml")
 SESSION_TIMEOUT_S = 300
@@ -433,8 +431,7 @@ def make_screenshots(
     for session in sessions:
         if only and session.name not in only:
             continue
-        log.info("screenshots: session %s", session.name)
-        print(f"skinscan docs: screenshots of session {session.name} ...", flush=True)
+        print(f"skinscan docs: screenshots of session {session.name} ...", file=sys.stderr)
         run_session(session, root, bundle, ham10000, outcome, code)
     return outcome
 
