@@ -115,7 +115,8 @@ def test_the_service_has_the_hardening_the_issue_lists():
 def test_only_camera_gpio_screen_and_input_devices_are_allowed():
     allowed = {v.split()[0] for v in directives("skinscan.service")["DeviceAllow"]}
     # video4linux: /dev/video*; media: /dev/media*; dma_heap: /dev/dma_heap/*;
-    # drm: /dev/dri/*; gpiochip: /dev/gpiochip*; input: /dev/input/*.
+    # drm: /dev/dri/*; gpiochip: /dev/gpiochip*; input: /dev/input/*; i2c: /dev/i2c-* (the
+    # UPS's battery fuel gauge).
     assert allowed == {
         "char-video4linux",
         "char-media",
@@ -123,6 +124,7 @@ def test_only_camera_gpio_screen_and_input_devices_are_allowed():
         "char-drm",
         "char-gpiochip",
         "char-input",
+        "char-i2c",
     }
 
 

@@ -48,7 +48,7 @@ def _open_smbus(bus: int) -> Any:
     except ImportError as exc:
         raise BatteryError(
             "smbus2 is not installed: on the Pi run 'sudo apt install python3-smbus2' "
-            "(setup.sh --pi installs it)"
+            "(setup.sh on a Pi installs it)"
         ) from exc
     try:
         return SMBus(bus)

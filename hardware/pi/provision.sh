@@ -38,7 +38,8 @@ ETC_DIR=/etc/skinscan
 DATA_DIR=/var/lib/skinscan
 UNIT_DIR=/etc/systemd/system
 SERVICE_USER=skinscan
-SERVICE_GROUPS=(video gpio input render)
+# i2c: /dev/i2c-1, where the UPS's battery fuel gauge is read.
+SERVICE_GROUPS=(video gpio input render i2c)
 UNITS=(skinscan.service skinscan-poweroff.service skinscan-poweroff.path)
 ENABLE_UNITS=(skinscan.service skinscan-poweroff.path)
 # The polkit rule that lets the service user mount USB sticks through udisks2 (the
@@ -200,7 +201,7 @@ install_packages() {
 ensure_user() {
   local g
   for g in "${SERVICE_GROUPS[@]}"; do
-    # Raspberry Pi OS has all four; a plain Debian lacks gpio.
+    # Raspberry Pi OS has them all; a plain Debian lacks gpio and i2c.
     getent group "$g" >/dev/null || groupadd --system "$g"
   done
   if ! getent passwd "$SERVICE_USER" >/dev/null; then
