@@ -10,6 +10,10 @@ TARGETS: dict[str, tuple[str, str]] = {
     "pipeline": ("device.bench.pipeline", "per-stage ms of the image pipeline"),
     "segmentation": ("device.bench.segmentation", "Dice/IoU of k-means segmentation vs real masks"),
     "device": ("device.bench.device", "capture-to-result, fps, RSS over simulated captures"),
+    "nonlesion": (
+        "device.evaluation.nonlesion",
+        "non-lesion photos: Retake/Uncertain/Monitor/Refer per category; lesions refused",
+    ),
     # The clinic web app lives outside device/ (device/ never imports Flask); loaded by name.
     "serve": ("clinic.bench", "clinic web app: upload-to-result latency, scan page req/s"),
 }
