@@ -30,9 +30,11 @@ A device session's keys:
   ``@N`` for the Nth match (1 = first, -1 = last) and ``A>B`` for the first B after the
   first A.
 
-A clinic session's ``shots`` map target paths to the page names ``clinic.docs_screens``
-writes (``scan-page``, ``upload-result``, ``import``, and any ``pages`` it is given:
-``pages = ["worklist=/worklist"]``).
+A clinic session's ``shots`` map target paths to the page names its scenario writes:
+``scenario = "import"`` (the default, ``clinic.docs_screens``: ``import``, ``scan-page``,
+``upload-result``, and any ``pages`` it is given, ``pages = ["worklist=/worklist"]``) or
+``"casework"`` (``clinic.docs_casework``: ``clinic-worklist``, ``clinic-confirmed-cases``,
+``clinic-sites``, ``clinic-scan-confirmed``).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ except ModuleNotFoundError:  # Python 3.10
 REGISTRY = Path("docs/screenshots.toml")
 SESSION_TIMEOUT_S = 300
 _DAMAGES = ("image-byte", "truncate-db")
+# A clinic session's scenario -> the module that shoots it.
+_CLINIC_SCENARIOS = {"import": "clinic.docs_screens", "casework": "clinic.docs_casework"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class Session:
     pages: tuple[str, ...] = ()
     commands: dict[str, str] = field(default_factory=dict)
     usb: bool = False
+    scenario: str = "import"
 
     @property
     def needs_ham10000(self) -> bool:
@@ -115,6 +120,8 @@ def load_registry(path: Path) -> list[Session]:
             raise DocsError(f"{where}: kind must be 'device' or 'clinic', not {kind!r}")
         if kind == "device" and not raw.get("script"):
             raise DocsError(f"{where}: a device session needs a script")
+        if raw.get("scenario", "import") not in _CLINIC_SCENARIOS:
+            raise DocsError(f"{where}: scenario must be one of {sorted(_CLINIC_SCENARIOS)}")
         if raw.get("damage", "") not in ("", *_DAMAGES):
             raise DocsError(f"{where}: damage must be one of {_DAMAGES}")
         if not all(isinstance(v, str) for v in raw.get("commands", {}).values()):
@@ -346,7 +353,8 @@ def _device_session(run: _Run) -> list[tuple[str, Path]]:
 
 def _clinic_session(run: _Run) -> list[tuple[str, Path]]:
     out = run.work / "clinic-shots"
-    args = ["clinic.docs_screens", "--out", str(out), "--bundle", str(run.bundle)]
+    module = _CLINIC_SCENARIOS[run.session.scenario]
+    args = [module, "--out", str(out), "--bundle", str(run.bundle)]
     photos = [i.split(":", 1)[1] for i in run.session.images if i.startswith("ham10000:")]
     if run.ham10000 is not None and photos:
         args += ["--ham10000", str(run.ham10000), *[f"--image={p}" for p in photos]]
