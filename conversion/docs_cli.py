@@ -5,8 +5,9 @@ the README and the docs from the bundle's manifest and model card, then remakes 
 screenshot listed in ``docs/screenshots.toml`` with scripted sessions of the device
 simulator and the clinic app (headless chromium). ``skinscan docs build --check`` (or
 ``skinscan docs check``) changes nothing and takes about a second: it exits 1 when a
-generated block differs from what the bundle says, or a current document calls another
-bundle "shipped" (``conversion/docs_claims.py``).
+generated block differs from what the bundle says, a current document calls another
+bundle "shipped" or has a command overwrite it (``conversion/docs_claims.py``), or a page
+shows a screenshot that no session of ``docs/screenshots.toml`` makes.
 """
 
 from __future__ import annotations
@@ -64,12 +65,15 @@ def pages(root: Path) -> list[Path]:
 
 
 def check(root: Path, bundle: Bundle) -> list[str]:
-    """Every stale generated block and every stale 'shipped' claim under ``root``."""
+    """Every stale generated block, stale 'shipped' claim and unmade picture under ``root``."""
+    from conversion.docs_shots import unmade_pictures
+
     problems: list[str] = []
     for path in pages(root):
         rel = str(path.relative_to(root))
         problems += stale_blocks(path.read_text(encoding="utf-8"), bundle, rel)
     problems += [str(stale) for stale in check_tree(root, bundle.manifest)]
+    problems += unmade_pictures(root, documents(root, CURRENT))
     return problems
 
 

@@ -444,6 +444,29 @@ def make_screenshots(
     return outcome
 
 
-def registry_targets(root: Path) -> list[str]:
-    """Every screenshot path the registry makes (for the staleness test's cross-check)."""
-    return [t for s in load_registry(root / REGISTRY) for t in s.shots]
+# Folders of our own screens; pictures elsewhere (charts under training/reports/) are
+# measurements, made by the command their report names.
+SCREEN_FOLDERS = ("docs", "clinic/docs")
+_PICTURE = re.compile(r"!\[[^\]]*\]\(([^)\s]+\.png)\)")
+
+
+def unmade_pictures(root: Path, pages: Sequence[Path]) -> list[str]:
+    """Pictures the pages show that are missing, or that lie in a screen folder and no
+    session of the registry makes; one line each, naming the page."""
+    registry = root / REGISTRY
+    made = (
+        {(root / t).resolve() for s in load_registry(registry) for t in s.shots}
+        if registry.exists()
+        else set()
+    )
+    folders = [(root / f).resolve() for f in SCREEN_FOLDERS]
+    problems = []
+    for page in pages:
+        rel = page.relative_to(root)
+        for link in _PICTURE.findall(page.read_text(encoding="utf-8")):
+            path = (page.parent / link).resolve()
+            if not path.is_file():
+                problems.append(f"{rel}: shows a missing picture {link}")
+            elif path not in made and any(f in path.parents for f in folders):
+                problems.append(f"{rel}: {link} is made by no session of {REGISTRY}")
+    return problems
