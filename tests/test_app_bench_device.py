@@ -41,8 +41,9 @@ def test_benchmark_writes_the_required_json(tmp_path, bundle_dir, capsys):
         assert set(figures[key]) == {"median", "p95"}
         assert 0 < figures[key]["median"] <= figures[key]["p95"]
     assert figures["capture_to_result_ms"]["median"] > figures["inference_ms"]["median"]
-    # The simulator's phantoms cycle through every screen, a blurred one (Retake) among them.
-    assert figures["results"] + figures["retakes"] == 4 and figures["results"] >= 3
+    # The simulator's phantoms cycle through nevus, melanoma, a checkered object that is
+    # no lesion (Retake since issue 28) and a blurred nevus (Retake).
+    assert figures["results"] + figures["retakes"] == 4 and figures["results"] >= 2
     assert figures["preview_fps"] > 0
     assert 50 < figures["peak_rss_mb"] < 2000
     assert figures["model_bytes"] == (bundle_dir / "model.tflite").stat().st_size
