@@ -23,6 +23,7 @@ from device.app.events import (
     UsbProgress,
 )
 from device.app.menu_state import UsbOutcome
+from device.app.usb_flow_tasks import WRITE_PROTECT_STEP
 from device.hw.usb import NoSticks, UsbError, UsbReadOnlyError
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class UsbActions:
                 stick,
                 UsbOutcome(
                     task, False, "The USB stick cannot be written", (str(exc),),
-                    next_step="Check the stick's write-protect switch, or use another stick.",
+                    next_step=WRITE_PROTECT_STEP,
                     stick=stick.name,
                 ),
             )  # fmt: skip

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 RECEIPT_MAX_BYTES = 256 * 1024
+WRITE_PROTECT_STEP = (
+    "Check the stick's write-protect switch, or use another stick (FAT32 or exFAT, as "
+    "sticks are sold)."
+)
 NEXT_AFTER_EXPORT = "Take the stick to the clinic; bring back its receipt to free space."
 NO_KEY_STEP = (
     "Ask your supervisor to install the clinic's key on this scanner "
@@ -66,7 +70,7 @@ def write_problem(task: str, exc: Exception, stick: str) -> UsbOutcome:
     if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         return UsbOutcome(
             task, False, "The USB stick cannot be written", (kept, str(exc)),
-            next_step="Check the stick's write-protect switch, or use another stick.",
+            next_step=WRITE_PROTECT_STEP,
             stick=stick,
         )  # fmt: skip
     return UsbOutcome(
