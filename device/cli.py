@@ -34,7 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("device.bench.cli", "benchmarks: pipeline, segmentation, device"),
     "records": (
         "device.records.cli",
-        "scan records: list, export, verify, repair, ack, archive; clinic: open, keygen",
+        "scan records: list, export, verify, repair, assign, ack, archive; clinic: open, keygen",
     ),
     "bundle": (
         "device.bundles.cli",

@@ -108,6 +108,8 @@ class CameraConfig(_Section):
         sim_source: folder of images or a video file for the simulated camera;
             empty means synthetic phantoms.
         retry_s: seconds between attempts to reopen a missing camera.
+        field_width_mm: the width in mm that the full still covers at the dermoscope's
+            contact distance (measured once with a ruler); 0: unknown, no lesion sizes.
         colour_gains: fixed white balance (red gain, blue gain) for the Pi camera under
             the LED ring, measured once on a grey card; None keeps auto white balance,
             which drifts from frame to frame with what is in view.
@@ -119,6 +121,7 @@ class CameraConfig(_Section):
     sim_source: StrictStr = ""
     retry_s: StrictFloat = Field(2.0, ge=0.1, le=60.0)
     colour_gains: tuple[StrictFloat, StrictFloat] | None = None
+    field_width_mm: StrictFloat = Field(0.0, ge=0.0, le=200.0)
 
     @field_validator("colour_gains")
     @classmethod

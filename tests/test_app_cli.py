@@ -78,7 +78,7 @@ def test_scripted_headless_run_saves_screens_and_records(tmp_path, bundle_dir):
         "--headless",
         "--bundle", str(bundle_dir),
         "--screenshots", str(shots),
-        "--script", "capture, toggle, save, next",
+        "--script", "capture, toggle, save, save, next",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in shots.glob("*.png"))

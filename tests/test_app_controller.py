@@ -108,6 +108,10 @@ def test_toggle_flips_heatmap_and_back():
 
 def test_save_requests_store_and_saved_marks_result():
     state = at_result()
+    # No patient card was read: SAVE asks first, and SAVE again saves.
+    state, screen = step(state, Button("save"))
+    assert state.commands == () and isinstance(screen, ErrorScreen)
+    assert screen.title == "No patient card read — save without a patient?"
     state, _ = step(state, Button("save"))
     assert len(state.commands) == 1 and isinstance(state.commands[0], Save)
     assert state.commands[0].result is state.result
@@ -178,7 +182,7 @@ def test_bundle_error_is_not_overwritten_by_camera_error_detail():
 
 def test_disk_full_shows_error_then_back_returns_to_unsaved_result():
     state = at_result()
-    state, screen = run(state, Button("save"), Failed("disk_full", "no space left"))
+    state, screen = run(state, Button("save"), Button("save"), Failed("disk_full", "no space"))
     assert isinstance(screen, ErrorScreen) and screen.problem == "disk_full"
     assert "NOT saved" in screen.title
     state, screen = step(state, Button("back"))
@@ -281,7 +285,15 @@ def test_every_screen_has_hints_naming_real_buttons():
 # ---- the patient card, body site and follow-up ----------------------------------------------
 
 
-def saved_item(key: str, created_at: str, site: str | None, ref: str | None = REF, p=0.1):
+def saved_item(
+    key: str,
+    created_at: str,
+    site: str | None,
+    ref: str | None = REF,
+    p=0.1,
+    lesion: str | None = "1",
+    side: str | None = None,
+):
     """A history entry as result_from_record makes it."""
     return replace(
         sample_result(key, p_malignant=p),
@@ -289,13 +301,15 @@ def saved_item(key: str, created_at: str, site: str | None, ref: str | None = RE
         created_at=created_at,
         patient_ref=ref,
         body_site=site,
+        body_side=side,
+        lesion=lesion if site else None,
     )
 
 
-def with_patient(site: str | None = None) -> AppState:
+def with_patient(site: str | None = None, lesion: str = "1") -> AppState:
     state, _ = run(initial_state(), frame(), Button("patient"), Button("capture"), CardRead(REF))
     if site is not None:
-        state = replace(state, body_site=site)
+        state = replace(state, body_site=site, lesion=replace(state.lesion, lesion=lesion))
     return state
 
 
@@ -327,7 +341,7 @@ def test_a_refused_card_stays_on_the_card_screen_with_the_reason():
 
 def test_the_patient_is_on_every_screen_until_cleared():
     state = with_patient("back")
-    line = f"Patient {REF} · back"
+    line = f"Patient {REF} · back, lesion 1"
     screens = [
         view(state),
         run(state, Button("capture"))[1],
@@ -357,9 +371,12 @@ def test_body_site_is_chosen_from_the_list_with_the_buttons():
     state, screen = run(state, Button("next"), Button("next"), Button("next"), Button("next"))
     assert screen.sites[screen.index] == "back"
     state, screen = run(state, Button("toggle"), Button("next"))  # up, then down again
-    state, screen = step(state, Button("capture"))
+    state, screen = step(state, Button("capture"))  # back has no sides: which lesion?
+    assert isinstance(screen, SiteScreen) and screen.title == "back: which lesion?"
+    assert screen.sites[:3] == ("1", "2", "3") and screen.index == 0
+    state, screen = run(state, Button("next"), Button("capture"))
     assert state.body_site == "back" and isinstance(screen, PreviewScreen)
-    assert screen.patient == f"Patient {REF} · back"
+    assert screen.patient == f"Patient {REF} · back, lesion 2"
     # Reopening the list starts at the chosen site; back cancels without a change.
     state, screen = run(state, Button("toggle"), Button("next"), Button("back"))
     assert state.body_site == "back"
@@ -372,7 +389,7 @@ def test_a_scan_made_while_a_patient_is_set_carries_the_reference_and_site():
     assert isinstance(command, Save)
     assert command.result.patient_ref == REF and command.result.body_site == "forearm"
     # Without a patient nothing is attached.
-    state, _ = run(at_result(), Button("save"))
+    state, _ = run(at_result(), Button("save"), Button("save"))
     assert state.commands[0].result.patient_ref is None
 
 
@@ -418,7 +435,7 @@ def test_earlier_scans_of_the_same_site_are_offered_side_by_side():
     assert isinstance(screen, CompareScreen)
     assert screen.later.when == "2026-04-10 09:00 UTC"
     assert screen.earlier.when == "2026-03-01 09:00 UTC"
-    assert screen.site == "back"
+    assert screen.site == "back, lesion 1"
     assert screen.change == "40 days later · P(malignant) 12% → 30%"
     assert screen.position == "1 of 2"
     state, screen = step(state, Button("next"))
@@ -545,7 +562,9 @@ def test_a_read_only_data_folder_is_named_in_the_title_not_a_generic_one():
 
 
 def test_storage_full_says_how_to_free_space_in_order():
-    _state, screen = run(at_result(), Button("save"), Failed("disk_full", "1.0 MiB free"))
+    _state, screen = run(
+        at_result(), Button("save"), Button("save"), Failed("disk_full", "1.0 MiB free")
+    )
     text = " ".join((screen.action, *screen.steps))
     marks = [text.find(s) for s in ("USB", "Export to USB", "clinic", "receipt", "Free space")]
     assert -1 not in marks and marks == sorted(marks), text

@@ -76,11 +76,17 @@ def png(path: Path) -> np.ndarray:
 def test_scripted_session_on_phantoms(tmp_path, bundle_dir, calibration):
     store = FillableStore()
     app = make_app(
-        tmp_path, "wait 0.2, capture, toggle, save, next, back", bundle_dir=bundle_dir, store=store
+        tmp_path,
+        "wait 0.2, capture, toggle, save, save, next, back",
+        bundle_dir=bundle_dir,
+        store=store,
     )
     assert app.run() == 0
-    expected = ["analyzing", "preview", "analyzing", "result", "history"]
-    assert kinds(app.screens_shown)[:5] == expected
+    # SAVE without a patient asks first (an "error"-kind notice screen); SAVE again saves.
+    expected = ["analyzing", "preview", "analyzing", "result", "error", "result", "history"]
+    assert kinds(app.screens_shown)[:7] == expected
+    question = screens_of(app, ErrorScreen)[0]
+    assert question.title == "No patient card read — save without a patient?"
 
     results = screens_of(app, ResultScreen)
     check_result(results[0], calibration)
@@ -127,7 +133,9 @@ def test_session_on_real_ham10000_images(tmp_path, bundle_dir, calibration, ham_
     for path in sorted((ham_dir / "images").glob("*.jpg"))[:3]:
         shutil.copy(path, folder / path.name)
     store = FillableStore()
-    script = "capture, save, back, capture, save, back, capture, save, toggle, next"
+    script = (
+        "capture, save, save, back, capture, save, save, back, capture, save, save, toggle, next"
+    )
     app = make_app(tmp_path, script, bundle_dir=bundle_dir, source=folder, store=store)
     assert app.run() == 0
     results = screens_of(app, ResultScreen)
@@ -229,7 +237,7 @@ def test_bundle_fixed_while_running_is_picked_up_on_retry(tmp_path, bundle_dir):
 def test_disk_full_shows_error_and_result_survives(tmp_path, bundle_dir):
     store = FillableStore()
     store.fill_disk()
-    app = make_app(tmp_path, "capture, save, back", bundle_dir=bundle_dir, store=store)
+    app = make_app(tmp_path, "capture, save, save, back", bundle_dir=bundle_dir, store=store)
     app.run()
     error = screens_of(app, ErrorScreen)[-1]
     assert error.problem == "disk_full" and "NOT saved" in error.title
@@ -314,7 +322,7 @@ def test_systemd_ready_watchdog_and_stopping(tmp_path, bundle_dir):
 
 
 def test_history_shows_the_saved_heatmap_with_its_legend(tmp_path, bundle_dir):
-    app = make_app(tmp_path, "capture, save, next", bundle_dir=bundle_dir)
+    app = make_app(tmp_path, "capture, save, save, next", bundle_dir=bundle_dir)
     app.run()
     shown = screens_of(app, HistoryScreen)[-1].result
     assert shown.show_heatmap and shown.overlay is not None
@@ -345,7 +353,7 @@ def test_patient_card_site_scan_save_history_and_follow_up(tmp_path, bundle_dir,
     store = FillableStore()
     script = (
         "patient, wait 0.2, capture, wait 0.2, capture, wait 0.2, capture, wait 0.2, "
-        "toggle, next, next, next, next, capture, wait 0.2, "  # body site: back
+        "toggle, next, next, next, next, capture, capture, wait 0.2, "  # back, lesion 1
         "capture, wait 0.3, save, wait 0.2, capture, wait 0.2, capture, wait 0.3, save, "
         "next, wait 0.2, capture, wait 0.2, back, wait 0.1"
     )
@@ -365,13 +373,13 @@ def test_patient_card_site_scan_save_history_and_follow_up(tmp_path, bundle_dir,
     # Every screen after the card showed the patient.
     after = list(app.screens_shown)[next(i for i, s in enumerate(app.screens_shown) if s.patient) :]
     assert all(s.patient.startswith(f"Patient {REF}") for s in after)
-    assert any(s.patient == f"Patient {REF} · back" for s in after)
+    assert any(s.patient == f"Patient {REF} · back, lesion 1" for s in after)
 
     # History was this patient's, and the two scans of the back were side by side.
     history = screens_of(app, HistoryScreen)[-1]
     assert history.scope == f"Patient {REF}" and history.total == 2 and history.earlier == 1
     (compare,) = {s.snapshot_key: s for s in screens_of(app, CompareScreen)}.values()
-    assert compare.site == "back"
+    assert compare.site == "back, lesion 1"
     # Newest on the right: the scans as saved, in order.
     assert compare.later.p_malignant == pytest.approx(records[0].p_malignant)
     assert compare.earlier.p_malignant == pytest.approx(records[1].p_malignant)
@@ -480,7 +488,9 @@ def test_storage_full_says_how_much_is_reserved_why_and_how_to_free_space(tmp_pa
     # The real reserve check: keep more free than there is, so the save is refused.
     store.min_free_bytes = (free_bytes(store.data_dir) or 0) + 64 * MIB
     reserve = human_bytes(store.reserve_bytes)
-    app = make_app(tmp_path, "capture, wait 1, save, wait 0.2", bundle_dir=bundle_dir, store=store)
+    app = make_app(
+        tmp_path, "capture, wait 1, save, save, wait 0.2", bundle_dir=bundle_dir, store=store
+    )
     app.run()
     error = screens_of(app, ErrorScreen)[-1]
     assert error.problem == "disk_full" and "NOT saved" in error.title

@@ -69,7 +69,10 @@ def export_from_simulator(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]
     private, public = generate_clinic_keypair(root / "keys")
     env = {**os.environ, "SKINSCAN_DATA_DIR": str(root / "device-data")}
     env.pop("SKINSCAN_KEY_FILE", None)
-    script = "wait 0.3, capture, wait 0.5, save, back, wait 0.3, capture, wait 0.5, save, back"
+    script = (
+        "wait 0.3, capture, wait 0.5, save, save, back, wait 0.3, capture, wait 0.5, save, save, "
+        "back"
+    )
     _skinscan("run", "--headless", "--backend", "sim", "--script", script, env=env)
     _skinscan("records", "export", "--to", str(root / "usb"), "--clinic-key", str(public), env=env)
     (sealed,) = sorted((root / "usb").glob("*.sealed"))

@@ -403,7 +403,7 @@ def test_compare_shows_both_dates_tiers_and_the_change():
 
 def test_history_says_when_in_utc_and_how_many_earlier_scans():
     joined = " ".join(rendered_text(all_screens()["history-patient"], (800, 480)))
-    assert "2026-04-10 09:00 UTC" in joined and "2 earlier of this site" in joined
+    assert "2026-04-10 09:00 UTC" in joined and "2 earlier of this lesion" in joined
 
 
 THREE_SIZES = [(320, 240), (480, 320), (800, 480)]

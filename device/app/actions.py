@@ -11,6 +11,7 @@ from typing import Any
 
 from device.app.events import (
     Analyzed,
+    AssignPatient,
     Capture,
     CardRead,
     CardRefused,
@@ -23,6 +24,7 @@ from device.app.events import (
     InjectFault,
     LoadHistory,
     Notice,
+    PatientAssigned,
     PowerOff,
     QualityFailed,
     ReadCard,
@@ -42,6 +44,7 @@ from device.app.usb_flow_actions import UsbActions
 from device.errors import CameraError, DiskFullError, ImageError, StorageError
 from device.hw.battery import SIM_BATTERY_FAULTS
 from device.imaging.quality import assess_quality
+from device.records.assign import current_records
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,8 @@ class Actions(UsbActions):
             return self._history(command.patient_ref)
         if isinstance(command, ReadCard):
             return self._read_card()
+        if isinstance(command, AssignPatient):
+            return self._assign_patient(command)
         if isinstance(command, ReloadBundle):
             return self._load_bundle()
         if isinstance(command, InjectFault) and command.fault in SIM_BATTERY_FAULTS:
@@ -154,6 +159,8 @@ class Actions(UsbActions):
             heatmap_alpha=self.heatmap_alpha,
             legend=self._legend,
             frame=still,
+            bundle=getattr(self.analyzer, "bundle", None),
+            field_width_mm=getattr(self, "field_width_mm", None),
         )
         log.info(
             "result: %s %.0f%%, P(malignant) %.0f%%, %s",
@@ -221,6 +228,7 @@ class Actions(UsbActions):
             threshold = self.analyzer.calibration.referral_threshold
         try:
             records, unreadable = read_history(self.store, patient_ref, HISTORY_LIMIT)
+            records = current_records(records)  # a scan given a patient later shows once
             if self._legend is None:
                 self._legend = legend_colours()
             items = tuple(result_from_record(r, threshold, self._legend) for r in records)
@@ -228,6 +236,20 @@ class Actions(UsbActions):
             log.error("history unavailable: %s", exc)
             return Notice(f"Saved scans cannot be read: {exc}")
         return HistoryLoaded(items, patient_ref, unreadable)
+
+    def _assign_patient(self, command: AssignPatient) -> Event:
+        """Give a saved scan a patient (a correction record; see device.records.assign)."""
+        from device.records.assign import assign_patient
+
+        try:
+            saved = assign_patient(self.store, command.scan_id, command.patient_ref)
+        except DiskFullError as exc:
+            return Failed("disk_full", space_detail(self.store, exc))
+        except (StorageError, KeyError) as exc:  # PatientAlreadySetError is one
+            log.error("patient not assigned: %s", exc)
+            return Failed("storage", f"the patient was NOT given to the scan: {exc}")
+        log.info("scan %s given a patient as %s", command.scan_id, saved.scan_id)
+        return PatientAssigned(command.scan_id, saved.scan_id, saved.patient_ref or "")
 
     def _poweroff(self) -> int:
         log.info("powering off: %s", " ".join(self.shutdown_command))

@@ -270,6 +270,7 @@ def main(args: argparse.Namespace) -> int:
         load_analyzer=_analyzer_loader(args.bundle, config),
         thresholds=config.quality_thresholds(),
         heatmap_alpha=config.display.heatmap_alpha,
+        field_width_mm=config.camera.field_width_mm,
         max_fps=config.display.max_fps,
         camera_retry_s=config.camera.retry_s,
         poweroff=poweroff,

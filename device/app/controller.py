@@ -87,10 +87,15 @@ from device.app.menu_flow import (
     usb_done_step,
     usb_event,
 )
-from device.app.patient import BODY_SITES, patient_line
+from device.app.patient import patient_line
 from device.app.patient_flow import (
+    ask_save,
+    ask_save_step,
+    ask_save_view,
+    asks_before_saving,
     card_step,
     card_view,
+    open_sites,
     reading_step,
     reading_view,
     site_step,
@@ -207,8 +212,7 @@ def _preview(state: AppState, event: Event) -> AppState:
                 return show_error(state, "bundle", state.bundle_detail)
             return replace(state, mode="analyzing", commands=(Capture(),), message="", warning="")
         if event.name == "toggle":
-            index = BODY_SITES.index(state.body_site) if state.body_site in BODY_SITES else 0
-            return replace(state, mode="site", site_index=index)
+            return open_sites(state)
         if event.name in ("next", "history"):
             return load_history(state)
     return state
@@ -217,7 +221,13 @@ def _preview(state: AppState, event: Event) -> AppState:
 def _analyzing(state: AppState, event: Event) -> AppState:
     if isinstance(event, Analyzed):
         # The scan belongs to the patient and site set when it was made.
-        result = replace(event.result, patient_ref=state.patient_ref, body_site=state.body_site)
+        result = replace(
+            event.result,
+            patient_ref=state.patient_ref,
+            body_site=state.body_site,
+            body_side=state.lesion.side if state.body_site else None,
+            lesion=state.lesion.lesion if state.body_site else None,
+        )
         return replace(state, mode="result", result=result)
     if isinstance(event, QualityFailed):
         return replace(state, mode="retake", retake=event.reasons, retake_image=event.image)
@@ -235,6 +245,8 @@ def _result(state: AppState, event: Event) -> AppState:
         if event.name == "save":
             if result.saved_id is not None:
                 return state
+            if asks_before_saving(state):
+                return ask_save(state)
             return replace(state, commands=(Save(result),))
         if event.name in ("capture", "back"):
             return enter_preview(state)
@@ -275,6 +287,7 @@ _MODE_STEPS = {
     "card": card_step,
     "reading": reading_step,
     "site": site_step,
+    "confirm_save": ask_save_step,
     "retake": _retake,
     "error": error_step,
     "shutdown": _shutdown,
@@ -336,6 +349,8 @@ def _screen(state: AppState) -> Screen:
         return reading_view(state)
     if mode == "site":
         return site_view(state)
+    if mode == "confirm_save":
+        return ask_save_view(state)
     if mode == "result":
         assert state.result is not None
         hints = make_hints(
@@ -372,5 +387,5 @@ def _screen(state: AppState) -> Screen:
 def view(state: AppState) -> Screen:
     """What the screen shows for ``state``: every screen carries the patient line."""
     screen = _screen(state)
-    line = patient_line(state.patient_ref, state.body_site)
+    line = patient_line(state.patient_ref, state.body_site, state.lesion.side, state.lesion.lesion)
     return replace(screen, patient=line) if line else screen

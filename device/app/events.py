@@ -43,6 +43,14 @@ class ResultView:
             colours were corrected before classification (worth checking the LED ring).
         patient_ref: the patient set when the scan was made (from their card), or None.
         body_site: the body site chosen for it, or None.
+        body_side: "left"/"right" for a paired site, else None.
+        lesion: the lesion's label within its site ("1".."9" or a short name), or None.
+        mm_per_px: the photo's scale (millimetres per photo pixel), or None when unknown.
+        bundle_id: the model bundle that made it ("" when unknown).
+        bundle_label: "adapted for <site>, <date>" for an adapted bundle, else None.
+        lesion_area: the lesion's share of the photo as saved with the scan, or None.
+        corrects: the scan a saved correction replaces (a patient given later), or None.
+        damaged: parts of a saved scan left out as damaged, e.g. ("heatmap",).
     """
 
     scan_key: str
@@ -63,6 +71,14 @@ class ResultView:
     unusual_light: bool = False
     patient_ref: str | None = None
     body_site: str | None = None
+    body_side: str | None = None
+    lesion: str | None = None
+    mm_per_px: float | None = None
+    bundle_id: str = ""
+    bundle_label: str | None = None
+    lesion_area: float | None = None
+    corrects: str | None = None
+    damaged: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,6 +233,15 @@ class UsbDone:
 
 
 @dataclass(frozen=True)
+class PatientAssigned:
+    """A saved scan was given a patient: ``correction`` is the new record's scan id."""
+
+    scan_id: str
+    correction: str
+    patient_ref: str
+
+
+@dataclass(frozen=True)
 class PowerStatus:
     """The battery and free storage, read again; ``critical``: the battery is about to run
     out (on battery, at or below the critical charge), so the device shuts down."""
@@ -242,6 +267,7 @@ Event = (
     | UsbChecked
     | UsbProgress
     | UsbDone
+    | PatientAssigned
     | PowerStatus
 )
 
@@ -306,6 +332,14 @@ class RunUsbTask:
     task: str
 
 
+@dataclass(frozen=True)
+class AssignPatient:
+    """Give the saved scan ``scan_id`` (saved without a patient) the patient ``patient_ref``."""
+
+    scan_id: str
+    patient_ref: str
+
+
 Command = (
     Capture
     | Save
@@ -317,4 +351,5 @@ Command = (
     | InjectFault
     | CheckUsb
     | RunUsbTask
+    | AssignPatient
 )

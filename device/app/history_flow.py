@@ -1,12 +1,13 @@
-"""The history sub-flow: saved scans one by one, and two scans of a site side by side."""
+"""The history sub-flow: saved scans one by one, two scans of one lesion side by side,
+and giving a patient to a scan saved without one."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from device.app.events import Button, Event, LoadHistory, ResultView
-from device.app.patient import change_line, earlier_same_site, when_text
-from device.app.state import AppState, enter_preview
+from device.app.events import Button, Event, Failed, LoadHistory, PatientAssigned, ResultView
+from device.app.patient import area_line, change_line, earlier_same_lesion, lesion_text, when_text
+from device.app.state import AppState, enter_preview, show_error
 from device.app.view_parts import make_hints, result_screen
 from device.ui.screens import CompareScreen, CompareSide, HistoryScreen, Screen
 
@@ -16,8 +17,19 @@ def load_history(state: AppState) -> AppState:
     return replace(state, commands=(LoadHistory(state.patient_ref),))
 
 
+def _needs_patient(item: ResultView) -> bool:
+    """A saved scan without a patient: the card can be read for it."""
+    return not item.patient_ref and item.saved_id is not None
+
+
 def history_step(state: AppState, event: Event) -> AppState:
-    """Saved scans: older, heatmap, whose scans, compare, or back."""
+    """Saved scans: older, heatmap, whose scans, compare, give a patient, or back."""
+    if isinstance(event, PatientAssigned):
+        scope = state.history_patient
+        message = f"Scan given to patient {event.patient_ref}"
+        return replace(state, message=message, commands=(LoadHistory(scope),))
+    if isinstance(event, Failed):
+        return show_error(state, event.problem, event.detail, back_to="history")
     if isinstance(event, Button):
         if event.name == "next" and len(state.history) > 1:
             return replace(state, history_index=(state.history_index + 1) % len(state.history))
@@ -27,11 +39,15 @@ def history_step(state: AppState, event: Event) -> AppState:
             scope = None if state.history_patient else state.patient_ref
             return replace(state, commands=(LoadHistory(scope),))
         if event.name == "capture" and state.history:
-            earlier = earlier_same_site(state.history, state.history_index)
+            item = state.history[state.history_index]
+            earlier = earlier_same_lesion(state.history, state.history_index)
             if earlier:
                 return replace(state, mode="compare", compare_index=earlier[0])
+            if _needs_patient(item):
+                choice = replace(state.lesion, card_for="assign", assign_scan=item.saved_id)
+                return replace(state, mode="card", card_problem="", message="", lesion=choice)
         if event.name in ("back", "capture"):
-            return enter_preview(state)
+            return enter_preview(replace(state, message=""))
     return state
 
 
@@ -39,7 +55,7 @@ def compare_step(state: AppState, event: Event) -> AppState:
     """The comparison: an earlier scan, heatmap, or back to history."""
     if isinstance(event, Button):
         if event.name == "next":
-            earlier = earlier_same_site(state.history, state.history_index)
+            earlier = earlier_same_lesion(state.history, state.history_index)
             position = earlier.index(state.compare_index) if state.compare_index in earlier else -1
             return replace(state, compare_index=earlier[(position + 1) % len(earlier)])
         if event.name == "toggle":
@@ -78,13 +94,15 @@ def history_view(state: AppState) -> Screen:
         )
     index, total = state.history_index, len(state.history)
     item = state.history[index]
-    earlier = earlier_same_site(state.history, index)
+    earlier = earlier_same_lesion(state.history, index)
     pairs: list[tuple[str, str]] = []
     if total > 1:
         pairs.append(("next", "Newest" if index == total - 1 else "Older"))
     pairs.append(("toggle", "Heatmap"))
     if earlier:
         pairs.append(("capture", "Compare"))
+    elif _needs_patient(item):
+        pairs.append(("capture", "Give patient"))
     if state.patient_ref:
         pairs.append(("save", "All" if state.history_patient else "This patient"))
     pairs.append(("back", "Live view"))
@@ -92,9 +110,12 @@ def history_view(state: AppState) -> Screen:
         scope = f"Patient {state.history_patient}"
     else:
         scope = "All patients" if state.patient_ref else ""
-    # Within one patient's history the site says enough; among everyone's, name the patient.
-    who = None if state.history_patient else item.patient_ref
-    subject = " · ".join(x for x in (who, item.body_site) if x)
+    # Within one patient's history the lesion says enough; among everyone's, name the patient.
+    who = None if state.history_patient else (item.patient_ref or "no patient")
+    where = lesion_text(item.body_site, item.body_side, item.lesion)
+    subject = " · ".join(x for x in (who, where) if x)
+    if "heatmap" in item.damaged:
+        subject += " · heatmap damaged"
     title = f"Saved scan {index + 1} of {total}"
     return HistoryScreen(
         index=index,
@@ -110,10 +131,10 @@ def history_view(state: AppState) -> Screen:
 
 
 def compare_view(state: AppState) -> Screen:
-    """Two scans of one site, older on the left."""
+    """Two scans of one lesion, older on the left, and what changed."""
     later = state.history[state.history_index]
     earlier = state.history[state.compare_index]
-    older = earlier_same_site(state.history, state.history_index)
+    older = earlier_same_lesion(state.history, state.history_index)
     position = older.index(state.compare_index) + 1 if state.compare_index in older else 1
     pairs = [("toggle", "Heatmap"), ("back", "History")]
     if len(older) > 1:
@@ -122,8 +143,9 @@ def compare_view(state: AppState) -> Screen:
         earlier=_compare_side(earlier),
         later=_compare_side(later),
         show_heatmap=state.show_heatmap,
-        site=later.body_site or "",
+        site=lesion_text(later.body_site, later.body_side, later.lesion),
         change=change_line(earlier, later),
+        area=area_line(earlier, later),
         position=f"{position} of {len(older)}",
         hints=make_hints(*pairs),
     )

@@ -12,6 +12,7 @@ import numpy as np
 
 from device import __version__
 from device.app.events import ResultView
+from device.app.lesion_area import lesion_area_fraction, photo_scale
 from device.labels import HAM10000_CLASSES
 from device.records.api import ScanRecord
 from device.ui.screens import RankedName
@@ -57,19 +58,26 @@ def result_from_analysis(
     heatmap_alpha: float = 0.5,
     legend: np.ndarray | None = None,
     frame: np.ndarray | None = None,
+    bundle: Any = None,
+    field_width_mm: float | None = None,
 ) -> ResultView:
     """Build the view of one analysis (``device.runtime.analyzer.Analysis``).
 
     With the analysed ``frame``, the photo is the ROI cut from it at
-    :data:`PHOTO_SIDE`; without, the model input itself.
+    :data:`PHOTO_SIDE`, and its scale follows from ``field_width_mm`` (the width
+    the full still covers); without, the model input itself, with no scale.
+    ``bundle`` (the analyzer's) names the bundle and, when adapted, its site and date.
     """
     from device.runtime.explainer import overlay
 
     decision = analysis.decision
     image = analysis.model_input
+    scale = None
     if frame is not None:
         try:
             image = roi_photo(frame, analysis.roi_box)
+            x0, _, x1, _ = analysis.roi_box
+            scale = photo_scale(field_width_mm, frame.shape[1], x1 - x0, image.shape[1])
         except ValueError as exc:
             log.warning("showing the model input instead of the still's ROI: %s", exc)
     heat = None
@@ -96,7 +104,40 @@ def result_from_analysis(
         quality=dict(quality),
         unfamiliar=bool(getattr(decision, "unfamiliar", False)),
         unusual_light=bool(getattr(analysis, "unusual_light", False)),
+        mm_per_px=scale,
+        bundle_id=str(getattr(bundle, "bundle_id", "") or ""),
+        bundle_label=bundle_label_of(bundle),
     )
+
+
+def bundle_label_of(bundle: Any) -> str | None:
+    """ "adapted for <site>, <date>" for an adapted bundle, else None.
+
+    Read from ``Manifest.adaptation_label`` where the runtime provides it; for a
+    manifest without that property, from its "adaptation" section's site and date.
+    """
+    manifest = getattr(bundle, "manifest", None)
+    if manifest is None:
+        return None
+    label = getattr(manifest, "adaptation_label", None)
+    if isinstance(label, str) and label:
+        return label
+    adaptation = getattr(manifest, "adaptation", None)
+    if adaptation is None:
+        return None
+    get = adaptation.get if isinstance(adaptation, dict) else lambda k: getattr(adaptation, k, None)
+    site, when = get("site"), str(get("adapted_at") or "")[:10]
+    if not site:
+        return None
+    return f"adapted for {site}, {when}" if when else f"adapted for {site}"
+
+
+def bundle_text(bundle_id: str, bundle_label: str | None) -> str:
+    """The bundle line of a result: "Model <id>", and "· adapted for <site>, <date>"."""
+    if not bundle_id and not bundle_label:
+        return ""
+    text = f"Model {bundle_id or 'unknown'}"
+    return f"{text} · {bundle_label}" if bundle_label else text
 
 
 def now_utc() -> str:
@@ -111,8 +152,23 @@ def record_from_result(
     bundle_id: str,
     bundle_sha256: str,
     created_at: str | None = None,
+    measure: bool = True,
 ) -> ScanRecord:
-    """The record to save for ``result``; the heatmap saved is the overlay shown on screen."""
+    """The record to save for ``result``; the heatmap saved is the overlay shown on screen.
+
+    With ``measure``, the lesion's share of the photo is measured (once, at save) and
+    kept in ``extra["lesion_area"]`` for follow-up.
+    """
+    extra = {
+        "referral_threshold": f"{result.referral_threshold:.6f}",
+        "unfamiliar": "1" if result.unfamiliar else "0",
+        "unusual_light": "1" if result.unusual_light else "0",
+    }
+    area = result.lesion_area
+    if area is None and measure:
+        area = lesion_area_fraction(result.image)
+    if area is not None:
+        extra["lesion_area"] = f"{area:.6f}"
     return ScanRecord(
         scan_id=str(uuid.uuid4()),
         created_at=created_at or now_utc(),
@@ -129,11 +185,11 @@ def record_from_result(
         app_version=__version__,
         patient_ref=result.patient_ref,
         body_site=result.body_site,
-        extra={
-            "referral_threshold": f"{result.referral_threshold:.6f}",
-            "unfamiliar": "1" if result.unfamiliar else "0",
-            "unusual_light": "1" if result.unusual_light else "0",
-        },
+        extra=extra,
+        body_side=result.body_side,
+        lesion=result.lesion,
+        mm_per_px=result.mm_per_px,
+        bundle_label=result.bundle_label,
     )
 
 
@@ -174,4 +230,19 @@ def result_from_record(
         unusual_light=record.extra.get("unusual_light") == "1",
         patient_ref=record.patient_ref,
         body_site=record.body_site,
+        body_side=record.body_side,
+        lesion=record.lesion,
+        mm_per_px=record.mm_per_px,
+        bundle_id=record.bundle_id,
+        bundle_label=record.bundle_label,
+        lesion_area=_float_or_none(record.extra.get("lesion_area")),
+        corrects=record.corrects,
+        damaged=tuple(sorted(record.damaged)),
     )
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None

@@ -72,6 +72,8 @@ class App(Startup, Actions):
         load_analyzer: returns a ready ``Analyzer``; raises on an invalid bundle.
         thresholds: the capture quality gate.
         heatmap_alpha: heatmap opacity on the result screen.
+        field_width_mm: the width in mm the full still covers (0: unknown): the saved
+            photos' scale, for lesion areas in follow-up.
         max_fps: live-view frame-rate cap; 0 for no cap (benchmarks).
         camera_retry_s: seconds between attempts to reopen the camera.
         poweroff: confirming shutdown powers off (a Pi) rather than exiting.
@@ -100,6 +102,7 @@ class App(Startup, Actions):
         load_analyzer: Callable[[], Any],
         thresholds: QualityThresholds | None = None,
         heatmap_alpha: float = 0.5,
+        field_width_mm: float = 0.0,
         max_fps: int = 30,
         camera_retry_s: float = 2.0,
         poweroff: bool = False,
@@ -121,6 +124,7 @@ class App(Startup, Actions):
         self.load_analyzer = load_analyzer
         self.thresholds = thresholds or QualityThresholds()
         self.heatmap_alpha = heatmap_alpha
+        self.field_width_mm = field_width_mm
         self.max_fps = max_fps
         self.camera_retry_s = camera_retry_s
         self.shutdown_command = tuple(shutdown_command)

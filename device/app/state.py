@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from device.app.events import Command, ErrorInfo, Frame, ResultView
+from device.app.lesion_state import LesionChoice
 from device.app.menu_state import MenuState
 from device.ui.screens import DeviceStatus
 
@@ -20,6 +21,7 @@ MODES = (
     "card",
     "reading",
     "site",
+    "confirm_save",
     "error",
     "shutdown",
     "menu",
@@ -64,6 +66,8 @@ class AppState:
         history_unreadable: saved scans left out of the loaded history as unreadable.
         pending_notices: notices waiting behind the one on screen, shown in turn.
         compare_index: the history index of the earlier scan being compared.
+        lesion: the side and lesion label chosen with the body site, where a card read
+            leads, and the body-site list's progress (:mod:`device.app.lesion_state`).
         menu: the menu's highlighted entry, the sticks found and the USB task's progress
             and outcome (:mod:`device.app.menu_flow`).
         device_status: the battery and free storage last read (shown on the live view).
@@ -97,6 +101,7 @@ class AppState:
     pending_notices: tuple[ErrorInfo, ...] = ()
     compare_index: int = 0
     menu: MenuState = field(default_factory=MenuState)
+    lesion: LesionChoice = field(default_factory=LesionChoice)
     device_status: DeviceStatus | None = None
     shutdown_reason: str = ""
     commands: tuple[Command, ...] = ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from device.app.events import ResultView
+from device.app.results import bundle_text
 from device.app.state import AppState
 from device.ui.screens import Hint, ResultScreen
 
@@ -35,4 +36,5 @@ def result_screen(result: ResultView, show_heatmap: bool, title: str, hints) -> 
         title=title,
         scan_key=result.scan_key,
         hints=hints,
+        bundle=bundle_text(result.bundle_id, result.bundle_label),
     )

@@ -171,6 +171,7 @@ class ResultScreen:
     hints: tuple[Hint, ...] = ()
     patient: str = ""
     kind: str = "result"
+    bundle: str = ""  # which bundle made the scan: "Model <id> · adapted for <site>, <date>"
 
     @property
     def action(self) -> str:
@@ -333,11 +334,14 @@ class SiteScreen:
     hints: tuple[Hint, ...] = ()
     patient: str = ""
     kind: str = "site"
+    title: str = "Body site"  # the list also offers a paired site's sides, then lesions
 
     @property
     def snapshot_key(self) -> str:
-        """One screenshot per highlighted site."""
-        return f"site-{self.index}"
+        """One screenshot per highlighted entry of each list."""
+        if self.title == "Body site":
+            return f"site-{self.index}"
+        return f"site-{self.title}-{self.index}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -371,6 +375,7 @@ class CompareScreen:
     site: str
     change: str
     position: str = ""
+    area: str = ""  # the change in lesion area, or why it cannot be shown
     hints: tuple[Hint, ...] = ()
     patient: str = ""
     kind: str = "compare"

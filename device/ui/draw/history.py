@@ -106,7 +106,7 @@ class HistoryScreens(ResultScreens):
             title += f" ({screen.position})"
         self.draw_header(surface, title, NOTICE)
         area = self.content_rect().inflate(-2 * self.px(6), -2 * self.px(4))
-        change = screen.change
+        change = "\n".join(x for x in (screen.change, screen.area) if x)
         change_h = self.block_height(change, area.width, 13, 3, True) + self.px(4)
         gap = self.px(10)
         body_h = area.height - change_h

@@ -173,7 +173,22 @@ class ResultScreens(HeaderFooter):
             lines = 2 if y + 2 * self.line_step(font) <= panel.bottom else 1
             if y + font.get_height() <= panel.bottom:
                 rect = pygame.Rect(panel.left, y, panel.width, panel.bottom - y)
-                self.draw_block(surface, screen.saved, rect, 12, colour, bold=True, max_lines=lines)
+                y = self.draw_block(
+                    surface, screen.saved, rect, 12, colour, bold=True, max_lines=lines
+                )
+        if screen.bundle:
+            self._bundle_line(surface, screen.bundle, panel, y)
+
+    def _bundle_line(self, surface: Any, text: str, panel: Any, y: int) -> None:
+        """Which bundle made the scan, at the foot of the panel (where it has the room)."""
+        font, lines = self.fit_lines(text, panel.width, 10, 3)
+        lines = self.clip_lines(lines, 3, font, panel.width)
+        top = panel.bottom - self.line_step(font) * len(lines)
+        if top < y:
+            return
+        for line in lines:
+            self.draw_text(surface, line, font, MUTED, (panel.left, top))
+            top += self.line_step(font)
 
     def _result_body(self, surface: Any, screen: ResultScreen, content: Any = None) -> None:
         area = (content or self.content_rect()).inflate(-2 * self.px(6), -2 * self.px(5))
