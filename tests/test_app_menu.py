@@ -473,3 +473,34 @@ def test_presses_made_while_a_task_runs_do_not_dismiss_its_outcome(tmp_path, bun
     app.run()
     assert app.state.mode == "usb_done" and isinstance(app.screen, UsbResultScreen)
     assert impatient.queue == []
+
+
+def test_the_watchdog_is_fed_while_a_task_works_without_progress(
+    tmp_path, bundle_dir, records, monkeypatch
+):
+    import threading
+    import time
+
+    store, _ids, _private, stick = records
+    monkeypatch.setattr("device.app.usb_flow_actions.TASK_WATCHDOG_EVERY_S", 0.05)
+    threads: list[str] = []
+
+    class Recording(Notifier):
+        def __init__(self) -> None:
+            super().__init__(environ={})
+
+        def watchdog(self) -> bool:
+            threads.append(threading.current_thread().name)
+            return False
+
+    class SlowStick(FolderStick):
+        def mount(self, stick_: Stick) -> Path:
+            time.sleep(0.6)  # e.g. udisks taking its time; no progress meanwhile
+            return super().mount(stick_)
+
+    app = menu_app(tmp_path, "export, wait 0.1", bundle_dir, store, SlowStick(stick),
+                   notifier=Recording())  # fmt: skip
+    app.run()
+    assert done_screen(app).ok
+    assert threads.count("usb-task-watchdog") >= 5
+    assert not any(t.name == "usb-task-watchdog" for t in threading.enumerate())  # stopped

@@ -2,13 +2,17 @@
 
 A task finds the stick, mounts it, does its work with its progress on screen,
 and always releases the stick (unmount, power off) before the outcome says
-whether it may be removed. The watchdog is fed while a long export runs.
+whether it may be removed. The systemd watchdog is fed while the task runs (by its
+progress, and by a helper thread for parts that report none, such as archiving).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,12 @@ log = logging.getLogger(__name__)
 NO_STICK_STEP = "Plug a USB stick into the scanner, then choose it again from the menu."
 # How often the open menu looks for a stick being plugged in or pulled out.
 POLL_S = 1.0
+# A task runs in the main loop, so the loop's watchdog pings stop meanwhile. Parts of it
+# report no progress (archiving reads, seals and checks every scan in one call), so a
+# helper thread feeds the watchdog, for at most this long: a task hung longer is still
+# caught.
+TASK_WATCHDOG_LIMIT_S = 15 * 60
+TASK_WATCHDOG_EVERY_S = 1.0
 REMOVE_OK = "You may remove the stick."
 
 
@@ -50,7 +60,8 @@ class UsbActions:
             self._usb_polled = time.monotonic()
             return UsbChecked(tuple(stick.name for stick in self._sticks().find()))
         try:
-            outcome = self._usb_task(command.task)
+            with self._watchdog_fed():
+                outcome = self._usb_task(command.task)
         except Exception as exc:  # a task must end on a screen, never in a crash
             log.error("menu task %s failed: %s", command.task, exc, exc_info=True)
             outcome = UsbOutcome(
@@ -61,6 +72,28 @@ class UsbActions:
         log.info("menu task %s: %s", command.task, outcome.title)
         self._drop_presses_made_meanwhile()
         return UsbDone(outcome)
+
+    @contextlib.contextmanager
+    def _watchdog_fed(self) -> Iterator[None]:
+        """Feed the systemd watchdog from a helper thread while the block runs (at most
+        :data:`TASK_WATCHDOG_LIMIT_S`)."""
+        done = threading.Event()
+        started = time.monotonic()
+
+        def feed() -> None:
+            while not done.wait(TASK_WATCHDOG_EVERY_S):
+                if time.monotonic() - started > TASK_WATCHDOG_LIMIT_S:
+                    log.error("menu task still running after %d s", TASK_WATCHDOG_LIMIT_S)
+                    return
+                self.notifier.watchdog()
+
+        thread = threading.Thread(target=feed, name="usb-task-watchdog", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def _drop_presses_made_meanwhile(self) -> None:
         """Forget the presses queued while the task ran (an impatient CAPTURE would
