@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from clinic.adaptation.head_fit import DEFAULT_L2, fit_head
+from clinic.adaptation.head_fit import DEFAULT_L2, fit_head, single_threaded_blas
 from device import metrics
 from device.evaluation.shift_report import highest_threshold_for_sensitivity
 from device.runtime.classifier import softmax
@@ -185,6 +185,40 @@ def cross_validate(
     malignant = metrics.is_malignant(y)
     smallest_group = int(min(malignant.sum(), (~malignant).sum()))
     k = int(max(2, min(folds, smallest_group)))
+    with single_threaded_blas():
+        return _cross_validate(
+            x,
+            y,
+            base_logits,
+            w0,
+            b0,
+            k,
+            base_temperature,
+            base_threshold,
+            l2,
+            repeats,
+            refit_temperature,
+            n_boot,
+            seed,
+        )
+
+
+def _cross_validate(
+    x: np.ndarray,
+    y: np.ndarray,
+    base_logits: np.ndarray,
+    w0: np.ndarray,
+    b0: np.ndarray,
+    k: int,
+    base_temperature: float,
+    base_threshold: float,
+    l2: float,
+    repeats: int,
+    refit_temperature: bool,
+    n_boot: int,
+    seed: int,
+) -> Evidence:
+    malignant = metrics.is_malignant(y)
     rng = np.random.default_rng(seed)
     summed = np.zeros((len(y), w0.shape[1]), dtype=np.float64)
     per_repeat: list[np.ndarray] = []
