@@ -17,15 +17,16 @@ from typing import Any
 
 import numpy as np
 
+from clinic.adaptation.rules import MIN_CASES, MIN_MALIGNANT
 from clinic.schema import BASES, OTHER_DIAGNOSIS
 from clinic.store import CLINIC_DB, SCANS_DIR, ClinicStore, Confirmation
 from device.errors import DatasetError, StorageError
 from device.labels import CLASS_CODES, HAM10000_CLASSES, MALIGNANT_CODES
 from device.records.paths import DB_NAME
 
-# What `skinscan adapt` refuses below (issue 27): a clinic must be able to start here.
-MIN_MALIGNANT = 10
-MIN_CASES = 30
+# What `skinscan adapt` refuses below (clinic.adaptation.rules.check_cases): at least
+# MIN_CASES usable cases, MIN_MALIGNANT of them malignant, more than one class, and
+# benign cases besides the malignant ones.
 MIN_CLASSES = 2
 BASIS_LABELS = {
     "histopathology": "Histopathology",
@@ -86,6 +87,8 @@ class CaseCounts:
             out.append(f"needs {missing} more case{_s(missing)} in all")
         if self.classes < MIN_CLASSES:
             out.append("needs cases of more than one class")
+        elif self.usable and self.malignant == self.usable:
+            out.append("needs benign cases too (bkl, df, nv or vasc)")
         return out
 
     @property

@@ -329,3 +329,27 @@ def test_confirmed_csv_lists_every_entry_and_says_which_are_superseded(store):
     assert rows[0]["entry"] == str(first.seq) and rows[1]["superseded_by_entry"] == ""
     assert rows[0]["note"] == "'-looks benign"
     assert {r["site"] for r in rows} == {"clinic-north"}
+
+
+def test_malignant_cases_alone_are_not_enough(store):
+    _confirm_many(store, SOUTH, ["mel"] * 15 + ["bcc"] * 15, 900)
+    (south,) = count_cases(store).scanners
+    assert south.needs() == ["needs benign cases too (bkl, df, nv or vasc)"]
+
+
+def test_skinscan_adapt_reads_a_sites_cases_from_the_clinic_folder(store, tmp_path, capsys):
+    from device.cli import main
+    from device.phantoms import make_phantom
+
+    store.add_site("clinic-north", "alice")
+    store.assign_scanner(NORTH[0], "clinic-north", "alice")
+    for seed, dx in enumerate(["mel", "nv", "nv", "bkl", "other"]):
+        photo = make_phantom(seed, size=(352, 352)).image
+        scan = _add(store, 1000 + seed, device_id=NORTH[0], image=photo, heatmap=None)
+        store.add_confirmation(scan, "alice", dx, "histopathology")
+    out = tmp_path / "adapted"
+    args = ["adapt", "--data-dir", str(store.data_dir), "--site", "clinic-north"]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "too few confirmed cases" in err and "4 usable" in err, err
+    assert not out.exists()
