@@ -4,7 +4,12 @@ The lesion area is measured on each scan's saved photo (the analysed square)
 with the device's own preprocessing (:func:`device.imaging.pipeline.preprocess`:
 hair removal, then k-means segmentation), as the fraction of the square that
 is lesion. The scanner crops the whole short side of the frame, so at the
-dermoscope's fixed distance the fraction is comparable between visits.
+dermoscope's fixed distance the fraction is comparable between visits. When
+both scans carry their photo's scale (``mm_per_px``, from the scanner's
+configured field width), the areas are also given in mm².
+
+Two scans are of the same lesion only when their patient, body site, side and
+lesion label are equal and the label is set (:attr:`ScanRecord.lesion_key`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from device.app.lesion_area import lesion_area_fraction as _device_area_fraction
 from device.records.api import ScanRecord
 
 TIER_ORDER = {"monitor": 0, "uncertain": 1, "refer": 2}
@@ -25,12 +31,26 @@ def lesion_area_fraction(photo: np.ndarray, spec: object | None = None) -> float
         photo: a scan's saved photo, RGB uint8.
         spec: the bundle's ``PreprocessSpec`` (default: the current default spec).
     """
-    from device.imaging.pipeline import preprocess
+    return _device_area_fraction(photo, spec)
 
-    pre = preprocess(photo, spec)  # type: ignore[arg-type]
-    if not pre.lesion_found:
+
+def same_lesion(a: ScanRecord, b: ScanRecord) -> bool:
+    """Whether two scans are of one lesion: same patient, site, side and lesion label."""
+    return bool(a.patient_ref and a.body_site and a.lesion) and a.lesion_key == b.lesion_key
+
+
+def different_lesions(a: ScanRecord, b: ScanRecord) -> bool:
+    """Whether two labelled scans are known to be of different lesions (site, side or label
+    differ). Scans saved before lesion labels existed are not known to differ."""
+    return bool(a.lesion and b.lesion) and a.lesion_key[1:] != b.lesion_key[1:]
+
+
+def area_mm2(record: ScanRecord, fraction: float | None) -> float | None:
+    """The lesion's area in mm² from its share of the photo, or None without a scale."""
+    if fraction is None or not record.mm_per_px:
         return None
-    return float(np.count_nonzero(pre.mask)) / float(pre.mask.size)
+    side_mm = record.image.shape[1] * float(record.mm_per_px)
+    return fraction * side_mm * side_mm
 
 
 @dataclass(frozen=True)
@@ -44,7 +64,8 @@ class Comparison:
         tier_change: "higher", "lower" or "same" (monitor < uncertain < refer).
         area_earlier, area_later: lesion area as a fraction of the photo, or None.
         area_change: relative change of the area (0.1 = 10% larger), or None.
-        same_lesion: whether both carry the same body site (and patient).
+        same_lesion: whether both are of one lesion (patient, site, side, lesion label).
+        area_mm2_earlier, area_mm2_later: the areas in mm², or None without a scale.
     """
 
     earlier: ScanRecord
@@ -56,6 +77,15 @@ class Comparison:
     area_later: float | None
     area_change: float | None
     same_lesion: bool
+    area_mm2_earlier: float | None = None
+    area_mm2_later: float | None = None
+
+    @property
+    def area_mm2_change(self) -> float | None:
+        """Later minus earlier area in mm², when both scans have a scale."""
+        if self.area_mm2_earlier is None or self.area_mm2_later is None:
+            return None
+        return self.area_mm2_later - self.area_mm2_earlier
 
 
 def compare(a: ScanRecord, b: ScanRecord, spec: object | None = None) -> Comparison:
@@ -70,7 +100,7 @@ def compare(a: ScanRecord, b: ScanRecord, spec: object | None = None) -> Compari
     area_a = lesion_area_fraction(earlier.image, spec)
     area_b = lesion_area_fraction(later.image, spec)
     change = None if not area_a or area_b is None else area_b / area_a - 1.0
-    same = earlier.patient_ref == later.patient_ref and earlier.body_site == later.body_site
+    same = same_lesion(earlier, later)
     return Comparison(
         earlier=earlier,
         later=later,
@@ -81,4 +111,6 @@ def compare(a: ScanRecord, b: ScanRecord, spec: object | None = None) -> Compari
         area_later=area_b,
         area_change=change,
         same_lesion=same,
+        area_mm2_earlier=area_mm2(earlier, area_a),
+        area_mm2_later=area_mm2(later, area_b),
     )

@@ -20,7 +20,7 @@ from clinic.analysis import QualityGateError, UploadError
 from clinic.auth import verify_login
 from clinic.confirmed_cases import BASIS_LABELS, CONFIRMED_LABELS
 from clinic.context import ClinicContext, clinic_context
-from clinic.followup import compare
+from clinic.followup import compare, different_lesions
 from clinic.importer import ImportRefusedError, import_uploaded, receipt_name
 from device.errors import SkinScanError, StorageError, TamperError
 from device.imaging import quality
@@ -309,6 +309,9 @@ def scan(scan_id: str) -> Any:
     siblings = [s for s in store.scans_of(record.patient_ref) if s.scan_id != scan_id]
     if record.body_site:
         siblings = [s for s in siblings if s.body_site == record.body_site] or siblings
+    if record.lesion:  # a labelled lesion is followed up only against the same lesion
+        key = (record.body_site, record.body_side, record.lesion)
+        siblings = [s for s in siblings if (s.body_site, s.body_side, s.lesion) == key]
     return _page(
         "scan.html",
         scan=_scan_view(record),
@@ -370,6 +373,13 @@ def compare_scans() -> Any:
         return _message(
             "Not the same patient",
             "These scans belong to different patients; a follow-up compares one lesion.",
+            400,
+        )
+    if different_lesions(records[0], records[1]):
+        return _message(
+            "Not the same lesion",
+            "These scans are of different lesions (body site, side or lesion label differ); "
+            "a follow-up compares one lesion.",
             400,
         )
     comparison = compare(records[0], records[1], _ctx().analysis.analyzer.spec)
