@@ -504,3 +504,14 @@ def test_the_watchdog_is_fed_while_a_task_works_without_progress(
     assert done_screen(app).ok
     assert threads.count("usb-task-watchdog") >= 5
     assert not any(t.name == "usb-task-watchdog" for t in threading.enumerate())  # stopped
+
+
+def test_a_large_export_in_many_parts_names_the_first_and_last_and_how_many():
+    names = tuple(f"skinscan-20261207T121616-a0601a74-p{i:03d}.sealed" for i in range(1, 17))
+    state, _ = run(live(), Button("export"))
+    _state, screen = step(state, UsbDone(UsbOutcome("export", True, "Exported 500 scans",
+                                                    files=names, removable=True)))  # fmt: skip
+    assert screen.files == (names[0], names[-1])
+    assert any(line.startswith("16 files on the stick") for line in screen.lines)
+    _state, screen = step(state, UsbDone(UsbOutcome("export", True, "x", files=names[:3])))
+    assert screen.files == names[:3]

@@ -52,6 +52,11 @@ OUTCOMES = {
         (), "The bundle was changed or damaged after signing. Copy it onto the stick again.",
         True,
     ),
+    "export-in-parts": UsbOutcome(
+        "export", True, "Exported 500 scans", ("Sealed for the clinic on the stick KINGSTON.",),
+        tuple(FILE.replace("p001", f"p{i:03d}") for i in range(1, 17)),
+        "Take the stick to the clinic; bring back its receipt to free space.", True,
+    ),
     "no-stick": UsbOutcome("export", False, "No USB stick found", (), (),
                            "Plug a USB stick into the scanner, then choose it from the menu."),
 }  # fmt: skip

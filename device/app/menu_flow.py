@@ -30,6 +30,8 @@ MENU_MODES = ("menu", "usb_busy", "usb_done")
 # card) nor from a list that is itself being chosen from.
 MENU_FROM = ("preview", "result", "retake", "history", "compare", "error")
 TASK_TITLES: dict[str, str] = dict(MENU_ITEMS)
+# More files than this (a large export's parts) are shown as the first and the last.
+MAX_FILES_SHOWN = 3
 BUSY_TEXT: dict[str, str] = {
     "export": "Exporting scans to the USB stick…",
     "free-space": "Reading the clinic's receipt and moving confirmed scans to the stick…",
@@ -170,12 +172,18 @@ def menu_view(state: AppState) -> Screen:
             total=total,
         )
     outcome = menu.outcome or UsbOutcome(menu.task, False, "Nothing was done")
+    files, lines = outcome.files, outcome.lines
+    if len(files) > MAX_FILES_SHOWN:
+        # A large export comes in parts: the first and the last name, and how many.
+        lines = (*lines, f"{len(files)} files on the stick, parts of one export: keep them "
+                 "together.")  # fmt: skip
+        files = (files[0], files[-1])
     return UsbResultScreen(
         heading=TASK_TITLES.get(outcome.task, "USB stick"),
         ok=outcome.ok,
         title=outcome.title,
-        lines=outcome.lines,
-        files=outcome.files,
+        lines=lines,
+        files=files,
         next_step=outcome.next_step,
         removable=outcome.removable,
         task=outcome.task,
