@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -27,8 +28,11 @@ from clinic.csv_export import confirmations_csv, reviews_csv
 from clinic.schema import OTHER_DIAGNOSIS
 from clinic.store import ClinicStore, EntryError
 from clinic.views import _ctx, _message, _page, _user
+from device.errors import SkinScanError
 from device.labels import HAM10000_CLASSES
 from device.records.store import RecordSummary
+
+log = logging.getLogger(__name__)
 
 WORKLIST_TIERS = ("refer", "uncertain")
 
@@ -216,4 +220,8 @@ def register(app: Any) -> None:
 
         if not session.get("user") or request.endpoint in ("login", "static"):
             return {}
-        return {"worklist_waiting": worklist_count()}
+        try:
+            return {"worklist_waiting": worklist_count()}
+        except SkinScanError as exc:  # an error page must still render (without the count)
+            log.error("worklist count unavailable: %s", exc)
+            return {}

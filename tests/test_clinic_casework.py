@@ -202,3 +202,15 @@ def test_csv_downloads_need_a_login_and_are_attachments(app, client, store):
         (row,) = list(csv.DictReader(io.StringIO(response.get_data(as_text=True), newline="")))
         assert row["scan_id"] == scan_id and row[column]
         assert row["note"] in ("'=1+1", "'@cmd")
+
+
+def test_a_store_failure_still_gets_its_error_page(client, store, monkeypatch):
+    from device.errors import StorageError
+
+    def broken(*_args, **_kwargs):
+        raise StorageError("the scan database is locked")
+
+    monkeypatch.setattr(store.scans, "summaries", broken)
+    response = client.get("/worklist")
+    assert response.status_code == 503
+    assert "the scan database is locked" in response.get_data(as_text=True)
