@@ -154,8 +154,9 @@ def import_export(
     present: list[str] = []
     for record in opened.records:
         (added if store.add_scan(record) else present).append(record.scan_id)
-    # Only after every record is stored: the receipt lets the scanner delete them.
-    has_receipt = _keep_receipt(store, opened)
+    # Only after every record is stored: the receipt lets the scanner delete them. An
+    # archive file's scans have left the scanner already: there is nothing to receipt.
+    has_receipt = False if is_archive else _keep_receipt(store, opened)
     store.log_import(
         imported_by,
         opened.export_id,
@@ -165,7 +166,8 @@ def import_export(
         "archive" if is_archive else "export",
     )
     log.info(
-        "imported export %s from %s: %d added, %d already present",
+        "imported %s %s from %s: %d added, %d already present",
+        "archive file" if is_archive else "export",
         opened.export_id,
         opened.device_id,
         len(added),
