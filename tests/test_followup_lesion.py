@@ -308,3 +308,43 @@ def test_the_clinic_compares_only_the_same_lesion_and_gives_mm2():
     assert not different_lesions(a, unlabelled)  # not known to differ: compared with a warning
     assert not compare(a, unlabelled).same_lesion
     assert compare(a, replace(b, mm_per_px=None)).area_mm2_change is None
+
+
+def test_an_export_carries_the_lesion_key_scale_label_and_damage_into_the_clinic(tmp_path):
+    from clinic.importer import import_export
+    from clinic.store import ClinicStore
+    from device.records.export import (
+        export_records,
+        generate_clinic_keypair,
+        load_private_key,
+        load_public_key,
+    )
+    from device.records.queries import iter_exportable
+
+    private, public = generate_clinic_keypair(tmp_path / "keys")
+    data = tmp_path / "scanner"
+    fields = dict(
+        patient_ref=REF, body_site="forearm", body_side="left", lesion="2", mm_per_px=0.05
+    )
+    sound = make_record(1, bundle_label=LABEL, **fields)
+    damaged = make_record(2, **fields)
+    with SqliteScanStore(data, bytes(32)) as store:
+        store.save(sound)
+        store.save(damaged)
+        heatmap = data / "images" / f"{damaged.scan_id}.heatmap"
+        blob = bytearray(heatmap.read_bytes())
+        blob[len(blob) // 2] ^= 0x01
+        heatmap.write_bytes(bytes(blob))
+        skipped: dict[str, str] = {}
+        records = iter_exportable(store, None, skipped)
+        export_records(records, tmp_path / "usb", load_public_key(public), device_id="d")
+    assert skipped == {}
+    with ClinicStore(tmp_path / "clinic") as clinic:
+        report = import_export(clinic, tmp_path / "usb", load_private_key(private), imported_by="t")
+        assert len(report.added) == 2
+        kept = clinic.get_scan(sound.scan_id)
+        assert kept.lesion_key == (REF, "forearm", "left", "2") and kept.mm_per_px == 0.05
+        assert kept.bundle_label == LABEL and kept.heatmap is not None and not kept.damaged
+        hurt = clinic.get_scan(damaged.scan_id)
+        assert hurt.heatmap is None and "heatmap file was altered" in hurt.damaged["heatmap"]
+        assert (hurt.image == damaged.image).all() and hurt.risk_tier == damaged.risk_tier
