@@ -523,3 +523,28 @@ def test_a_damaged_photo_or_row_is_named_as_such(tmp_path, capsys):
     assert main(["records", "list", "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
     assert "DAMAGED the photo" in out and "DAMAGED the record itself" in out
+
+
+def test_an_acknowledged_scan_with_a_damaged_heatmap_is_archived_with_the_damage_named(
+    tmp_path, keys, capsys
+):
+    from device.records.export import load_private_key, open_export
+
+    private, public = keys
+    data = tmp_path / "data"
+    ids = _fill(data, 2, size=40)
+    args = ["--data-dir", str(data)]
+    _flip_byte(data / IMAGES_DIR / f"{ids[0]}.heatmap", 10)
+    usb, receipt = tmp_path / "usb", tmp_path / "receipt.json"
+    assert main(["records", "export", *args, "--to", str(usb), "--clinic-key", str(public)]) == 0
+    opening = ["records", "open", str(usb), "--clinic-key", str(private), "--receipt", str(receipt)]
+    assert main(opening) == 0
+    assert main(["records", "ack", *args, str(receipt)]) == 0
+    archive = tmp_path / "archive"
+    assert (
+        main(["records", "archive", *args, "--to", str(archive), "--clinic-key", str(public)]) == 0
+    )
+    assert "archived and removed 2 scan(s)" in capsys.readouterr().out
+    back = {r.scan_id: r for r in open_export(archive, load_private_key(private)).records}
+    assert back[ids[0]].heatmap is None and "heatmap" in back[ids[0]].damaged
+    assert back[ids[1]].heatmap is not None and not back[ids[1]].damaged

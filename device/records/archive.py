@@ -192,7 +192,7 @@ def archive_acknowledged(
     for sid in present:
         if sid in chosen:
             try:
-                records.append(store.get(sid))
+                records.append(store.get(sid, salvage=True))  # a damaged heatmap only: kept out
             except StorageError as exc:
                 result.damaged[sid] = str(exc)
     if not records:
