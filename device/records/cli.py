@@ -386,7 +386,10 @@ def _open(args: argparse.Namespace) -> int:
         from device.records.archive import write_receipt
 
         path = write_receipt(opened, args.receipt)
-        print(f"receipt for the device (run `skinscan records ack {path.name}` there): {path}")
+        print(
+            f"receipt for the device: {path} (on the stick, the scanner's menu Free space "
+            f"reads it; with a shell: `skinscan records ack {path.name}` there)"
+        )
     return 0
 
 
