@@ -6,6 +6,7 @@ without a patient, giving a patient to a saved scan, and the bundle line."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -348,3 +349,32 @@ def test_an_export_carries_the_lesion_key_scale_label_and_damage_into_the_clinic
         hurt = clinic.get_scan(damaged.scan_id)
         assert hurt.heatmap is None and "heatmap file was altered" in hurt.damaged["heatmap"]
         assert (hurt.image == damaged.image).all() and hurt.risk_tier == damaged.risk_tier
+
+
+def test_a_scan_made_by_an_adapted_bundle_says_so_on_screen_in_the_record_and_in_history(
+    tmp_path,
+):
+    """The shipped bundle adapted for a site (as `skinscan adapt` writes it), in the app."""
+    from adaptation_support import perturbed_head, write_adapted
+    from app_fakes import FillableStore, make_app
+
+    from device.runtime.bundle import load_bundle
+    from device.ui.screens import ResultScreen
+
+    base = load_bundle(Path(__file__).resolve().parents[1] / "device" / "models" / "default")
+    adapted = write_adapted(tmp_path / "adapted", base, perturbed_head(base))
+    store = FillableStore()
+    script = "wait 0.2, capture, wait 1, save, save, wait 0.2, next, wait 0.2"
+    app = make_app(tmp_path, script, bundle_dir=adapted, store=store)
+    assert app.run() == 0
+
+    def screens_of(kind):
+        return [s for s in app.screens_shown if isinstance(s, kind)]
+
+    bundle_id = load_bundle(adapted).bundle_id
+    result = screens_of(ResultScreen)[0]
+    assert result.bundle == f"Model {bundle_id} · {LABEL}"
+    (record,) = store.history()
+    assert record.bundle_id == bundle_id and record.bundle_label == LABEL
+    history = screens_of(HistoryScreen)[-1]
+    assert history.result.bundle == f"Model {bundle_id} · {LABEL}"
