@@ -169,7 +169,8 @@ def _png(image: np.ndarray) -> bytes:
     import cv2
 
     pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(pixels))
+    # Fast, light compression: the bytes are decoded again at once, never kept.
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(pixels), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise StorageError("a stored photo could not be encoded as PNG")
     return buf.tobytes()
