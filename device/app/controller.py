@@ -10,15 +10,21 @@ Modes and buttons (``shutdown`` = long hold of POWER works everywhere):
 ===========  ===============================================================
 preview      capture: analyse · toggle: body site · next/history: saved scans
 analyzing    (waits for the outcome)
-result       toggle: heatmap · save · capture/back: new scan · next: history
+result       toggle: heatmap · save (without a patient: asks first) ·
+             capture/back: new scan · next: history
+confirm_save "No patient card read — save without a patient?": save: save anyway ·
+             capture: read the card, then save with it · back: cancel
 retake       capture/back: back to the live view
 history      next: older scan · toggle: heatmap · capture: compare with an
-             earlier scan of the same site (else live view) · save: this
-             patient's scans / all scans · back: live view
+             earlier scan of the same lesion, or give a patient to a scan saved
+             without one (else live view) · save: this patient's scans / all
+             scans · back: live view
 compare      next: an even earlier scan · toggle: heatmap · back/capture: history
 card         capture: read the card · toggle: next patient (clear) · back: cancel
 reading      (waits for the card's outcome)
-site         next/toggle: down/up the list · capture/save: choose · back: cancel
+site         next/toggle: down/up the list · capture/save: choose (the site, then
+             the side of a paired site, then the lesion label) · back: one step
+             back (from the sites: cancel)
 error        camera: retries by itself · bundle: capture retries ·
              disk full/storage: back/capture returns to the result
 shutdown     capture or shutdown again: confirm · anything else: cancel
