@@ -20,6 +20,7 @@ from device.app.power import (
     BATTERY_LOW,
     DEFAULT_SCAN_BYTES,
     ROW_BYTES,
+    STORAGE_FULL,
     STORAGE_LOW,
     PowerLimits,
     PowerMonitor,
@@ -56,8 +57,9 @@ def test_status_warns_before_the_storage_is_full():
     full_soon = device_status(None, 49, LIMITS)
     assert full_soon.storage_low and full_soon.alerts == (STORAGE_LOW,)
     assert full_soon.battery_percent is None
-    both = device_status(BatteryReading(4.0), 0, LIMITS)
+    both = device_status(BatteryReading(4.0), 1, LIMITS)
     assert both.alerts == (BATTERY_LOW, STORAGE_LOW)
+    assert device_status(None, 0, LIMITS).alerts == (STORAGE_FULL,)
 
 
 def test_scans_left_counts_only_the_space_above_the_reserve():

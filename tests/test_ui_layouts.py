@@ -53,6 +53,13 @@ def extra_screens() -> dict[str, Screen]:
         "preview-no-battery": PreviewScreen(
             FRAME, None, True, None, 30.0, hints=PREVIEW_HINTS, status=DeviceStatus(None, None, 3),
         ),
+        "preview-storage-full": PreviewScreen(
+            FRAME, None, True, None, 30.0, hints=PREVIEW_HINTS,
+            status=DeviceStatus(
+                50, True, 0, storage_low=True,
+                alerts=("Storage full — new scans can NOT be saved: export to USB",),
+            ),
+        ),
         "shutdown-battery": ShutdownScreen(confirmed=True, poweroff=True, reason="battery"),
     }  # fmt: skip
 
@@ -169,6 +176,31 @@ def test_the_log_catches_text_outside_its_box_and_cuts():
     assert not renderer.text_log[0].box.contains(renderer.text_log[0].rect)
     shown = renderer.ellipsize("far too long for this box", font, 60)
     assert shown.endswith("…") and renderer.cut_log == [("far too long for this box", shown)]
+
+
+def test_a_shorter_wording_is_chosen_before_anything_is_cut():
+    renderer = Recorder((480, 320))
+    wordings = ("Space for 480 scans", "480 scans left", "480 left")
+    wide = renderer.font(12).size(wordings[0])[0]
+    _, text = renderer.fit_one_line(wordings, wide + 2, 12)
+    assert text == wordings[0]
+    narrow = renderer.font(0).size(wordings[2])[0] + 2
+    _, text = renderer.fit_one_line(wordings, narrow, 12)
+    assert text == wordings[2] and not renderer.cut_log
+    _, text = renderer.fit_one_line(wordings, narrow // 2, 12)
+    assert text.endswith("…") and renderer.cut_log
+
+
+def test_portrait_splits_image_above_text_and_landscape_beside_it():
+    for size, portrait in (((480, 320), False), ((720, 1280), True)):
+        renderer = Recorder(size)
+        area = renderer.content_rect()
+        image, text = renderer.image_and_text(area, 0.5)
+        assert renderer.portrait is portrait
+        if portrait:
+            assert image.width == text.width == area.width and text.top > image.bottom
+        else:
+            assert image.height == text.height == area.height and text.left > image.right
 
 
 def test_a_screen_added_later_is_built_from_its_type():

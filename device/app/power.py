@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 BATTERY_LOW = "Battery low — charge soon"
 STORAGE_LOW = "Storage almost full — export to USB"
+STORAGE_FULL = "Storage full — new scans can NOT be saved: export to USB"
 DEFAULT_SCAN_BYTES = 256 * 1024
 # The database row, its index entries and the WAL's share, per scan.
 ROW_BYTES = 8 * 1024
@@ -92,7 +93,8 @@ def device_status(
     percent = None if reading is None else round(reading.percent)
     battery_low = percent is not None and percent <= limits.low_percent and not reading.charging
     storage_low = scans is not None and scans < limits.storage_low_scans
-    alerts = ((BATTERY_LOW,) if battery_low else ()) + ((STORAGE_LOW,) if storage_low else ())
+    storage_alert = STORAGE_FULL if scans == 0 else STORAGE_LOW
+    alerts = ((BATTERY_LOW,) if battery_low else ()) + ((storage_alert,) if storage_low else ())
     return DeviceStatus(
         battery_percent=percent,
         charging=None if reading is None else reading.charging,

@@ -14,6 +14,8 @@ MAX_SCANS_SHOWN = 9999
 
 def storage_wordings(scans_left: int) -> tuple[str, ...]:
     """How the free storage reads in the title bar, longest first."""
+    if scans_left <= 0:
+        return ("Storage full", "Full")
     count = f"{MAX_SCANS_SHOWN}+" if scans_left > MAX_SCANS_SHOWN else str(scans_left)
     noun = "scan" if scans_left == 1 else "scans"
     return (f"Space for {count} {noun}", f"{count} {noun} left", f"{count} left")
