@@ -378,3 +378,41 @@ def test_a_scan_made_by_an_adapted_bundle_says_so_on_screen_in_the_record_and_in
     assert record.bundle_id == bundle_id and record.bundle_label == LABEL
     history = screens_of(HistoryScreen)[-1]
     assert history.result.bundle == f"Model {bundle_id} · {LABEL}"
+
+
+def test_in_the_simulator_a_scan_saved_without_a_patient_is_given_one_from_history(
+    tmp_path, ham_dir
+):
+    """Save without a card (the question, then Save anyway), then History: Give patient,
+    the card under the lens: the scan is the patient's, in the records themselves."""
+    import shutil
+
+    import cv2
+    from app_fakes import FillableStore, make_app
+    from qr_cards import photographed_card, write_rgb
+
+    lesion = sorted((ham_dir / "images").glob("*.jpg"))[0]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(lesion, folder / "00-lesion.jpg")
+    write_rgb(folder / "01-card.jpg", photographed_card(REF, cv2.imread(str(lesion))[..., ::-1]))
+    store = FillableStore()
+    script = (
+        "wait 0.2, capture, wait 0.5, save, wait 0.2, save, wait 0.3, next, wait 0.3, "
+        "capture, wait 0.2, capture, wait 0.5"
+    )
+    bundle = Path(__file__).resolve().parents[1] / "device" / "models" / "default"
+    app = make_app(tmp_path, script, bundle_dir=bundle, source=folder, store=store)
+    assert app.run() == 0
+    questions = [s for s in app.screens_shown if isinstance(s, ErrorScreen)]
+    assert questions and questions[0].title == "No patient card read — save without a patient?"
+    everything = store.history()
+    assert len(everything) == 2  # the original and its correction
+    (shown,) = current_records(everything)
+    assert shown.patient_ref == REF and shown.corrects is not None
+    original = next(r for r in everything if r.scan_id == shown.corrects)
+    assert original.patient_ref is None and (original.image == shown.image).all()
+    history = [s for s in app.screens_shown if isinstance(s, HistoryScreen)]
+    assert "no patient" in history[0].subject
+    assert ("capture", "Give patient") in [(h.button, h.action) for h in history[0].hints]
+    assert history[-1].total == 1 and "no patient" not in history[-1].subject

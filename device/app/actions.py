@@ -41,7 +41,7 @@ from device.app.results import (
 )
 from device.app.store_events import read_history, space_detail
 from device.app.usb_flow_actions import UsbActions
-from device.errors import CameraError, DiskFullError, ImageError, StorageError
+from device.errors import CameraError, DiskFullError, ImageError, SkinScanError, StorageError
 from device.hw.battery import SIM_BATTERY_FAULTS
 from device.imaging.quality import assess_quality
 from device.records.assign import current_records
@@ -245,7 +245,7 @@ class Actions(UsbActions):
             saved = assign_patient(self.store, command.scan_id, command.patient_ref)
         except DiskFullError as exc:
             return Failed("disk_full", space_detail(self.store, exc))
-        except (StorageError, KeyError) as exc:  # PatientAlreadySetError is one
+        except (SkinScanError, KeyError) as exc:  # PatientAlreadySetError is one
             log.error("patient not assigned: %s", exc)
             return Failed("storage", f"the patient was NOT given to the scan: {exc}")
         log.info("scan %s given a patient as %s", command.scan_id, saved.scan_id)

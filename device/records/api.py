@@ -107,7 +107,11 @@ class ScanStore(Protocol):
         ...
 
     def get(self, scan_id: str) -> ScanRecord:
-        """Load one record, decrypting it. Raises KeyError or TamperError."""
+        """Load one record, decrypting it. Raises KeyError or TamperError.
+
+        The SQLite and memory stores also take ``salvage=True``: a record whose heatmap
+        alone is damaged is then returned without it, named in ``record.damaged``.
+        """
         ...
 
     def history(

@@ -11,6 +11,7 @@ entry per scan use :func:`current_records` to hide the originals.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -31,7 +32,7 @@ def assign_patient(
     """Save the correction that gives scan ``scan_id`` the patient ``patient_ref``.
 
     Args:
-        store: a scan store (``get(scan_id, salvage=True)``, ``save``, ``summaries``).
+        store: a scan store (:class:`~device.records.api.ScanStore`).
         scan_id: the scan saved without a patient.
         patient_ref: the patient's opaque card reference.
         now: when the patient is assigned (default: now, UTC).
@@ -46,12 +47,12 @@ def assign_patient(
         StorageError: the original cannot be read, or the correction cannot be saved.
     """
     ref = validate_patient_ref(patient_ref)
-    original = store.get(scan_id, salvage=True)
+    original = _read(store, scan_id)
     if original.patient_ref is not None:
         raise PatientAlreadySetError(
             f"scan {scan_id[:8]} has a patient already; a wrong card is fixed at the clinic"
         )
-    later = [s.scan_id for s in store.summaries() if s.corrects == scan_id]
+    later = _corrections_of(store, scan_id)
     if later:
         raise PatientAlreadySetError(
             f"scan {scan_id[:8]} was corrected already by scan {later[0][:8]}"
@@ -65,6 +66,19 @@ def assign_patient(
     )
     store.save(correction)
     return correction
+
+
+def _read(store: Any, scan_id: str) -> ScanRecord:
+    """The record, without a damaged heatmap where the store can leave one out."""
+    if "salvage" in inspect.signature(store.get).parameters:
+        return store.get(scan_id, salvage=True)
+    return store.get(scan_id)
+
+
+def _corrections_of(store: Any, scan_id: str) -> list[str]:
+    """Scan ids of the records that correct ``scan_id`` (summaries, or the whole history)."""
+    rows = store.summaries() if hasattr(store, "summaries") else store.history(limit=10**9)
+    return [r.scan_id for r in rows if r.corrects == scan_id]
 
 
 def current_records(records: Iterable[_R]) -> list[_R]:
