@@ -175,8 +175,9 @@ def test_lesion_area_and_follow_up_change():
     area_large = lesion_area_fraction(large)
     assert area_small == pytest.approx(np.pi * 60**2 / 352**2, rel=0.35)
     assert area_large == pytest.approx(np.pi * 90**2 / 352**2, rel=0.35)
-    before = make_record(1, patient_ref=PATIENT, body_site="back", risk_tier="monitor")
-    after = make_record(50, patient_ref=PATIENT, body_site="back", risk_tier="refer")
+    # One lesion: same patient, site and lesion label (clinic.followup.same_lesion).
+    before = make_record(1, patient_ref=PATIENT, body_site="back", lesion="1", risk_tier="monitor")
+    after = make_record(50, patient_ref=PATIENT, body_site="back", lesion="1", risk_tier="refer")
     before = type(before)(**{**before.__dict__, "image": small, "p_malignant": 0.1})
     after = type(after)(**{**after.__dict__, "image": large, "p_malignant": 0.4})
     c = compare(after, before)  # either order
