@@ -255,6 +255,9 @@ class BatteryConfig(_Section):
             button uses GPIO 2 or 3), "none", "sim" or "max17048".
         i2c_bus: the gauge's I2C bus (1 on the 40-pin header).
         i2c_address: the gauge's 7-bit address.
+        mains_pin: the BCM pin the UPS drives high while on mains (GPIO 6 on the
+            recommended boards), or -1 for none; read, it tells charging from not and
+            the device never shuts itself down while plugged in.
         poll_s: seconds between readings of the battery and the free storage.
         low_percent: at or below this charge the live view warns "Battery low".
         critical_percent: at or below this charge, on battery, the device shuts down.
@@ -266,6 +269,7 @@ class BatteryConfig(_Section):
     gauge: Literal["auto", "none", "sim", "max17048"] = "auto"
     i2c_bus: StrictInt = Field(1, ge=0, le=63)
     i2c_address: StrictInt = Field(0x36, ge=0x08, le=0x77)
+    mains_pin: StrictInt = Field(-1, ge=-1, le=27)
     poll_s: StrictFloat = Field(10.0, ge=0.5, le=600.0)
     low_percent: StrictInt = Field(15, ge=1, le=90)
     critical_percent: StrictInt = Field(5, ge=0, le=50)
@@ -306,6 +310,15 @@ class DeviceConfig(_Section):
                     "battery.gauge = max17048 reads the UPS over I2C on GPIO 2 and 3, but "
                     f"buttons.pins has {', '.join(clash)}: move it to a free pin "
                     "(hardware/pinmap.md)"
+                )
+        mains = self.battery.mains_pin
+        if mains >= 0:
+            taken = [n for n, p in self.buttons.pins.items() if p == mains]
+            if taken or mains in (2, 3):
+                what = f"button {taken[0]}" if taken else "the I2C bus"
+                raise ValueError(
+                    f"battery.mains_pin = {mains} is also used by {what}: the UPS drives that "
+                    "pin, so move the button (hardware/pinmap.md) or set mains_pin = -1"
                 )
         return self
 

@@ -201,3 +201,59 @@ def test_config_refuses_the_gauge_with_a_button_on_the_i2c_pins():
     assert validate({"battery": {"gauge": "max17048"}, "buttons": {"pins": pins}})
     with pytest.raises(ConfigError, match="critical_percent"):
         validate({"battery": {"low_percent": 5, "critical_percent": 5}})
+
+
+# ---- the UPS's mains pin ----------------------------------------------------------------------
+
+
+def test_the_mains_pin_says_charging_whatever_the_gauge_rate_says():
+    from gpiozero.pins.mock import MockFactory
+
+    from device.hw.battery_mains import MainsSense
+
+    factory = MockFactory()
+    mains = MainsSense(6, pin_factory=factory)
+    # A MAX17040 (no rate register): without the pin it could not tell.
+    meter, bus = gauge({0x02: 3300 << 4, 0x04: 0x0400, 0x08: 0x0003})
+    meter.mains = mains
+    factory.pin(6).drive_high()
+    assert meter.read().charging is True
+    factory.pin(6).drive_low()
+    assert meter.read().charging is False
+    meter.close()
+    assert bus.closed and mains._device is None
+
+
+def test_a_mains_pin_that_cannot_be_opened_is_a_battery_error():
+    from gpiozero.pins.mock import MockFactory
+
+    from device.hw.battery_mains import MainsSense
+
+    factory = MockFactory()
+    factory.pin(6)  # exists
+    busy = MainsSense(6, pin_factory=factory)
+    busy.present()
+    with pytest.raises(BatteryError, match="GPIO6"):
+        MainsSense(6, pin_factory=factory).present()  # already in use
+    busy.close()
+
+
+def test_make_battery_passes_the_mains_pin():
+    found = make_battery("max17048", backend="pi", mains_pin=6)
+    assert found.mains is not None and found.mains.pin == 6
+    assert make_battery("max17048", backend="pi").mains is None
+
+
+def test_config_refuses_a_mains_pin_that_a_button_or_the_i2c_bus_uses():
+    from device.config import validate
+    from device.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="button back"):
+        validate({"battery": {"mains_pin": 6}})
+    with pytest.raises(ConfigError, match="I2C bus"):
+        validate({"battery": {"mains_pin": 3}, "buttons": {"pins": {"power": 26}}})
+    moved = {"power": 26, "back": 13}
+    config = validate(
+        {"battery": {"gauge": "max17048", "mains_pin": 6}, "buttons": {"pins": moved}}
+    )
+    assert config.battery.mains_pin == 6

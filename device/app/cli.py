@@ -144,6 +144,7 @@ def _battery(config: Any, backend: str) -> Any:
         button_pins=tuple(pin for _, pin in config.buttons.pins.items()),
         sim_percent=battery.sim_percent,
         sim_drain_per_min=battery.sim_drain_per_min,
+        mains_pin=battery.mains_pin if battery.mains_pin >= 0 else None,
     )
 
 

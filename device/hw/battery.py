@@ -124,12 +124,14 @@ def make_battery(
     button_pins: tuple[int, ...] = (),
     sim_percent: float = 80.0,
     sim_drain_per_min: float = 0.0,
+    mains_pin: int | None = None,
 ) -> Battery | None:
     """The battery for ``gauge``, or None when none is read.
 
     ``auto``: the simulated battery with the sim backend; with the pi backend the
     I2C gauge when its bus exists and no button uses the I2C pins (else none, said
-    in the log); none with the usb backend (a laptop).
+    in the log); none with the usb backend (a laptop). ``mains_pin``: the pin the UPS
+    drives high while on mains (GPIO 6 on the recommended boards), or None.
 
     Raises:
         BatteryError: ``gauge`` is unknown.
@@ -160,4 +162,9 @@ def make_battery(
         return SimBattery(sim_percent, sim_drain_per_min)
     from device.hw.battery_max17048 import Max17048Gauge
 
-    return Max17048Gauge(bus=i2c_bus, address=i2c_address)
+    mains = None
+    if mains_pin is not None:
+        from device.hw.battery_mains import MainsSense
+
+        mains = MainsSense(mains_pin)
+    return Max17048Gauge(bus=i2c_bus, address=i2c_address, mains=mains)

@@ -76,6 +76,8 @@ class Max17048Gauge:
         bus: the I2C bus number (1 on the 40-pin header).
         address: the gauge's 7-bit address (0x36).
         open_bus: opens the bus (tests pass a fake with ``read_i2c_block_data``).
+        mains: the UPS's mains sense (:class:`device.hw.battery_mains.MainsSense`), or
+            None. With it, "charging" means on mains, whatever the gauge's rate says.
     """
 
     name = "MAX17048 fuel gauge"
@@ -85,10 +87,12 @@ class Max17048Gauge:
         bus: int = 1,
         address: int = 0x36,
         open_bus: Callable[[int], Any] = _open_smbus,
+        mains: Any = None,
     ) -> None:
         self.bus_number = bus
         self.address = address
         self._open_bus = open_bus
+        self.mains = mains
         self._bus: Any = None
         self.version: int | None = None
         self.has_rate = False
@@ -119,7 +123,8 @@ class Max17048Gauge:
         return word(data)
 
     def read(self) -> BatteryReading:
-        """The state of charge, cell voltage and, on a MAX17048, whether it is charging.
+        """The state of charge, cell voltage and whether it is charging (from the mains pin
+        when there is one, else from a MAX17048's charge rate).
 
         Raises:
             BatteryError: the gauge does not answer, or reads an implausible voltage.
@@ -130,14 +135,18 @@ class Max17048Gauge:
         # SOC can read above 100 % before the gauge has learnt the cell.
         percent = min(100.0, self._register(REG_SOC) * SOC_PERCENT_PER_BIT)
         charging: bool | None = None
-        if self.has_rate:
+        if self.mains is not None:
+            charging = self.mains.present()
+        elif self.has_rate:
             rate = signed(self._register(REG_CRATE)) * CRATE_PERCENT_PER_HOUR_PER_BIT
             if abs(rate) >= CHARGING_RATE_PERCENT_PER_HOUR:
                 charging = rate > 0
         return BatteryReading(percent, round(volts, 4), charging)
 
     def close(self) -> None:
-        """Close the I2C bus."""
+        """Close the I2C bus and the mains pin."""
         bus, self._bus = self._bus, None
         if bus is not None:
             bus.close()
+        if self.mains is not None:
+            self.mains.close()
