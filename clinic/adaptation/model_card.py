@@ -58,6 +58,11 @@ def _reason_kind(reason: str) -> str:
     return "image unreadable or missing"
 
 
+def _with_licence(base: Manifest) -> str:
+    source, licence = base.provenance.data_source, base.provenance.data_licence
+    return source if licence in source else f"{source} ({licence})"
+
+
 def render_model_card(inputs: CardInputs) -> str:
     """The card as Markdown."""
     base, ev = inputs.base, inputs.evidence
@@ -96,7 +101,8 @@ def render_model_card(inputs: CardInputs) -> str:
         "",
         "## Cases",
         "",
-        f"{len(inputs.used)} cases fitted the head; {len(inputs.excluded)} were left out"
+        f"{len(inputs.used)} cases fitted the head; {len(inputs.excluded)} "
+        f"{'was' if len(inputs.excluded) == 1 else 'were'} left out"
         + (
             " (" + ", ".join(f"{n} {kind}" for kind, n in sorted(left_out.items())) + ")"
             if left_out
@@ -123,6 +129,7 @@ def render_model_card(inputs: CardInputs) -> str:
         f"Adapted malignant AUC per repeat: {min(aucs):.3f} to {max(aucs):.3f}."
         if aucs and np.all(np.isfinite(aucs))
         else "",
+        "",
         "The threshold was chosen on the same cross-validated predictions it is measured on, "
         "so the adapted sensitivity (0.90 or more by construction) and specificity are "
         "optimistic; measure them on the site's later cases.",
