@@ -94,11 +94,16 @@ class StatusBar(HeaderFooter):
         for store_text in storage or ("",):
             for extra in (*extras, ""):
                 candidates.append(" · ".join(t for t in (store_text, extra) if t))
-        # The title keeps room for about ten characters at the legible minimum.
-        title_room = self.font(0, True).size("Live view ·")[0]
-        room = self.size[0] - 3 * pad - gauge_w - (self.px(8) if gauge_w else 0) - title_room
-        room = min(room, self.size[0] // 2)
-        right = next((c for c in candidates if font.size(c)[0] <= room), "")
+        # The title keeps a comfortable size if a shorter right-hand text allows it, else
+        # at least its legible minimum; the right-hand text shortens first.
+        free = self.size[0] - 3 * pad - gauge_w - (self.px(8) if gauge_w else 0)
+        right = ""
+        for title_font in (self.font(13, True), self.font(0, True)):
+            room = min(free - title_font.size(title)[0], self.size[0] // 2)
+            fitting = [c for c in candidates if font.size(c)[0] <= room]
+            if fitting:
+                right = fitting[0]
+                break
         reserve = gauge_w + (self.px(8) if gauge_w and right else 0)
         low = status is not None and status.storage_low and bool(storage)
         self.draw_header(
