@@ -146,9 +146,10 @@ def verify_decision_fields(manifest: Manifest) -> None:
     if not manifest.is_sealed:
         raise ManifestError(
             f"{MANIFEST_NAME}: edited after conversion: its decision fields (labels, tensors, "
-            "preprocessing, calibration such as referral_threshold, familiarity) no longer "
-            "match its decision_sha256. Restore the original manifest.json; decision "
-            "settings are changed only by conversion, which seals the bundle again"
+            "preprocessing, calibration such as referral_threshold, familiarity, adaptation) "
+            "no longer match its decision_sha256. Restore the original manifest.json; decision "
+            "settings are changed only by conversion (or skinscan adapt), which seals the "
+            "bundle again"
         )
 
 
