@@ -416,3 +416,16 @@ def test_in_the_simulator_a_scan_saved_without_a_patient_is_given_one_from_histo
     assert "no patient" in history[0].subject
     assert ("capture", "Give patient") in [(h.button, h.action) for h in history[0].hints]
     assert history[-1].total == 1 and "no patient" not in history[-1].subject
+
+
+def test_a_card_read_cut_short_does_not_leave_a_stale_purpose_behind():
+    from device.app.events import CameraReady, Failed
+
+    state, _ = run(at_result(), Button("save"), Button("capture"))  # card, for the result
+    assert state.lesion.card_for == "result"
+    state, _ = run(state, Failed("camera", "unplugged"), CameraReady())  # gone, then back
+    assert state.mode == "preview"
+    state, _ = run(state, Button("patient"))  # later: the card for the live view's patient
+    assert state.lesion.card_for == ""
+    state, _ = run(state, Button("capture"), CardRead(REF))
+    assert state.mode == "preview" and state.commands == () and state.patient_ref == REF

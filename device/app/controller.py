@@ -159,7 +159,10 @@ def _common(state: AppState, event: Event) -> AppState | None:
         if event.name == "shutdown" and state.mode != "shutdown":
             return replace(state, mode="shutdown", back_to=state.mode)
         if event.name == "patient" and state.mode in PATIENT_FROM:
-            return replace(state, mode="card", card_problem="", message="")
+            # The card read now is for the live view's patient, whatever a card read
+            # that was cut short (a camera failure) had been for.
+            choice = replace(state.lesion, card_for="", assign_scan=None)
+            return replace(state, mode="card", card_problem="", message="", lesion=choice)
         if opens_menu(state, event):
             return open_menu(state, event.name)
         return None

@@ -82,7 +82,7 @@ def reading_step(state: AppState, event: Event) -> AppState:
             lesion=replace(choice, card_for="", assign_scan=None),
             message="Patient card read" + ("" if site else ": choose the body site"),
         )
-        if target == "result" and state.result is not None:
+        if target == "result" and state.result is not None and state.result.saved_id is None:
             # The card was read to save the result on screen: it is this patient's scan.
             result = replace(state.result, patient_ref=event.patient_ref)
             return replace(read, mode="result", result=result, commands=(Save(result),))
