@@ -17,7 +17,7 @@ import pytest
 
 from device.config import DeviceConfig
 from device.evaluation.nonlesion import device_outcome, evaluate, markdown
-from device.imaging.lesion_presence import measure_lesion
+from device.imaging.lesion_presence import colour_doubt, measure_lesion
 from device.imaging.quality import REASON_INK, REASON_NO_LESION, analysis_copy, assess_quality
 from device.phantoms import SKIN_CHROMATICITY, make_lesion
 from device.runtime.analyzer import Analyzer
@@ -153,3 +153,16 @@ def test_the_bench_counts_every_screen_per_category(tmp_path: Path):
         )
     assert report["nonlesion_monitor"] == 0
     assert "| ink_ellipse | 2 |" in markdown(report)
+
+
+def test_a_plaster_pad_or_faint_blue_ink_is_never_reassuring():
+    """Colours no lesion photo shows much of make the frame atypical: never Monitor."""
+    plaster = nl.draw_plaster(skin(4), np.random.default_rng(4))
+    image = skin(5)
+    painted = image.copy()
+    cv2.ellipse(painted, (320, 240), (100, 70), 0, 0, 360, (60, 75, 150), -1)
+    faint_ink = cv2.addWeighted(image, 0.2, painted, 0.8, 0)
+    assert colour_doubt(plaster) and colour_doubt(faint_ink)
+    assert not colour_doubt(skin(5))
+    assert not colour_doubt(make_lesion(1, "nevus").image)
+    assert not colour_doubt(make_lesion(1, "melanoma").image)

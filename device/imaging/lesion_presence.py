@@ -28,6 +28,7 @@ import numpy as np
 
 from device.imaging.hair import remove_hair
 from device.imaging.segment import SegmentParams, segment_lesion
+from device.imaging.validate import ensure_rgb_uint8
 
 # Ink: chroma above INK_CHROMA with a hue from cyan through blue to violet, where no
 # pigment of the skin lies (CIELAB hue angle in degrees, a* = 0°, b* = 90°). A
@@ -93,6 +94,41 @@ def measure_lesion(rgb: np.ndarray, params: SegmentParams | None = None) -> Lesi
         around = np.median(lab[skin], axis=0)
         distance = float(np.linalg.norm(inside - around))
     return LesionPresence(True, area, centre_ink, distance)
+
+
+# Doubt (Uncertain, not Retake): shares of the centre half of a frame whose colour no
+# lesion photo of the training set shows much of. Calibrated on the non-lesion set's
+# training portion and 1,000 HAM10000 train/val images (docs/quality-gate.md):
+# bluish ink at a lower chroma than INK_CHROMA (0.5% of the lesions above 2%; every
+# training ink ellipse above 6%), and pale grey-white, the pad of a plaster or paper
+# (0.8% of the lesions above 10%; every training plaster above 23%).
+DOUBT_CHROMA = 30.0
+DOUBT_BLUISH_SHARE = 0.02
+PALE_LIGHTNESS = 85.0
+PALE_CHROMA = 10.0
+DOUBT_PALE_SHARE = 0.1
+DOUBT_WIDTH = 200
+
+
+def colour_doubt(frame: np.ndarray) -> bool:
+    """Whether the frame's centre has too much of a colour no lesion photo has.
+
+    Bluish ink of a lower chroma than the gate refuses, or a pale grey-white patch (a
+    plaster's pad, paper). Such a frame may still be analysed, but is never a Monitor.
+
+    Args:
+        frame: RGB uint8 frame of any size.
+    """
+    frame = ensure_rgb_uint8(frame, "frame")
+    height, width = frame.shape[:2]
+    size = (DOUBT_WIDTH, max(1, round(height * DOUBT_WIDTH / width)))
+    small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    lab = _centre(cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab))
+    chroma = np.hypot(lab[..., 1], lab[..., 2])
+    hue = np.degrees(np.arctan2(lab[..., 2], lab[..., 1])) % 360.0
+    bluish = (chroma > DOUBT_CHROMA) & (hue > INK_HUES[0]) & (hue < INK_HUES[1])
+    pale = (lab[..., 0] > PALE_LIGHTNESS) & (chroma < PALE_CHROMA)
+    return bool(bluish.mean() > DOUBT_BLUISH_SHARE or pale.mean() > DOUBT_PALE_SHARE)
 
 
 def _centre(image: np.ndarray) -> np.ndarray:

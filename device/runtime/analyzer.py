@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device.imaging.lesion_presence import colour_doubt
 from device.imaging.pipeline import preprocess
 from device.runtime.bundle import Bundle, load_bundle
 from device.runtime.decision import Decision, decide, is_atypical
@@ -138,6 +139,8 @@ class Analyzer:
             score = familiarity.score(out.feature_map)
             unfamiliar = score > familiarity.threshold
             atypical = is_atypical(score, familiarity.threshold)
+        # Ink or a plaster's pad in view: never a reassuring Monitor (issue 28).
+        atypical = atypical or colour_doubt(frame)
         decision = decide(
             out.probabilities,
             self.labels,

@@ -70,7 +70,9 @@ class Decision:
         top3: the three most probable classes, most probable first.
         probabilities: class code -> calibrated probability, all classes.
         unfamiliar: the frame's features lie outside what the model was trained on.
-        atypical: the frame's features are familiar, but not typical enough for Monitor.
+        atypical: not typical enough for Monitor: the frame's familiarity score is above
+            the Monitor limit, or its centre shows colours no lesion photo has much of
+            (:func:`device.imaging.lesion_presence.colour_doubt`: faint ink, a plaster's pad).
     """
 
     label: str
@@ -103,8 +105,8 @@ def decide(
         labels: the bundle's labels (code, name, malignant flag).
         calibration: the bundle's thresholds.
         unfamiliar: the familiarity check fired on this frame.
-        atypical: the frame's familiarity score is above the Monitor limit
-            (:func:`is_atypical`).
+        atypical: the frame is not typical enough for Monitor (:func:`is_atypical`, or
+            :func:`device.imaging.lesion_presence.colour_doubt`).
 
     Returns:
         The decision, with the top-3 classes named for a health worker.
