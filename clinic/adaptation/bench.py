@@ -368,7 +368,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.axhline(0.85, color="grey", linestyle="--", linewidth=1, label="target 0.85 (k = 50)")
     ax.set_xscale("log")
     ax.set_xticks(sorted({int(k) for f in report["folds"] for k in f["by_k"]}))
-    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("confirmed cases k (log scale)")
     ax.set_ylabel("malignant AUC on the source's other images")
     ax.set_title("Site adaptation on held-out sources (mean, range of draws)")
@@ -377,6 +378,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def replot(out: Path) -> None:
+    """Redraw ``adapt-auc.png`` and ``adapt.md`` from an existing ``adapt.json``."""
+    report = json.loads((out / "adapt.json").read_text(encoding="utf-8"))
+    (out / "adapt.md").write_text(render_markdown(report), encoding="utf-8")
+    plot(report, out / "adapt-auc.png")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -16,6 +16,10 @@ TARGETS: dict[str, tuple[str, str]] = {
     ),
     # The clinic web app lives outside device/ (device/ never imports Flask); loaded by name.
     "serve": ("clinic.bench", "clinic web app: upload-to-result latency, scan page req/s"),
+    "adapt": (
+        "clinic.adaptation.bench",
+        "site adaptation on held-out sources: AUC against confirmed cases k (desktop)",
+    ),
 }
 # Desktop benchmarks that need TensorFlow: their module is imported, and its arguments
 # parsed, only when the target runs, so building the parser (the device's too) stays free.
