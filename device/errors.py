@@ -81,7 +81,7 @@ class DocsError(SkinScanError, ValueError):
 
 
 class SigningKeyError(SkinScanError, ValueError):
-    """A bundle signing key file is missing, malformed, or of the wrong kind (e.g. an export key)."""
+    """A bundle signing key file is missing, malformed, or of the wrong kind (an export key)."""
 
 
 class BundleSignatureError(BundleError):
