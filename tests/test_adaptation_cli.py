@@ -165,3 +165,18 @@ def test_adapt_on_real_isic_archive_cases(tmp_path, capsys) -> None:
     args = ["--metadata", str(csv_path), "--images", str(ISIC_DIR / "images")]
     assert main(["eval", "--bundle", str(out), *args, "--json", str(report), "--n-boot", "10"]) == 0
     assert json.loads(report.read_text())["n_images"] == len(picked)
+
+
+def test_an_adapted_bundle_can_be_adapted_again(tiny_base, tmp_path) -> None:
+    from clinic.adaptation.base_head import base_head
+
+    csv_path, images = _cases(tmp_path, {"mel": 12, "nv": 14, "vasc": 8}, seed=5)
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert _adapt(tiny_base, csv_path, images, first, "--force") == 0
+    assert _adapt(first, csv_path, images, second, "--force") == 0
+    once, twice = load_bundle(first), load_bundle(second)
+    # The anchor of the second fit is the first adapted head, not the int8 Dense layer.
+    np.testing.assert_array_equal(base_head(once).weights, once.head.weights)
+    assert twice.manifest.adaptation.base_bundle_id == once.bundle_id
+    assert twice.manifest.adaptation.base_model_sha256 == once.model_sha256
+    assert sorted(p.name for p in second.iterdir()) == sorted(p.name for p in first.iterdir())
