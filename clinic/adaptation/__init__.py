@@ -18,6 +18,7 @@ Modules, one job each:
 * :mod:`clinic.adaptation.model_card`: the adapted bundle's MODEL_CARD.md.
 * :mod:`clinic.adaptation.writer`: the adapted bundle, sealed, written atomically.
 * :mod:`clinic.adaptation.adapt`: the whole run; :mod:`clinic.adaptation.cli`: ``skinscan adapt``.
+* :mod:`clinic.adaptation.bench`: ``skinscan bench adapt``, simulated sites from held-out sources.
 
 Nothing here imports TensorFlow or Flask.
 """
