@@ -115,3 +115,15 @@ def test_the_clinic_precision_keeps_the_same_agreement(min_decimals: int) -> Non
                 assert "." in figures.p_text
             assert (shown(figures.p_text) >= shown(figures.threshold_text)) == (p >= threshold)
     assert referral_figures(0.123, 0.235, min_decimals=1).p_text == "12.3%"
+
+
+def test_screen_outcomes_count_an_atypical_frame_as_uncertain_like_the_device() -> None:
+    from device.evaluation.screen_outcomes import screen_outcomes
+
+    cal = Calibration(temperature=1.0, referral_threshold=0.1, uncertainty_threshold=0.5)
+    probs = np.stack([with_p_malignant(0.02)] * 2)
+    labels = np.array([5, 5])  # two nevi, both confidently benign
+    atypical = np.array([False, True])
+    out = screen_outcomes(labels, probs, np.zeros(2, bool), LABELS, cal, atypical=atypical)
+    assert out["all"]["monitor"] == 0.5 and out["all"]["uncertain"] == 0.5
+    assert screen_outcomes(labels, probs, np.zeros(2, bool), LABELS, cal)["all"]["monitor"] == 1.0

@@ -53,6 +53,8 @@ class EvalRun:
         labels: their true class indices.
         probabilities: calibrated probabilities (N, 7).
         unfamiliar: per image, whether the bundle's out-of-distribution check fired.
+        atypical: per image, whether the frame was not typical enough for Monitor
+            (:func:`device.runtime.decision.is_atypical`, or ink or a plaster in view).
         skipped: ``{"image_id", "reason"}`` for rows that could not be evaluated.
         seconds: wall-clock time of the analysis stage (worker start-up included).
         workers: number of worker processes used.
@@ -62,6 +64,7 @@ class EvalRun:
     labels: np.ndarray
     probabilities: np.ndarray
     unfamiliar: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    atypical: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     skipped: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     workers: int = 1
@@ -200,27 +203,29 @@ def _init_worker(bundle_dir: str, runtime: str | None) -> None:
     _worker_analyzer = Analyzer.from_path(bundle_dir, runtime=runtime, num_threads=1)
 
 
-def _analyze_one(job: tuple[Item, str, int]) -> tuple[np.ndarray | None, bool, str]:
-    """Analyse one (item, shift name, seed) job: (probabilities, unfamiliar, skip reason)."""
+def _analyze_one(job: tuple[Item, str, int]) -> tuple[np.ndarray | None, bool, bool, str]:
+    """Analyse one (item, shift name, seed) job: (probabilities, unfamiliar, atypical, skip
+    reason)."""
     from device.evaluation.shifts import UNSHIFTED, image_seed, shift_by_name
     from device.imaging.io import read_image
 
     item, shift_name, seed = job
     if not os.path.isfile(item.path):
-        return None, False, "image file not found"
+        return None, False, False, "image file not found"
     try:
         frame = read_image(item.path)
         if shift_name != UNSHIFTED.name:
             frame = shift_by_name(shift_name).apply(frame, image_seed(item.image_id, seed))
         analysis = _worker_analyzer.analyze(frame, explain=False)
     except ImageError as exc:
-        return None, False, str(exc)
-    return analysis.probabilities.astype(np.float64), analysis.decision.unfamiliar, ""
+        return None, False, False, str(exc)
+    decision = analysis.decision
+    return analysis.probabilities.astype(np.float64), decision.unfamiliar, decision.atypical, ""
 
 
 def _results(
     jobs: Sequence[tuple[Item, str, int]], bundle_dir: str, workers: int, runtime: str | None
-) -> Iterator[tuple[np.ndarray | None, bool, str]]:
+) -> Iterator[tuple[np.ndarray | None, bool, bool, str]]:
     if workers <= 1 or len(jobs) < 2:
         _init_worker(bundle_dir, runtime)
         yield from (_analyze_one(job) for job in jobs)
@@ -286,13 +291,13 @@ def run_shifted(
     workers = workers or default_workers()
     workers = max(1, min(workers, len(jobs)))
     started = time.perf_counter()
-    collected: dict[str, tuple[list, list, list, list, list]] = {
-        name: ([], [], [], [], []) for name in shifts
+    collected: dict[str, tuple[list, list, list, list, list, list]] = {
+        name: ([], [], [], [], [], []) for name in shifts
     }
-    for (item, name, _), (p, unfamiliar, reason) in zip(
+    for (item, name, _), (p, unfamiliar, atypical, reason) in zip(
         jobs, _results(jobs, str(bundle_dir), workers, runtime), strict=True
     ):
-        ids, labels, probs, flags, skipped = collected[name]
+        ids, labels, probs, flags, skipped, atypicals = collected[name]
         if p is None:
             skipped.append({"image_id": item.image_id, "reason": reason})
             continue
@@ -300,6 +305,7 @@ def run_shifted(
         labels.append(item.label)
         probs.append(p)
         flags.append(unfamiliar)
+        atypicals.append(atypical)
     seconds = time.perf_counter() - started
     return {
         name: EvalRun(
@@ -307,11 +313,12 @@ def run_shifted(
             labels=np.array(labels, dtype=np.int64),
             probabilities=np.stack(probs) if probs else np.zeros((0, len(CLASS_CODES))),
             unfamiliar=np.array(flags, dtype=bool),
+            atypical=np.array(atypicals, dtype=bool),
             skipped=skipped,
             seconds=seconds,
             workers=workers,
         )
-        for name, (ids, labels, probs, flags, skipped) in collected.items()
+        for name, (ids, labels, probs, flags, skipped, atypicals) in collected.items()
     }
 
 
@@ -418,6 +425,7 @@ def evaluate_folder(
                 run.unfamiliar,
                 bundle.manifest.labels,
                 bundle.manifest.calibration,
+                atypical=run.atypical,
             )
             if n
             else None

@@ -26,6 +26,7 @@ def screen_outcomes(
     unfamiliar: np.ndarray,
     bundle_labels: Sequence[LabelSpec],
     calibration: Calibration,
+    atypical: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Share of each tier among all, malignant, melanoma and benign images.
 
@@ -35,16 +36,20 @@ def screen_outcomes(
         unfamiliar: whether the familiarity check fired, per image (N,).
         bundle_labels: the bundle's labels, for its decision rule.
         calibration: the bundle's thresholds.
+        atypical: whether the frame was not typical enough for Monitor, per image (N,);
+            None for none (runs saved before it was recorded).
 
     Returns:
         ``{"all" | "malignant" | "melanoma" | "benign": {"n", "refer", "uncertain",
         "monitor"}}`` with shares in [0, 1] (NaN where a group is empty), plus
         ``"malignant_shown_as_monitor"``: the count behind the silent misses.
     """
+    if atypical is None or len(atypical) == 0:
+        atypical = np.zeros(len(unfamiliar), bool)
     tiers = np.array(
         [
-            decide(p, bundle_labels, calibration, unfamiliar=bool(u)).risk_tier
-            for p, u in zip(probabilities, unfamiliar, strict=True)
+            decide(p, bundle_labels, calibration, unfamiliar=bool(u), atypical=bool(a)).risk_tier
+            for p, u, a in zip(probabilities, unfamiliar, atypical, strict=True)
         ]
     )
     # The same groups as the sensitivity and specificity figures of device.metrics.
