@@ -12,9 +12,11 @@ Categories (``CATEGORIES``), each drawn at 640x480 like a dermoscope frame:
 * ``phantom``: the simulator's drawn photos (:mod:`device.phantoms`).
 * ``ink_ellipse``: a filled blue ink ellipse on skin.
 
-Each image belongs to a ``portion``: "train" when its skin comes from an image of
-HAM10000's training split (or, for drawn images, an even seed), else "test".
-Thresholds are calibrated on the training portion only; the test portion is reported.
+Each image belongs to a ``portion``: even indices "train", odd ones "test". The skin
+of a training image comes from an image of HAM10000's training split, that of a test
+image from its validation and test splits. Thresholds are calibrated on the training
+portion only; the test portion is reported (docs/quality-gate.md). ``--seed`` draws
+another set: the reported one is ``--seed 1``.
 
 The HAM10000 split is the project's lesion-grouped split with seed 0
 (:func:`training.data.grouped_split`), the HAM10000 part of the shipped v6 bundle's
