@@ -137,7 +137,6 @@ def test_adapted_bundle_is_sealed_identical_trunk_and_evaluates(tiny_base, tmp_p
     )
 
 
-@pytest.mark.slow
 def test_adapt_on_real_isic_archive_cases(tmp_path, capsys) -> None:
     labels = ISIC_DIR / "labels.csv"
     if not labels.is_file():
@@ -147,8 +146,8 @@ def test_adapt_on_real_isic_archive_cases(tmp_path, capsys) -> None:
     rng = np.random.default_rng(11)
     mel = [r for r in rows if r["dx"] == "mel"]
     benign = [r for r in rows if r["dx"] != "mel"]
-    picked = [mel[i] for i in rng.choice(len(mel), 14, replace=False)]
-    picked += [benign[i] for i in rng.choice(len(benign), 28, replace=False)]
+    picked = [mel[i] for i in rng.choice(len(mel), 16, replace=False)]
+    picked += [benign[i] for i in rng.choice(len(benign), 30, replace=False)]
     csv_path = write_rows_csv(
         tmp_path / "cases.csv", [{"image_id": r["image_id"], "dx": r["dx"]} for r in picked]
     )
