@@ -27,19 +27,33 @@ CONFIRMED_CASES_MODULE = "clinic.confirmed_cases"
 def configure(parser: argparse.ArgumentParser) -> None:
     """Register the options."""
     parser.add_argument(
-        "--bundle", type=Path, default=None, help="the base bundle (default: the shipped one)"
+        "--bundle",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the base bundle (default: the shipped one)",
     )
     parser.add_argument(
-        "--metadata", type=Path, help="cases as a CSV with image_id,dx (optional basis, date)"
+        "--metadata",
+        type=Path,
+        metavar="CSV",
+        help="cases as a CSV with image_id,dx (optional basis, date)",
     )
-    parser.add_argument("--images", type=Path, help="folder of <image_id>.jpg for --metadata")
-    parser.add_argument("--data-dir", type=Path, help="the clinic's data folder (with --site)")
+    parser.add_argument(
+        "--images", type=Path, metavar="DIR", help="folder of <image_id>.jpg for --metadata"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="the clinic's data folder (with --site)"
+    )
     parser.add_argument(
         "--site",
+        metavar="NAME",
         help="the site's name, shown on scanners as 'adapted for SITE'; with --data-dir, "
         "whose confirmed cases to use (default with --metadata: the CSV's folder name)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="the new bundle's folder")
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="the new bundle's folder"
+    )
     parser.add_argument(
         "--force",
         action="store_true",
@@ -49,8 +63,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--l2", type=float, default=DEFAULT_L2, help="weight of the anchor to the base head"
     )
-    parser.add_argument("--workers", type=int, default=None, help="feature processes")
-    parser.add_argument("--cache", type=Path, default=None, help="feature cache folder")
+    parser.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="feature processes (default: CPUs)"
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=None, metavar="DIR", help="feature cache folder"
+    )
 
 
 def load_cases(args: argparse.Namespace) -> tuple[list, list[tuple[str, str]], str]:

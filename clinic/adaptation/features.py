@@ -67,7 +67,8 @@ class FeatureSet:
 
     def subset(self, ids: Sequence[str]) -> FeatureSet:
         """The rows of ``ids``, in that order (ids not present are dropped silently)."""
-        kept = [image_id for image_id in ids if image_id in set(self.ids)]
+        present = set(self.ids)
+        kept = [image_id for image_id in ids if image_id in present]
         rows = self.rows(kept)
         return FeatureSet(kept, self.features[rows], self.base_logits[rows], [], 0.0)
 
