@@ -186,3 +186,17 @@ def test_float_base_head_reproduces_the_shipped_int8_logits() -> None:
             if theirs.heatmap.max() > 0:
                 corr = np.corrcoef(ours.heatmap.ravel(), theirs.heatmap.ravel())[0, 1]
                 assert corr > 0.99
+
+
+def test_a_head_without_its_adaptation_section_is_refused(tiny_adapted: Path, tmp_path) -> None:
+    folder = _copy(tiny_adapted, tmp_path / "lost")
+
+    def drop(data):
+        data.pop("adaptation")
+        data["decision_sha256"] = Manifest.model_validate(
+            {**data, "files": {k: v for k, v in data["files"].items() if k != "head.npz"}}
+        ).decision_digest()
+
+    _edit_manifest(folder, drop)
+    with pytest.raises(ManifestError, match="lost its adaptation"):
+        load_bundle(folder)

@@ -267,6 +267,13 @@ class Manifest(_Strict):
             raise ValueError(
                 f"adaptation.head_file {self.adaptation.head_file!r} has no entry in files"
             )
+        if self.adaptation is None and HEAD_FILE in self.files:
+            # A tool that rewrote an adapted manifest without its adaptation section would
+            # otherwise turn it back into its base model without a word.
+            raise ValueError(
+                f"files lists {HEAD_FILE} but there is no adaptation section: a site-adapted "
+                "bundle whose manifest lost its adaptation"
+            )
         if MANIFEST_NAME in self.files:
             raise ValueError("files must not list manifest.json itself")
         return self
