@@ -232,6 +232,7 @@ def load_site_cases(data_dir: Path, site: str, clinic_key: Path | None = None) -
                     basis=confirmation.basis,
                     confirmed_at=confirmation.confirmed_at,
                     scanner_id=scanner,
+                    passed_gate=True,
                 )
             )
         return cases

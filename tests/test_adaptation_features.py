@@ -74,3 +74,14 @@ def test_duplicate_ids_are_refused(tiny, tmp_path) -> None:
     path = _jpeg(tmp_path / "a.jpg", synthetic_frame(4, np.random.default_rng(3)))
     with pytest.raises(ValueError, match="unique"):
         extract_features(tiny, [("a", path), ("a", path)], workers=1)
+
+
+def test_a_scan_that_passed_the_scanner_s_gate_is_not_gated_again(tiny, tmp_path) -> None:
+    # The clinic keeps only the analysed square of a scan; the scanner's gate judged the
+    # whole still. A second gate on the square would drop sharp scans as "blurred".
+    blurred = cv2.GaussianBlur(synthetic_frame(4, np.random.default_rng(1)), (0, 0), 6)
+    path = _jpeg(tmp_path / "soft.jpg", blurred)
+    fresh = extract_features(tiny, [Case("fresh", "nv", path)], workers=1)
+    assert fresh.ids == [] and fresh.excluded[0][1].startswith("quality gate")
+    scanned = extract_features(tiny, [Case("scanned", "nv", path, passed_gate=True)], workers=1)
+    assert scanned.ids == ["scanned"] and scanned.excluded == []

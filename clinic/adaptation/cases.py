@@ -51,6 +51,10 @@ class Case:
         basis: how the diagnosis was confirmed.
         confirmed_at: ISO date of the confirmation, when known.
         scanner_id: the scanner that took the image, when known.
+        passed_gate: the scanner's quality gate already passed this image at capture
+            (the clinic's stored photo of a scan). The gate is not run again: the
+            stored photo is the analysed square, smaller than the still the gate judged,
+            so a second gate would refuse sharp scans as blurred.
     """
 
     case_id: str
@@ -59,6 +63,7 @@ class Case:
     basis: Basis = "unknown"
     confirmed_at: str | None = None
     scanner_id: str | None = None
+    passed_gate: bool = False
 
     @property
     def label(self) -> int | None:

@@ -73,11 +73,15 @@ class FeatureSet:
         return FeatureSet(kept, self.features[rows], self.base_logits[rows], [], 0.0)
 
 
-def _item_id_and_image(item: Item) -> tuple[str, Path | bytes]:
+# One job: (id, image file or bytes, run the quality gate).
+Job = tuple[str, Path | bytes, bool]
+
+
+def _job(item: Item) -> Job:
     if isinstance(item, Case):
-        return item.case_id, item.image
+        return item.case_id, item.image, not item.passed_gate
     image_id, image = item
-    return str(image_id), image if isinstance(image, bytes) else Path(image)
+    return str(image_id), image if isinstance(image, bytes) else Path(image), True
 
 
 # Worker state: one bundle and the quality thresholds per process.
@@ -108,17 +112,17 @@ def _read(image: Path | bytes) -> np.ndarray:
         return read_image(handle.name)
 
 
-def _extract_one(job: tuple[str, Path | bytes]) -> tuple[str, np.ndarray | None, Any, str]:
+def _extract_one(job: Job) -> tuple[str, np.ndarray | None, Any, str]:
     """(id, pooled features, logits, reason left out or "")."""
     from device.imaging.pipeline import preprocess
     from device.imaging.quality import assess_quality
 
-    image_id, image = job
+    image_id, image, check_quality = job
     bundle: Bundle = _worker["bundle"]
     try:
         frame = _read(image)
-        report = assess_quality(frame, _worker["thresholds"])
-        if not report.passed:
+        report = assess_quality(frame, _worker["thresholds"]) if check_quality else None
+        if report is not None and not report.passed:
             return image_id, None, None, "quality gate: " + "; ".join(report.reasons)
         pre = preprocess(frame, bundle.preprocess)
         out = bundle.classifier.classify(pre.model_input)
@@ -129,7 +133,7 @@ def _extract_one(job: tuple[str, Path | bytes]) -> tuple[str, np.ndarray | None,
 
 
 def _results(
-    jobs: Sequence[tuple[str, Path | bytes]], bundle_dir: str, thresholds: Any, workers: int
+    jobs: Sequence[Job], bundle_dir: str, thresholds: Any, workers: int
 ) -> Iterator[tuple[str, np.ndarray | None, Any, str]]:
     if workers <= 1 or len(jobs) < 4:
         _init_worker(bundle_dir, thresholds)
@@ -222,8 +226,8 @@ def extract_features(
         from device.config import load_config
 
         thresholds = load_config().quality_thresholds()
-    jobs = [_item_id_and_image(item) for item in items]
-    ids = [image_id for image_id, _ in jobs]
+    jobs = [_job(item) for item in items]
+    ids = [image_id for image_id, _, _ in jobs]
     if len(set(ids)) != len(ids):
         raise ValueError("extract_features: image ids must be unique")
     path = cache_path(cache_dir, bundle, thresholds) if cache_dir is not None else None
