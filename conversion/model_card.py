@@ -291,6 +291,7 @@ def render_model_card(manifest: Manifest) -> str:
         "split> --images <image folder> --json out.json`.",
         "",
         *_held_out_lines(m.get("held_out_sources")),
+        *_outside_clinic_lines(m.get("outside_clinics")),
         "### Conversion parity (validation split)",
         "",
         f"- int8 vs float referral-decision agreement: "
@@ -416,6 +417,35 @@ def _held_out_lines(held_out: Any) -> list[str]:
         ]
         lines.append(f"| {source} | {f.get('n_images', 'n/a')} | " + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+_OUTSIDE_FIGURES = (
+    ("malignant_auc", "malignant AUC"),
+    ("balanced_accuracy", "balanced accuracy"),
+    ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"),
+)
+
+
+def _outside_clinic_lines(record: Mapping[str, Any] | None) -> list[str]:
+    """Figures measured on outside clinics' sealed sets (numbers only) and the class guard."""
+    if not record:
+        return []
+    lines = [
+        "### Outside clinics (sealed sets)",
+        "",
+        f"{record.get('source', 'Sealed outside-clinic sets.')}",
+        "",
+        "| set | images | " + " | ".join(label for _, label in _OUTSIDE_FIGURES) + " |",
+        "| --- | ---: |" + " ---: |" * len(_OUTSIDE_FIGURES),
+    ]
+    for row in record.get("rows") or []:
+        cells = " | ".join(_num(row.get(key)) for key, _ in _OUTSIDE_FIGURES)
+        lines.append(f"| {row.get('set', '?')} | {row.get('images', 'n/a')} | {cells} |")
+    lines.append("")
+    for note in record.get("notes") or []:
+        lines.append(f"- {note}")
+    return [*lines, ""] if record.get("notes") else lines
 
 
 def _missed_lines(int8: dict) -> list[str]:

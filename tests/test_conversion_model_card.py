@@ -120,3 +120,17 @@ def test_per_source_table_has_a_skin_tone_column(tmp_path: Path) -> None:
     card = render_model_card(manifest)
     assert "| skin tone (ITA): very light | brown or dark |" in card
     assert card.count("| 67% | 1 |") == 1 and "| 0% | 0 |" in card
+
+
+def test_card_shows_sealed_outside_clinic_figures_and_their_notes(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    assert "Outside clinics" not in render_model_card(manifest)
+    manifest.metrics["outside_clinics"] = {
+        "source": "Sealed sets.",
+        "rows": [{"set": "clinic A", "images": 200, "malignant_auc": 0.713, "specificity": 0.2}],
+        "notes": ["Class-wise guard failed: bcc."],
+    }
+    card = render_model_card(manifest)
+    assert "### Outside clinics (sealed sets)" in card
+    assert "| clinic A | 200 | 0.713 | n/a | n/a | 0.200 |" in card
+    assert "- Class-wise guard failed: bcc." in card
