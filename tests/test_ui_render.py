@@ -4,6 +4,7 @@ overlapping or tiny text, and a heatmap toggle that changes only the photo."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -453,3 +454,15 @@ def test_wrap_path_breaks_after_slashes_and_gives_the_path_back():
         assert "".join(lines) == OLD_DB
         assert all(font.size(line)[0] <= width for line in lines)
     assert renderer.wrap_path(OLD_DB, font, 280)[0].endswith("/")
+
+
+def test_compare_shows_p_on_the_same_side_of_the_threshold_as_the_tier():
+    # 0.0951 below a 0.097 line: "10%" would read as at or above "refer at >= 9.7%".
+    base = all_screens()["compare"]
+    earlier = replace(
+        base.earlier, risk_tier="monitor", p_malignant=0.0951, referral_threshold=0.097
+    )
+    later = replace(base.later, risk_tier="refer", p_malignant=0.0975, referral_threshold=0.097)
+    joined = " ".join(rendered_text(replace(base, earlier=earlier, later=later), (800, 480)))
+    assert "Monitor P(malignant) 9.5%" in joined
+    assert "P(malignant) 10%" not in joined

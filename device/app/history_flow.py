@@ -74,6 +74,7 @@ def _compare_side(item: ResultView) -> CompareSide:
         p_malignant=item.p_malignant,
         label=item.top3[0].name if item.top3 else item.label,
         unfamiliar=item.unfamiliar,
+        referral_threshold=item.referral_threshold,
     )
 
 

@@ -355,6 +355,9 @@ class CompareSide:
     p_malignant: float
     label: str
     unfamiliar: bool = False
+    # The threshold the scan's tier was decided at: P is shown with the precision
+    # that keeps it on the same side of it (device.result_text.referral_figures).
+    referral_threshold: float | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from device.result_text import referral_figures
 from device.ui.draw.result import ResultScreens
 from device.ui.draw.theme import MUTED, TEXT, WARN, background_of, foreground_of
 from device.ui.screens import NOTICE, CompareScreen, CompareSide, HistoryScreen, tier_action
@@ -79,7 +80,7 @@ class HistoryScreens(ResultScreens):
         action = tier_action(side.risk_tier, side.unfamiliar)
         banner_font, action = self.fit_one_line(action, width - self.px(6), 12, True)
         banner_h = self.line_step(banner_font) + self.px(4)
-        detail = f"P(malignant) {side.p_malignant:.0%} · {side.label}"
+        detail = f"P(malignant) {_p_text(side)} · {side.label}"
         detail_h = self.block_height(detail, width, 11, 3)
         below = self.px(4) + banner_h + detail_h
         photo_side = max(1, min(width, area.bottom - y - below))
@@ -122,3 +123,10 @@ class HistoryScreens(ResultScreens):
         self._compare_side(surface, screen.later, screen.show_heatmap, second, "Later")
         rect = pygame.Rect(area.left, area.bottom - change_h + self.px(2), area.width, change_h)
         self.draw_block(surface, change, rect, 13, TEXT, bold=True, max_lines=3, align="center")
+
+
+def _p_text(side: CompareSide) -> str:
+    """P(malignant) as text that sits on the same side of the scan's threshold as its tier."""
+    if side.referral_threshold is None:
+        return f"{side.p_malignant:.0%}"
+    return referral_figures(side.p_malignant, side.referral_threshold).p_text
