@@ -465,4 +465,4 @@ def test_compare_shows_p_on_the_same_side_of_the_threshold_as_the_tier():
     later = replace(base.later, risk_tier="refer", p_malignant=0.0975, referral_threshold=0.097)
     joined = " ".join(rendered_text(replace(base, earlier=earlier, later=later), (800, 480)))
     assert "Monitor P(malignant) 9.5%" in joined
-    assert "P(malignant) 10%" not in joined
+    assert "Monitor P(malignant) 10%" not in joined
