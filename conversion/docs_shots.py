@@ -450,15 +450,26 @@ SCREEN_FOLDERS = ("docs", "clinic/docs")
 _PICTURE = re.compile(r"!\[[^\]]*\]\(([^)\s]+\.png)\)")
 
 
+def measurements(registry: Path) -> dict[str, str]:
+    """The registry's ``[measurements]``: charts of a measurement (not screens), each with the
+    command that makes it; ``skinscan docs build`` does not remake them."""
+    data = tomllib.loads(registry.read_text(encoding="utf-8"))
+    table = data.get("measurements", {})
+    if not isinstance(table, dict) or not all(isinstance(v, str) and v for v in table.values()):
+        raise DocsError(
+            f"{registry}: [measurements] maps picture paths to the command that makes each"
+        )
+    return table
+
+
 def unmade_pictures(root: Path, pages: Sequence[Path]) -> list[str]:
-    """Pictures the pages show that are missing, or that lie in a screen folder and no
-    session of the registry makes; one line each, naming the page."""
+    """Pictures the pages show that are missing, or that lie in a screen folder and neither
+    a session of the registry makes nor its ``[measurements]`` list; one line each."""
     registry = root / REGISTRY
-    made = (
-        {(root / t).resolve() for s in load_registry(registry) for t in s.shots}
-        if registry.exists()
-        else set()
-    )
+    made = set()
+    if registry.exists():
+        made = {(root / t).resolve() for s in load_registry(registry) for t in s.shots}
+        made |= {(root / t).resolve() for t in measurements(registry)}
     folders = [(root / f).resolve() for f in SCREEN_FOLDERS]
     problems = []
     for page in pages:
@@ -468,5 +479,8 @@ def unmade_pictures(root: Path, pages: Sequence[Path]) -> list[str]:
             if not path.is_file():
                 problems.append(f"{rel}: shows a missing picture {link}")
             elif path not in made and any(f in path.parents for f in folders):
-                problems.append(f"{rel}: {link} is made by no session of {REGISTRY}")
+                problems.append(
+                    f"{rel}: {link} is made by no session of {REGISTRY} (a chart of a "
+                    "measurement: list it under [measurements] with its command)"
+                )
     return problems
