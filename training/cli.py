@@ -56,9 +56,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=("current", "v3"),
         default="current",
         help="current: preprocessing spec 6 (the colour region fitted on the training split) "
-        "and acquisition augmentation; v3: the recipe of the shipped model files (spec 3, v3 "
-        "augmentation, 16 deep epochs), which the shipped bundle then gets spec 6 from with "
-        "'skinscan convert --clamp-colour'",
+        "and acquisition augmentation; v3: the recipe of the shipped model's training (spec 3, "
+        "v3 augmentation, 16 deep epochs; the shipped v6 run used --deep-epochs 14), which the "
+        "shipped bundle then gets spec 6 from with 'skinscan convert --clamp-colour'",
     )
     parser.add_argument("--head-epochs", type=int, help="phase 1 epochs: the head only")
     parser.add_argument(
@@ -218,10 +218,10 @@ def recipe_overrides(recipe: str) -> dict:
 
     "current" sets nothing: the TrainConfig defaults are the current recipe, preprocessing
     spec 6 (its colour region fitted on the run's training split and recorded in
-    config.json) with the acquisition augmentation. "v3" is the recipe of the shipped
-    model files (run ``ham10000-v3``): preprocessing spec 3, augmentation without the
-    acquisition transforms (no channel gains, gamma, blur or JPEG; zoom 1-1.1), 16 deep
-    epochs.
+    config.json) with the acquisition augmentation. "v3" is the recipe first used by run
+    ``ham10000-v3`` and, with ``--deep-epochs 14``, by the shipped ``ham10000-isic-v6``:
+    preprocessing spec 3, augmentation without the acquisition transforms (no channel
+    gains, gamma, blur or JPEG; zoom 1-1.1), 16 deep epochs.
     """
     if recipe == "current":
         return {}
