@@ -411,6 +411,9 @@ def main(args: argparse.Namespace) -> int:
     (args.out / "adapt.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     markdown = render_markdown(report)
     (args.out / "adapt.md").write_text(markdown, encoding="utf-8")
-    plot(report, args.out / "adapt-auc.png")
+    try:
+        plot(report, args.out / "adapt-auc.png")
+    except ImportError as exc:  # matplotlib comes with the train extra, not the clinic's
+        log.warning("no plot: %s (install skinscan[train] for adapt-auc.png)", exc)
     print(markdown)
     return 0
